@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make train` (the main job) and `make test` (the whole suite).
+# Both create .venv and install the package with its test and export extras on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-fast install bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[export,test]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/googlenet summary --arch googlenet
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(VENV)/bin/googlenet bench infer

@@ -1,0 +1,67 @@
+"""The ``googlenet`` command: one subcommand per module of this package.
+
+Each subcommand module defines ``add_parser(subparsers)``, which registers its flags and sets ``func``. Heavy imports
+happen inside the command, so ``googlenet --help`` stays quick. Errors a user can cause (``UserError``, a bad flag,
+a missing or unreadable file) end in one line on stderr and exit code 2; set GOOGLENET_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+from ..errors import UserError
+
+# Order shown in --help.
+COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (not the usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    from .. import __version__
+
+    parser = ArgumentParser(prog="googlenet", description="GoogLeNet (Inception v1): the paper's network, "
+                            "trained, evaluated and exported as published.")
+    parser.add_argument("--version", action="version", version=f"googlenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # a command not shipped in this build
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("GOOGLENET_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"googlenet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        if debug:
+            raise
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"googlenet {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"googlenet {args.command}: interrupted", file=sys.stderr)
+        return 130

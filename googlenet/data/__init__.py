@@ -1,0 +1,1 @@
+"""Data: the embedded default dataset, robust image decoding, ImageFolder datasets, transforms."""

@@ -1,0 +1,127 @@
+"""Decoding any image a user may hand us into an RGB uint8 tensor, or a clear ``BadImage``.
+
+JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, faster than PIL); everything else, and every JPEG
+torchvision refuses (CMYK, progressive oddities), goes through Pillow. Odd files are converted rather than dropped:
+grayscale, CMYK, palette, RGBA / LA (composited over white), 16-bit, animated (first frame), EXIF-rotated. A file
+larger than ``max_pixels`` is refused from its header alone, before any pixel is decoded (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+# Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
+MAX_PIXELS = int(os.environ.get("GOOGLENET_MAX_PIXELS", 89_478_485))
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+                    ".jfif", ".jpe")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, never half-decoded silently
+
+
+class BadImage(Exception):
+    """A file that cannot be turned into an image: the message says why, in one line."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
+               draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Reads ``path`` as a 3 x H x W uint8 RGB tensor, EXIF orientation applied.
+
+    draft_size: when given, a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that still covers that
+    (width, height): much faster when the image will be shrunk anyway.
+    Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file.
+    """
+    path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except IsADirectoryError:
+        raise BadImage("is a directory") from None
+    except OSError as e:
+        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    return decode_image_bytes(data, max_pixels=limit, draft_size=draft_size)
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
+                       draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own bound applies below
+            img = Image.open(io.BytesIO(data))  # reads the header only
+            w, h = img.size
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"image too large ({_one_line(e)})") from None
+    except Exception as e:  # UnidentifiedImageError, SyntaxError from broken headers, ...
+        raise BadImage(f"not an image ({_one_line(e)})") from None
+    if w < 1 or h < 1:
+        raise BadImage(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise BadImage(f"image too large: {w}x{h} = {w * h:,} pixels, limit {max_pixels:,} "
+                       f"(set GOOGLENET_MAX_PIXELS to raise it)")
+
+    if data[:3] == _JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
+        tensor = _decode_jpeg_torchvision(data)
+        if tensor is not None:
+            return tensor
+    try:
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)  # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 size
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return pil_to_tensor_rgb(img)
+    except BadImage:
+        raise
+    except Exception as e:  # OSError("image file is truncated"), ValueError, ...
+        raise BadImage(f"cannot decode ({_one_line(e)})") from None
+
+
+def _decode_jpeg_torchvision(data: bytes) -> Optional[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
+            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except Exception:
+        return None
+
+
+def pil_to_tensor_rgb(img: Image.Image) -> torch.Tensor:
+    """Any Pillow mode -> 3 x H x W uint8 RGB. Alpha is composited over white; 16/32-bit values are rescaled."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__

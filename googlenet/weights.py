@@ -1,0 +1,154 @@
+"""The project's weights file: safetensors tensors plus JSON metadata. Loading runs no pickle.
+
+The metadata makes a file self-describing (architecture, options, class names, preprocessing), so evaluation,
+prediction and export read what training wrote and cannot drift from it::
+
+    {"format": "googlenet-weights", "version": 1, "arch": "googlenet", "num_classes": 10, "aux_logits": true,
+     "options": {...}, "class_names": [...], "preprocessing": {...}, ...anything the caller adds}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .fileio import atomic_path
+from .models import arch_options, create_model, list_models
+
+FORMAT = "googlenet-weights"
+VERSION = 1
+METADATA_KEY = "googlenet"
+
+# torchvision's preprocessing for its ImageNet weights (and the default for ImageNet-style training).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_PREPROCESSING = {"input_size": 224, "resize_size": 256, "interpolation": "bilinear",
+                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def default_preprocessing(input_size: int = 224) -> dict:
+    """ImageNet preprocessing scaled to ``input_size``: resize the shorter side to 256/224 of it, centre crop."""
+    return {**IMAGENET_PREPROCESSING, "input_size": input_size, "resize_size": round(input_size * 256 / 224)}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Path:
+    """Writes ``model``'s weights and metadata to ``path`` (safetensors), atomically.
+
+    metadata: ``class_names`` (list of str), ``preprocessing`` (dict) and any JSON-serialisable extras.
+    """
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)  # DDP / compiled wrappers
+    model = getattr(model, "_orig_mod", model)
+    arch = metadata.pop("arch", None) or getattr(model, "arch_name", None)
+    if arch is None:
+        raise ValueError("save_model needs arch=... for a model not made by create_model")
+    num_classes = int(model.num_classes)
+    class_names = metadata.pop("class_names", None) or getattr(model, "class_names", None)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+    base = dict(getattr(model, "metadata", {}) or {})
+    meta = {**base, **metadata, "format": FORMAT, "version": VERSION, "arch": arch, "num_classes": num_classes,
+            "aux_logits": bool(model.aux_logits), "options": arch_options(model),
+            "class_names": list(class_names) if class_names is not None else None,
+            "preprocessing": metadata.get("preprocessing") or base.get("preprocessing") or default_preprocessing()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a weights file, checked; raises UserError when the file is not one of ours."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as e:  # SafetensorError, OSError, ...: a pickle, a truncated or corrupt file
+        raise UserError(f"{path} is not a valid googlenet weights file (safetensors): {_one_line(e)}") from None
+    if raw is None:
+        raise UserError(f"{path} is a safetensors file without googlenet metadata; "
+                        f"convert other checkpoints with 'googlenet convert'")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: googlenet metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path}: not a googlenet weights file (format {meta.get('format')!r})")
+    if meta.get("arch") not in list_models():
+        raise UserError(f"{path}: unknown arch {meta.get('arch')!r}; this version knows {', '.join(list_models())}")
+    n = meta.get("num_classes")
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"{path}: invalid num_classes {n!r}")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != n):
+        raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names "
+                        f"for {n} classes")
+    return meta
+
+
+def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
+               map_location: str | torch.device = "cpu") -> nn.Module:
+    """Builds the model a weights file describes and loads it, in eval mode, with ``model.metadata`` attached.
+
+    ``arch`` / ``num_classes``, when given, are what the caller expects: a file that differs is refused.
+    """
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    if arch is not None and meta["arch"] != arch:
+        raise UserError(f"{path} holds arch {meta['arch']}, not {arch}")
+    if num_classes is not None and meta["num_classes"] != num_classes:
+        raise UserError(f"{path} has {meta['num_classes']} classes, not {num_classes}")
+    try:
+        model = create_model(meta["arch"], num_classes=meta["num_classes"], aux_logits=bool(meta.get("aux_logits")),
+                             **(meta.get("options") or {}))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: invalid model options: {e}") from None
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except Exception as e:
+        raise UserError(f"{path}: cannot read tensors: {_one_line(e)}") from None
+    load_state_dict_checked(model, state, source=str(path))
+    attach_metadata(model, meta)
+    return model.eval()
+
+
+def load_state_dict_checked(model: nn.Module, state: dict, *, source: str) -> None:
+    """load_state_dict(strict) with the mismatch (keys, shapes) told in one line instead of a traceback."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: "
+                        f"keys {', '.join(parts)}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: {k} has shape "
+                            f"{tuple(v.shape)}, expected {tuple(own[k].shape)}")
+    model.load_state_dict(state, strict=True)
+
+
+def attach_metadata(model: nn.Module, meta: dict) -> None:
+    model.metadata = meta
+    model.class_names = meta.get("class_names")
+    model.preprocessing = meta.get("preprocessing") or default_preprocessing()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
