@@ -152,3 +152,13 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
+    """What a ``--weights`` flag names: a weights file, or "torchvision" (torchvision's ImageNet weights, fetched
+    through torchvision's own weights API when online, converted to ``googlenet_tv``)."""
+    if str(spec) == "torchvision":
+        from .convert import load_torchvision_pretrained
+
+        return load_torchvision_pretrained()
+    return load_model(spec)

@@ -1,0 +1,1 @@
+"""Training: the recipe, the loop, checkpoints, distributed and mixed-precision switches."""

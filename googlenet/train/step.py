@@ -1,0 +1,93 @@
+"""One optimisation step, shared by ``googlenet train`` and ``googlenet bench train``.
+
+Mixed precision, channels_last and torch.compile are switches on this one step, not copies of it. The loss is the
+paper's: main cross-entropy plus 0.3 x each auxiliary head's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 needs a CUDA device; use bf16 on the CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def googlenet_loss(out, labels: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
+    """Paper section 5: the aux losses are added to the total loss with a discount weight of 0.3."""
+    loss = F.cross_entropy(out.logits.float(), labels, label_smoothing=label_smoothing)
+    for aux in (out.aux1, out.aux2):
+        if aux is not None and aux_weight:
+            loss = loss + aux_weight * F.cross_entropy(aux.float(), labels, label_smoothing=label_smoothing)
+    return loss
+
+
+@dataclass
+class StepResult:
+    loss: Tensor  # detached scalar, fp32
+    logits: Tensor  # detached main logits
+    finite: bool  # False when the loss was NaN/inf: no update was applied
+
+
+class TrainStep:
+    """forward (with aux) -> loss -> backward -> optimizer step, under the chosen precision and layout."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
+                 channels_last: bool = False, compile: bool = False, aux_weight: float = 0.3,
+                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
+                 grad_clip: Optional[float] = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = torch.device(device)
+        self.model = model
+        self.optimizer = optimizer
+        self.precision = precision
+        self.channels_last = channels_last
+        self.aux_weight = aux_weight
+        self.label_smoothing = label_smoothing
+        self.grad_clip = grad_clip
+        # fp16 needs loss scaling; bf16 has fp32's range and does not.
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(model) if compile else model
+
+    def __call__(self, images: Tensor, labels: Tensor) -> StepResult:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            out = self.forward(images, with_aux=True)
+            loss = googlenet_loss(out, labels, self.aux_weight, self.label_smoothing)
+        finite = bool(torch.isfinite(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        if finite:
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if self.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if self.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.optimizer.step()
+        return StepResult(loss.detach().float(), out.logits.detach(), finite)
