@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(VENV)/bin/googlenet summary --arch googlenet
+	$(VENV)/bin/googlenet train
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,8 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
                  channels_last: bool = False, compile: bool = False, aux_weight: float = 0.3,
                  label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-                 grad_clip: Optional[float] = None) -> None:
+                 grad_clip: Optional[float] = None,
+                 all_finite: Optional[Callable[[bool], bool]] = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
@@ -61,13 +62,18 @@ class TrainStep:
         self.aux_weight = aux_weight
         self.label_smoothing = label_smoothing
         self.grad_clip = grad_clip
+        # Under DDP every rank must take the same branch (a rank that skips backward would leave the others waiting
+        # in the gradient all-reduce): all_finite combines the local verdict across ranks.
+        self.all_finite = all_finite
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         if channels_last:
             model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(model) if compile else model
 
-    def __call__(self, images: Tensor, labels: Tensor) -> StepResult:
+    def __call__(self, images: Tensor, labels: Tensor, *, loss_weight: float = 1.0) -> StepResult:
+        """loss_weight scales the loss that is back-propagated (not the one returned): DDP averages gradients over
+        ranks, so a rank holding n of a global batch of N images uses n * world / N to get the exact global mean."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -76,17 +82,20 @@ class TrainStep:
             out = self.forward(images, with_aux=True)
             loss = googlenet_loss(out, labels, self.aux_weight, self.label_smoothing)
         finite = bool(torch.isfinite(loss.detach()))
+        if self.all_finite is not None:
+            finite = self.all_finite(finite)
         self.optimizer.zero_grad(set_to_none=True)
         if finite:
+            weighted = loss if loss_weight == 1.0 else loss * loss_weight
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(weighted).backward()
                 if self.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                loss.backward()
+                weighted.backward()
                 if self.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()

@@ -1,0 +1,82 @@
+"""``googlenet train``: train GoogLeNet from scratch (the paper's recipe, or a short one on the embedded data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import non_negative_int, positive_float, positive_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train from scratch (no flags: the embedded Fashion-MNIST subset, minutes on "
+                                     "a CPU)",
+                       description="Trains GoogLeNet. Configuration is resolved recipe YAML -> --config FILE -> "
+                                   "flags, and saved to OUT/config.yaml and into every checkpoint. Run under "
+                                   "torchrun for distributed data parallel.")
+    g = p.add_argument_group("what")
+    g.add_argument("--arch", help="googlenet (paper, LRN) | googlenet_bn | googlenet_tv")
+    g.add_argument("--recipe", help="paper | caffe-quick | fashion-quick (default) | bn-modern")
+    g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (overrides the recipe)")
+    g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; or "
+                                  "DIR with DIR/train/<class>/* and DIR/val/<class>/*")
+    g.add_argument("--out", metavar="DIR", help="run folder (default runs/train)")
+    g.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint; auto: OUT/last.pt if present")
+    g.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int, help="global batch (split across processes)")
+    g.add_argument("--lr", type=positive_float, help="learning rate at the recipe's reference batch; scaled "
+                                                     "linearly with the global batch")
+    g.add_argument("--seed", type=non_negative_int)
+    g.add_argument("--skip-nonfinite", action="store_true", default=None,
+                   help="skip (and count) steps whose loss is NaN/inf instead of stopping")
+    g = p.add_argument_group("input")
+    g.add_argument("--input-size", type=positive_int, help="square training crop (>= 64)")
+    g.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes for --data DIR")
+    g.add_argument("--max-train-images", type=positive_int, help="use a fixed subset of this many training images")
+    g.add_argument("--max-eval-images", type=positive_int, help="use a fixed subset of this many held-out images")
+    g = p.add_argument_group("machine")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="SyncBatchNorm across DDP processes (BatchNorm archs)")
+    p.set_defaults(func=run)
+
+
+FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
+             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "sync_bn")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.config import resolve
+    from ..train.loop import train
+
+    cfg = resolve(args.recipe, args.config, {k: getattr(args, k) for k in FLAG_KEYS})
+    summary = train(cfg, resume=args.resume)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if args.json:
+        keys = ("weights", "checkpoint", "metrics", "plot", "top1", "top5", "best_top1", "epochs", "images_per_s",
+                "wall_s", "skipped_files")
+        extra = {k: v for k, v in summary.items() if k not in keys}
+        print(json.dumps({**{k: summary[k] for k in keys}, **extra}))
+        return 0
+    top1 = summary["top1"]
+    print(f"held-out top-1 {100 * top1:.2f}%, top-5 {100 * summary['top5']:.2f}% after {summary['epochs']} epochs, "
+          f"{summary['wall_s']:.0f} s" if top1 is not None else "no epoch trained")
+    if summary["skipped_files"]:
+        print(f"skipped {len(summary['skipped_files'])} unreadable file(s):")
+        for s in summary["skipped_files"]:
+            print(f"  {s['file']}: {s['error']}")
+    print(f"weights: {summary['weights']}")
+    print(f"metrics: {summary['metrics']}")
+    print(f"plot:    {summary['plot']}")
+    print(f"checkpoint: {summary['checkpoint']} (continue with --resume auto)")
+    sys.stdout.flush()
+    return 0

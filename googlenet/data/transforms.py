@@ -1,0 +1,141 @@
+"""Training and evaluation transforms: the paper's sampling (section 6) and the eval resize + centre crop.
+
+All transforms take the 3 x H x W uint8 RGB tensors of ``googlenet.data.images.load_image`` and return normalised
+float tensors. Randomness comes from torch's global generator, so a seeded run (and each DataLoader worker, seeded
+by PyTorch from it) draws the same crops every time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import v2
+
+# The paper: "resize with a random interpolation among bilinear, area, nearest and cubic, with equal probability".
+# F.interpolate's "area" is adaptive average pooling, i.e. OpenCV's INTER_AREA when shrinking.
+INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
+
+# AlexNet's PCA lighting noise (Krizhevsky et al. 2012): eigen decomposition of ImageNet's RGB covariance, in the
+# [0, 1] pixel scale, as used by fb.resnet.torch and timm.
+PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
+
+def resize(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
+    """x: C x H x W float -> C x size[0] x size[1]; antialiased when shrinking with bilinear/bicubic."""
+    extra = {"align_corners": False, "antialias": True} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(x.unsqueeze(0), size=tuple(size), mode=mode, **extra).squeeze(0)
+
+
+class PaperCrop:
+    """Crops of ``scale`` (8%..100%) of the image area with aspect ratio in ``ratio`` ([3/4, 4/3]), resized to
+    ``size`` with an interpolation drawn uniformly from INTERPOLATIONS. Returns float in [0, 1]."""
+
+    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                 interpolations: Sequence[str] = INTERPOLATIONS) -> None:
+        self.size = size
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.interpolations = tuple(interpolations)
+
+    def __call__(self, img: Tensor) -> Tensor:
+        # torchvision's sampler: 10 tries at a crop of the drawn area and aspect, else the central crop.
+        top, left, h, w = v2.RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+        crop = img[:, top:top + h, left:left + w].float().div_(255)
+        mode = self.interpolations[int(torch.randint(len(self.interpolations), ()))]
+        return resize(crop, (self.size, self.size), mode).clamp_(0, 1)
+
+
+class Lighting:
+    """AlexNet-style PCA lighting noise: adds eigvec @ (alpha * eigval) to every pixel, alpha ~ N(0, std)."""
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.std <= 0:
+            return x
+        alpha = torch.randn(3) * self.std
+        rgb = PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+        return x + rgb.view(3, 1, 1)
+
+
+class RandomFlip:
+    def __call__(self, x: Tensor) -> Tensor:
+        return x.flip(-1) if bool(torch.rand(()) < 0.5) else x
+
+
+class Normalize:
+    """Mean subtraction (the paper) and division by the std (so that one lr fits every dataset)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class Compose:
+    def __init__(self, *steps) -> None:
+        self.steps = steps
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def paper_train_transform(size: int, mean, std, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                          color_jitter: float = 0.4, lighting: float = 0.1):
+    """Paper section 6: scale/aspect crops, random interpolation, mirroring, photometric distortions after Howard
+    (arXiv 1312.5402): brightness, contrast and saturation factors in [1 - color_jitter, 1 + color_jitter] in random
+    order (torchvision ColorJitter), then AlexNet PCA lighting noise; then mean subtraction."""
+    steps = [PaperCrop(size, scale, ratio), RandomFlip()]
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    steps += [Lighting(lighting), Normalize(mean, std)]
+    return Compose(*steps)
+
+
+def flip_train_transform(size: int, resize_size: int, mean, std):
+    """The short-run augmentation: the eval view plus mirroring."""
+    return Compose(eval_transform(size, resize_size, mean, std, normalize=False), RandomFlip(), Normalize(mean, std))
+
+
+def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpolation: str = "bilinear",
+                   normalize: bool = True):
+    """Resize the shorter side to ``resize_size``, centre crop ``size`` (the preprocessing saved with the weights)."""
+    resize_size = resize_size or round(size * 256 / 224)
+
+    def view(img: Tensor) -> Tensor:
+        h, w = img.shape[-2:]
+        scale = resize_size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = resize(img.float().div_(255), (nh, nw), interpolation).clamp_(0, 1)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return x[:, top:top + size, left:left + size]
+
+    return Compose(view, Normalize(mean, std)) if normalize else view
+
+
+def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: bool = False,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """A batch of N x H x W uint8 grayscale images (the embedded Fashion-MNIST) -> N x 3 x size x size normalised.
+
+    Upsampling the whole batch at once (bilinear) is cheap next to the network, so no worker processes are needed.
+    Grayscale is replicated to 3 channels, as the network takes RGB.
+    """
+    x = images.unsqueeze(1).float().div_(255)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if flip:
+        mask = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+    x = (x - mean) / std
+    return x.expand(-1, 3, -1, -1).contiguous()

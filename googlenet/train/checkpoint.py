@@ -1,0 +1,65 @@
+"""Checkpoints: plain tensors and Python values only, so ``torch.load(path, weights_only=True)`` reads them.
+
+A checkpoint holds what an uninterrupted run would still have in memory at an epoch boundary: model, EMA, optimizer,
+schedule position, every RNG state (as tensors), the resolved config, the metrics so far. Written atomically: a
+kill -9 while saving leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import UserError
+from ..fileio import atomic_path
+
+FORMAT = "googlenet-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, **fields) -> Path:
+    payload = {"format": FORMAT, "version": VERSION, "rng": rng_state(), **fields}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable checkpoint: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise UserError(f"{path} is not a googlenet training checkpoint")
+    return ck
+
+
+def resume_path(spec: Optional[str], out: str | os.PathLike) -> Optional[Path]:
+    """``--resume auto``: <out>/last.pt when it exists (else a fresh start); ``--resume PATH``: that file."""
+    if spec is None:
+        return None
+    if spec == "auto":
+        p = Path(out) / "last.pt"
+        return p if p.is_file() else None
+    if not Path(spec).is_file():
+        raise UserError(f"checkpoint not found: {spec}")
+    return Path(spec)

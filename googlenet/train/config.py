@@ -1,0 +1,238 @@
+"""The training configuration: one typed object, resolved in one direction.
+
+    recipe YAML (googlenet/recipes/<name>.yaml)  ->  --config FILE.yaml  ->  command-line flags
+
+Later sources override earlier ones, key by key. The resolved object is written to the run folder (config.yaml) and
+into every checkpoint, so a run can always say exactly what it trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import UserError
+
+SCHEDULES = ("step", "poly", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTATIONS = ("paper", "flip", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_RECIPE = "fashion-quick"
+
+
+@dataclass
+class TrainConfig:
+    """Every choice a training run makes. Field comments say where the recipe values come from."""
+
+    # what and where
+    arch: str = "googlenet"
+    data: Optional[str] = None  # None: the embedded Fashion-MNIST subset; "fashion-mnist"; or an ImageFolder DIR
+    out: str = "runs/train"
+    recipe: str = DEFAULT_RECIPE
+    # schedule
+    epochs: int = 4
+    batch_size: int = 64  # global batch (split across DDP ranks)
+    optimizer: str = "sgd"
+    lr: float = 0.01  # at reference_batch; scaled linearly with the global batch (Goyal et al. 2017)
+    reference_batch: int = 32  # Caffe's batch, the batch ``lr`` is quoted at
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 2e-4
+    betas: tuple = (0.9, 0.999)
+    schedule: str = "step"
+    step_epochs: float = 8.0  # "step": multiply the lr by step_gamma every step_epochs (paper: 4% every 8 epochs)
+    step_gamma: float = 0.96
+    poly_power: float = 0.5  # "poly": lr * (1 - t/T)^power (Caffe quick_solver)
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0  # "cosine": final lr / peak lr
+    # loss and averaging
+    aux_weight: float = 0.3  # paper section 5
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: off. Polyak averaging as an exponential moving average of the weights
+    ema_warmup: bool = True  # decay_t = min(decay, (1 + t) / (10 + t)): early averages do not keep the init
+    grad_clip: Optional[float] = None
+    skip_nonfinite: bool = False
+    # input
+    input_size: int = 224
+    resize_size: Optional[int] = None  # eval resize of the shorter side; None: input_size * 256 / 224
+    augment: str = "paper"  # "paper": scale/aspect crops, random interpolation, photometric, mirror; "flip"; "none"
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
+    color_jitter: float = 0.4  # brightness, contrast and saturation factors in [1 - x, 1 + x] (Howard 2013)
+    lighting: float = 0.1  # AlexNet PCA lighting noise, std of the eigenvalue weights
+    max_train_images: Optional[int] = None
+    max_eval_images: Optional[int] = None
+    # machine
+    workers: int = 4
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    eval_every: int = 1
+    dist_timeout_s: float = 300.0
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def peak_lr(self, world_batch: Optional[int] = None) -> float:
+        """The learning rate actually used: ``lr`` scaled linearly by global batch / reference batch."""
+        return self.lr * (world_batch or self.batch_size) / self.reference_batch
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def list_recipes() -> list[str]:
+    folder = resources.files("googlenet") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise UserError(f"{source}: unknown config key {unknown[0]!r}; known keys: {', '.join(FIELDS)}")
+    return data
+
+
+def load_recipe(name: str) -> dict:
+    if name not in list_recipes():
+        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(list_recipes())}")
+    text = (resources.files("googlenet") / "recipes" / f"{name}.yaml").read_text(encoding="utf-8")
+    return _read_yaml(text, f"recipe {name}")
+
+
+def load_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file {path}: {e}") from None
+    return _read_yaml(text, str(path))
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Checks a value against the field's default type (YAML gives ints for floats, lists for tuples)."""
+    default = FIELDS[key].default
+    if value is None:
+        return None
+    kind = type(default)
+    if default is None:  # Optional[...] fields
+        kind = {"grad_clip": float, "resize_size": int, "max_train_images": int, "max_eval_images": int,
+                "data": str}[key]
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind is tuple:
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise TypeError
+            return tuple(float(v) for v in value)
+        if kind is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
+
+
+def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
+            overrides: Optional[dict] = None) -> TrainConfig:
+    """recipe < config file < overrides (flags; None values mean "not given")."""
+    layers: list[tuple[str, dict]] = []
+    file_values = load_config_file(config_file) if config_file else {}
+    # The recipe named by a flag wins over one named in the config file, which wins over the default.
+    name = recipe or file_values.get("recipe") or DEFAULT_RECIPE
+    layers.append((f"recipe {name}", load_recipe(name)))
+    layers.append((str(config_file), file_values))
+    layers.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    values: dict[str, Any] = {}
+    for source, layer in layers:
+        for k, v in layer.items():
+            values[k] = _coerce(k, v, source)
+    values["recipe"] = name
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Out-of-range and conflicting values, each as one line."""
+    from ..models import list_models
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise UserError(message)
+
+    need(cfg.arch in list_models(), f"unknown arch {cfg.arch!r}; choose from {', '.join(list_models())}")
+    need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    need(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    need(cfg.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, got {cfg.augment!r}")
+    need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    for key in ("lr", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
+        v = getattr(cfg, key)
+        need(math.isfinite(v) and v > 0, f"{key} must be a positive finite number, got {v}")
+    for key in ("weight_decay", "warmup_epochs", "label_smoothing", "aux_weight", "min_lr_ratio", "color_jitter",
+                "lighting"):
+        v = getattr(cfg, key)
+        need(math.isfinite(v) and v >= 0, f"{key} must be >= 0, got {v}")
+    need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+    need(cfg.label_smoothing < 1, f"label_smoothing must be < 1, got {cfg.label_smoothing}")
+    need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (0 turns averaging off), got {cfg.ema_decay}")
+    need(cfg.warmup_epochs < cfg.epochs, f"warmup_epochs ({cfg.warmup_epochs}) must be shorter than the run "
+                                         f"({cfg.epochs} epochs)")
+    need(64 <= cfg.input_size <= 1024, f"input_size must be in 64..1024 (the network needs >= 64), "
+                                       f"got {cfg.input_size}")
+    need(cfg.resize_size is None or cfg.resize_size >= cfg.input_size,
+         f"resize_size ({cfg.resize_size}) must be at least input_size ({cfg.input_size})")
+    lo, hi = cfg.crop_scale
+    need(0 < lo <= hi <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {list(cfg.crop_scale)}")
+    lo, hi = cfg.crop_ratio
+    need(0 < lo <= hi, f"crop_ratio must satisfy 0 < min <= max, got {list(cfg.crop_ratio)}")
+    need(cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}")
+    for key in ("max_train_images", "max_eval_images"):
+        v = getattr(cfg, key)
+        need(v is None or v >= 1, f"{key} must be at least 1, got {v}")
+    need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")
+    need(cfg.eval_every >= 1, f"eval_every must be at least 1, got {cfg.eval_every}")
+    need(cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
+         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    need(not (cfg.precision == "fp16" and cfg.device == "cpu"),
+         "precision fp16 needs a CUDA device (it uses a gradient scaler); use bf16 on the CPU")
+    need(not (cfg.sync_bn and cfg.arch == "googlenet"),
+         "sync_bn needs a BatchNorm arch (googlenet_bn or googlenet_tv); googlenet uses LRN")
+
+
+def save_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,155 @@
+"""What a training run reads: the embedded Fashion-MNIST (in memory), the full Fashion-MNIST, or an ImageFolder.
+
+Every epoch is a list of global batches drawn from one seeded permutation; under DDP rank r takes images r, r+W,
+r+2W, ... of each global batch. Every image is seen exactly once per epoch across ranks (no padding, no duplicates),
+and all ranks run the same number of steps, so no rank waits for another at the end of an epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from ..data import embedded
+from ..data.folder import ImageFolderDataset, Skipped, collate_skipping, find_split, printable, scan_image_folder
+from ..data.transforms import array_batch, eval_transform, flip_train_transform, paper_train_transform
+from ..errors import UserError
+from ..weights import IMAGENET_MEAN, IMAGENET_STD
+from .config import TrainConfig
+
+Batch = tuple[Tensor, Tensor, list]  # images N x 3 x S x S, labels N, skipped files
+
+
+def subset(n: int, limit: Optional[int]) -> Tensor:
+    """Indices of a class-mixed fixed subset of ``limit`` items (the same for every seed), or all of them."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(12345)
+    return torch.randperm(n, generator=g)[:limit].sort().values
+
+
+def global_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> list[Tensor]:
+    """The epoch's global batches: a permutation seeded by (seed, epoch), cut into batch_size pieces; last is short."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def shard(batches: list[Tensor], rank: int, world: int) -> list[Tensor]:
+    """This rank's part of each global batch (possibly empty when a batch has fewer images than ranks)."""
+    return [b[rank::world] for b in batches]
+
+
+class ArraySource:
+    """An in-memory uint8 dataset (Fashion-MNIST): batches are made in the main process, no workers needed."""
+
+    def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool) -> None:
+        self.images = data.images[indices]
+        self.labels = data.labels[indices]
+        self.size = cfg.input_size
+        self.augment = cfg.augment if train else "none"
+        if self.augment == "paper":
+            mean, std = [embedded.MEAN] * 3, [embedded.STD] * 3
+            self.paper = paper_train_transform(cfg.input_size, mean, std, scale=cfg.crop_scale,
+                                               ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter,
+                                               lighting=cfg.lighting)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
+        for idx in plan:
+            if self.augment == "paper":  # per image: crops and interpolations differ per sample
+                x = torch.stack([self.paper(img.expand(3, -1, -1)) for img in self.images[idx].unsqueeze(1)]) \
+                    if len(idx) else torch.empty(0, 3, self.size, self.size)
+            else:
+                x = array_batch(self.images[idx], self.size, embedded.MEAN, embedded.STD,
+                                flip=self.augment == "flip")
+            yield x, self.labels[idx], []
+
+
+class FolderSource:
+    """An ImageFolder split decoded by DataLoader worker processes; broken files come back as ``Skipped``."""
+
+    def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device) -> None:
+        self.dataset = ImageFolderDataset(samples, transform)
+        self.class_names = class_names
+        self.workers = cfg.workers
+        self.pin = device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self.dataset, batch_sampler=[p.tolist() for p in plan], num_workers=self.workers,
+                            collate_fn=collate_skipping, pin_memory=self.pin,
+                            persistent_workers=False, prefetch_factor=4 if self.workers else None)
+        yield from loader
+
+
+@dataclass
+class TrainData:
+    name: str
+    train: object  # ArraySource | FolderSource
+    held_out: object
+    class_names: list[str]
+    preprocessing: dict  # saved with the weights: eval and predict rebuild exactly the held-out view
+    notes: list[str] = field(default_factory=list)
+
+
+def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
+    if cfg.data is None or cfg.data in embedded.NAMES:
+        name = cfg.data or "fashion-mnist-subset"
+        train, held = embedded.load_fashion(name)
+        # The 28x28 images are upsampled whole to input_size: resize to input_size, centre crop input_size.
+        pre = {"input_size": cfg.input_size, "resize_size": cfg.input_size, "interpolation": "bilinear",
+               "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3}
+        return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True),
+                         ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False),
+                         list(train.class_names), pre)
+    return _folder_data(cfg, device)
+
+
+def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
+    root = Path(cfg.data)
+    find_split(root, "train")  # one-line errors for a missing path or a file
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(f"{printable(root)} has no {split}/ folder (expected {printable(root)}/train/<class>/... "
+                            f"and {printable(root)}/val/<class>/...)")
+    train_samples, class_names = scan_image_folder(root / "train")
+    if len(class_names) < 2:
+        raise UserError(f"{printable(root / 'train')} has {len(class_names)} class folder; training needs at least 2")
+    val_samples, _ = scan_image_folder(root / "val", class_names)
+    resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
+    pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
+           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if cfg.augment == "paper":
+        train_tf = paper_train_transform(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
+                                         ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
+    elif cfg.augment == "flip":
+        train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        train_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    eval_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
+    val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
+    return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device),
+                     FolderSource(val_samples, class_names, eval_tf, cfg, device=device), class_names, pre)
+
+
+def skipped_as_dicts(skipped: list[Skipped]) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for s in skipped:
+        d = s.as_dict() if isinstance(s, Skipped) else dict(s)
+        seen.setdefault(d["file"], d)
+    return [seen[k] for k in sorted(seen)]
