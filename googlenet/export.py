@@ -78,7 +78,7 @@ def resolve_input_size(model: nn.Module, input_size: Optional[int]) -> int:
     return input_size
 
 
-def _check_batch(batch: Union[str, int]) -> Union[str, int]:
+def check_batch(batch: Union[str, int]) -> Union[str, int]:
     if batch == "dynamic":
         return batch
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -144,8 +144,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Option
     size is fixed in the graph). batch: "dynamic" (any N) or a fixed N. opset: default 17 (18 with dynamo).
     """
     input_size = resolve_input_size(model, input_size)
-    batch = _check_batch(batch)
-    opset = _check_opset(opset, dynamo)
+    batch = check_batch(batch)
+    opset = check_opset(opset, dynamo)
     with atomic_path(path) as tmp:
         _write_onnx(model, tmp, input_size, batch, opset, dynamo)
     return Path(path)
@@ -160,7 +160,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, *, input_size:
     return Path(path)
 
 
-def _check_opset(opset: Optional[int], dynamo: bool) -> int:
+def check_opset(opset: Optional[int], dynamo: bool) -> int:
     low = 18 if dynamo else MIN_OPSET
     if opset is None:
         return max(DEFAULT_OPSET, low)
@@ -208,20 +208,20 @@ def _max_diff(model: nn.Module, run, batches: tuple[int, ...], input_size: int, 
 
 def export(model: nn.Module, path: str | os.PathLike, *, format: str = "onnx", input_size: Optional[int] = None,
            batch: Union[str, int] = "dynamic", opset: Optional[int] = None, dynamo: bool = False,
-           tolerance: float = TOLERANCE) -> ExportReport:
+           tolerance: Optional[float] = None) -> ExportReport:
     """Exports, runs the exported file on random batches (batch 1 and 3 through the same file for a dynamic
     batch) and compares with PyTorch. Beyond ``tolerance`` it raises UserError and ``path`` is not written."""
+    tolerance = TOLERANCE if tolerance is None else tolerance
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     input_size = resolve_input_size(model, input_size)
-    batch = _check_batch(batch)
+    batch = check_batch(batch)
     batches = (1, 3) if batch == "dynamic" else (batch,)
     if format == "onnx":
-        opset = _check_opset(opset, dynamo)
+        opset = check_opset(opset, dynamo)
         require_onnx()
     else:
-        opset = None
-        batches = (1, 3) if batch == "dynamic" else (batch,)  # TorchScript is batch-agnostic either way
+        opset = None  # TorchScript is batch-agnostic either way: "dynamic" checks batches 1 and 3 too
     path = Path(path)
     with atomic_path(path) as tmp:  # the file appears only once it has passed the comparison
         if format == "onnx":

@@ -1,0 +1,37 @@
+"""``googlenet convert --from torchvision IN.pth OUT.safetensors``: torchvision's GoogLeNet checkpoint -> our weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="torchvision GoogLeNet checkpoint (.pth) -> googlenet weights (.safetensors)",
+                       description="Reads a state dict of torchvision's GoogLeNet (e.g. googlenet-1378be20.pth) with "
+                                   "torch.load(weights_only=True), so a pickle carrying code is refused and never "
+                                   "run, and writes a googlenet_tv weights file with transform_input on, ImageNet "
+                                   "class names and torchvision's preprocessing (resize 256, crop 224).")
+    p.add_argument("--from", dest="source", choices=("torchvision",), required=True, help="checkpoint origin")
+    p.add_argument("input", metavar="IN.pth")
+    p.add_argument("output", metavar="OUT.safetensors")
+    p.add_argument("--drop-aux", action="store_true",
+                   help="leave out the aux heads (untrained in torchvision's published weights)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..convert import convert_torchvision
+
+    model = convert_torchvision(args.input, args.output, aux_logits=False if args.drop_aux else None)
+    trunk = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("aux1.", "aux2.")))
+    info = {"output": str(args.output), "arch": model.metadata["arch"], "num_classes": model.num_classes,
+            "aux_logits": model.aux_logits, "parameters_without_aux": trunk,
+            "sha256_of_input": model.metadata["source"]["sha256"]}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"wrote {args.output}: {info['arch']}, {info['num_classes']} classes, "
+              f"aux heads {'kept' if info['aux_logits'] else 'left out'}, {trunk:,} parameters without aux")
+    return 0

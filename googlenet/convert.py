@@ -1,0 +1,214 @@
+"""torchvision's GoogLeNet checkpoints -> the project's weights file (arch ``googlenet_tv``).
+
+``googlenet_tv`` has torchvision's module names, so a torchvision state dict loads as is; what the checkpoint does
+not carry (``transform_input``, class names, preprocessing) is filled in the way torchvision's builder does for its
+``GoogLeNet_Weights.IMAGENET1K_V1`` weights: ``transform_input=True``, ImageNet-1k categories, resize 256 bilinear,
+centre crop 224, ImageNet mean/std.
+
+Safety: a ``.pth`` is a pickle, and unpickling can run code. Checkpoints are read with
+``torch.load(weights_only=True)`` only, which refuses anything but tensors and plain containers before it builds
+them; torchvision's own ``get_state_dict`` loads with ``weights_only=False``, so it is not used here (its URL,
+hash and metadata are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .weights import load_model, load_state_dict_checked, save_model
+
+ARCH = "googlenet_tv"
+WRAPPER_KEYS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "epoch": ...}
+NETWORK_TIMEOUT_S = 20.0  # bound on connecting and on each read while fetching torchvision's weights
+
+
+def _tv_weights():
+    from torchvision.models import GoogLeNet_Weights
+
+    return GoogLeNet_Weights.IMAGENET1K_V1
+
+
+def torchvision_preprocessing() -> dict:
+    """The preprocessing torchvision declares for its GoogLeNet weights, in our metadata's terms."""
+    t = _tv_weights().transforms()  # ImageClassification(crop 224, resize 256, bilinear, ImageNet mean/std)
+    return {"input_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]),
+            "interpolation": t.interpolation.value, "mean": list(t.mean), "std": list(t.std)}
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A torchvision-style state dict from ``path``, loaded without running any code in it.
+
+    Accepts a bare state dict or one wrapped in {"state_dict": ...} / {"model": ...}, with or without DDP's
+    "module." prefix. Raises a one-line UserError for anything else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported (?:global: GLOBAL|operand) \S+", text)
+            what = f" ({' '.join(found.group(0).split())})" if found else ""
+            raise UserError(f"{path} is not a plain state dict: it holds code or objects that torch.load("
+                            f"weights_only=True) refuses{what}; nothing in it was run") from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint: {_one_line(e)}") from None
+    state = obj
+    for _ in range(2):  # {"model": {"state_dict": ...}} occurs too
+        if isinstance(state, dict):
+            inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+            if inner is not None:
+                state = inner
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def from_torchvision_state_dict(state: dict[str, torch.Tensor], *, source: str = "state dict",
+                                aux_logits: Optional[bool] = None) -> nn.Module:
+    """Builds ``googlenet_tv`` (transform_input on) from a state dict of torchvision's GoogLeNet, in eval mode.
+
+    aux_logits: None keeps the aux heads when the state dict has them; False drops them (as torchvision's builder
+    does by default: the aux heads of the published weights are untrained).
+    """
+    if "fc.weight" not in state or state["fc.weight"].ndim != 2 or "conv1.conv.weight" not in state:
+        raise UserError(f"{source} is not a torchvision GoogLeNet state dict (no conv1.conv.weight / fc.weight)")
+    has_aux = any(k.startswith(("aux1.", "aux2.")) for k in state)
+    keep_aux = has_aux if aux_logits is None else (aux_logits and has_aux)
+    if aux_logits and not has_aux:
+        raise UserError(f"{source} has no aux heads to keep")
+    if not keep_aux:
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    num_classes = int(state["fc.weight"].shape[0])
+    from .models import create_model
+
+    model = create_model(ARCH, num_classes=num_classes, aux_logits=keep_aux, transform_input=True)
+    load_state_dict_checked(model, state, source=source)
+    from .data.imagenet import imagenet_classes
+
+    model.class_names = imagenet_classes() if num_classes == 1000 else None
+    model.preprocessing = torchvision_preprocessing()
+    return model.eval()
+
+
+def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
+                        aux_logits: Optional[bool] = None) -> nn.Module:
+    """``googlenet convert --from torchvision SRC DST``: reads SRC (weights only), writes DST atomically, returns the
+    model as ``load_model(DST)`` would give it."""
+    src = Path(src)
+    model = from_torchvision_state_dict(read_checkpoint(src), source=str(src), aux_logits=aux_logits)
+    save_model(model, dst, class_names=model.class_names, preprocessing=model.preprocessing,
+               source={"from": "torchvision", "file": src.name, "sha256": _sha256(src)})
+    return load_model(dst)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _offline_help(reason: str) -> str:
+    url = _tv_weights().url
+    return (f"cannot fetch torchvision's GoogLeNet weights ({reason}): on a connected machine download {url}, then "
+            f"run 'googlenet convert --from torchvision {Path(url).name} googlenet_tv.safetensors' and pass "
+            f"--weights googlenet_tv.safetensors")
+
+
+def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
+    """None when ``host`` accepts a connection within ``timeout`` seconds, else why not. Runs in a daemon thread
+    because name resolution ignores socket timeouts and can stall for minutes on a broken network."""
+    result: list[Optional[str]] = ["no answer within %.0f s" % timeout]
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result[0] = None
+        except OSError as e:
+            result[0] = _one_line(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0]
+
+
+def _fetch(url: str, dst: Path, timeout: float) -> None:
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    problem = _reachable(parts.hostname or "", parts.port or 443, timeout)
+    if problem is not None:
+        raise UserError(_offline_help(problem))
+    print(f"downloading {url} to {dst}", file=sys.stderr)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # a stalled read fails instead of hanging
+    try:
+        # Checks the sha256 prefix in the file name (1378be20) and writes through a temp file, as torchvision does.
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1),
+                                       progress=sys.stderr.isatty())
+    except Exception as e:
+        raise UserError(_offline_help(_one_line(e))) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
+    """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata.
+
+    Looks in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) first for our converted file, then for
+    torchvision's .pth; downloads the .pth from torchvision's URL only when neither is there. The aux heads are
+    dropped, as torchvision's builder drops them (they are untrained in those weights).
+    """
+    url = _tv_weights().url
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    checkpoint = cache / Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
+    converted = cache / f"{ARCH}-{checkpoint.stem.split('-')[-1]}.safetensors"
+    if converted.is_file():
+        try:
+            return load_model(converted, arch=ARCH)
+        except UserError:
+            pass  # a damaged cache entry: convert again below
+    if not checkpoint.is_file():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create torch hub cache {cache}: {e.strerror or e}") from None
+        _fetch(url, checkpoint, timeout)
+    model = from_torchvision_state_dict(read_checkpoint(checkpoint), source=str(checkpoint), aux_logits=False)
+    meta = {"class_names": model.class_names, "preprocessing": model.preprocessing,
+            "source": {"from": "torchvision", "weights": "GoogLeNet_Weights.IMAGENET1K_V1", "file": checkpoint.name}}
+    try:
+        save_model(model, converted, **meta)
+        return load_model(converted, arch=ARCH)
+    except (OSError, UserError):
+        # A read-only cache: use the model converted in memory.
+        model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
+        return model
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+__all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",
+           "torchvision_preprocessing"]
