@@ -1,0 +1,115 @@
+"""What every benchmark shares: alternating timed rounds, the machine and versions, result rows and the table.
+
+Contenders run in ONE process, one after another inside each round (A B C, A B C, ...) after a warm-up call each, so
+a slow spell of a shared machine hits all of them rather than one: compare ratios from one run, not figures
+across runs. Each row reports the median over rounds and the spread = (slowest - fastest) / median round.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass
+class Contender:
+    name: str
+    role: str  # "project" | "reference"
+    precision: str
+    batch_size: int  # images per call
+    run: Callable[[], object]  # one timed call
+    calls: int = 1  # calls per round (several for short batch-1 calls, to lift them above timer noise)
+    extra: dict = field(default_factory=dict)  # backend, notes, top1_agreement, ...
+    times: list[float] = field(default_factory=list)  # seconds per call, one per round
+
+
+def run_rounds(contenders: list[Contender], rounds: int, warmup: int = 1,
+               progress: Optional[Callable[[str], None]] = None) -> None:
+    """Warm-up calls for each contender, then ``rounds`` rounds in which every contender runs once, in turn."""
+    for c in contenders:
+        if progress:
+            progress(f"warm-up: {c.name}")
+        for _ in range(warmup):
+            c.run()
+    for r in range(rounds):
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+        for c in contenders:
+            start = time.perf_counter()
+            for _ in range(c.calls):
+                c.run()
+            c.times.append((time.perf_counter() - start) / c.calls)
+
+
+def row(c: Contender) -> dict:
+    med = statistics.median(c.times)
+    return {"name": c.name, "role": c.role, "precision": c.precision, "batch_size": c.batch_size,
+            "images_per_s": round(c.batch_size / med, 2), "ms_per_batch": round(1000 * med, 2),
+            "spread": round((max(c.times) - min(c.times)) / med, 3), "rounds": len(c.times), **c.extra}
+
+
+def add_ratios(rows: list[dict], reference: str) -> None:
+    """Adds ``ratios[reference] = images_per_s / the reference's`` to every row, against the reference row of the
+    same batch size (so batch-1 rows compare latencies)."""
+    refs = {r["batch_size"]: r for r in rows if r["name"] == reference and "images_per_s" in r}
+    for r in rows:
+        ref = refs.get(r["batch_size"])
+        if ref is not None and "images_per_s" in r:
+            r.setdefault("ratios", {})[reference] = round(r["images_per_s"] / ref["images_per_s"], 3)
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average": load}
+
+
+def versions() -> dict:
+    import numpy
+    import PIL
+    import torchvision
+
+    from .. import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "numpy": numpy.__version__, "pillow": PIL.__version__, "googlenet": __version__}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        out["onnxruntime"] = None
+    return out
+
+
+def format_table(rows: list[dict], notes: list[str]) -> str:
+    head = f"{'name':<52} {'role':<9} {'prec':<5} {'batch':>5} {'img/s':>8} {'ms/batch':>9} {'spread':>6}  extra"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "images_per_s" not in r:
+            lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5}  skipped: "
+                         f"{r.get('note', '')}")
+            continue
+        extra = []
+        for ref, x in (r.get("ratios") or {}).items():
+            extra.append(f"{x:.2f}x {ref}")
+        if "top1_agreement" in r:
+            agree = r["top1_agreement"]
+            extra.append(f"top-1 agreement {agree:.4f}" if isinstance(agree, float) else f"agreement: {agree}")
+        lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5} "
+                     f"{r['images_per_s']:>8.1f} {r['ms_per_batch']:>9.1f} {r['spread']:>6.2f}  {'; '.join(extra)}")
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""``googlenet bench data``: JPEG decode + RandomResizedCrop + flip + normalise, per core.
+
+Reference: torchvision's ImageFolder recipe (PIL open + convert("RGB"), RandomResizedCrop, RandomHorizontalFlip,
+ToTensor, Normalize). Project: ``googlenet.data.fast.FastRandomResizedCrop``. Both on one thread (per core), over
+JPEGs the benchmark writes to a temp folder: photo-like 500x375 images (ImageNet's typical size) made of
+Fashion-MNIST garments upscaled onto smooth colour fields, quality 90.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .common import Contender, add_ratios, row, run_rounds
+
+REFERENCE = "torchvision ImageFolder recipe (PIL), 1 core"
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def make_jpegs(folder: Path, n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> list[Path]:
+    """``n`` JPEGs of ``size`` (width, height): a garment from the embedded Fashion-MNIST, upscaled and tinted, on a
+    smooth random colour field (upsampled noise), so the files compress like photographs, not like noise."""
+    from PIL import Image
+
+    from ..data.embedded import load_fashion
+
+    g = torch.Generator().manual_seed(seed)
+    garments = load_fashion()[1].images  # held-out part: 2000 x 28 x 28
+    width, height = size
+    paths = []
+    for i in range(n):
+        field = F.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(height, width), mode="bicubic",
+                              align_corners=False)[0].clamp(0, 1)
+        side = int(height * (0.6 + 0.35 * torch.rand((), generator=g).item()))
+        garment = F.interpolate(garments[i % len(garments)][None, None].float() / 255, size=(side, side),
+                                mode="bilinear", align_corners=False)[0]
+        tint = torch.rand(3, 1, 1, generator=g)
+        top = int(torch.randint(0, height - side + 1, (), generator=g))
+        left = int(torch.randint(0, width - side + 1, (), generator=g))
+        patch = field[:, top:top + side, left:left + side]
+        field[:, top:top + side, left:left + side] = patch * (1 - garment) + tint * garment
+        grain = 0.03 * torch.randn(3, height, width, generator=g)  # sensor-like noise: realistic file sizes
+        pixels = ((field + grain).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        path = folder / f"img_{i:04d}.jpg"
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def reference_transform(size: int):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+    def load(path):
+        with open(path, "rb") as f:  # exactly torchvision.datasets.folder.pil_loader
+            img = Image.open(f)
+            return tf(img.convert("RGB"))
+
+    return load
+
+
+def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image_size=(500, 375),
+               progress=None) -> tuple[list[dict], list[str]]:
+    from ..data.fast import train_transform
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per core: a DataLoader worker runs one thread
+    try:
+        with tempfile.TemporaryDirectory(prefix="googlenet-bench-") as tmp:
+            paths = make_jpegs(Path(tmp), files, image_size)
+            ref, fast = reference_transform(input_size), train_transform(input_size, MEAN, STD)
+            note = f"{files} JPEGs {image_size[0]}x{image_size[1]} per round, output {input_size}x{input_size}"
+            contenders = [
+                Contender(REFERENCE, "reference", "fp32", files, lambda: [ref(p) for p in paths],
+                          extra={"note": note}),
+                Contender("googlenet.data.fast (draft / decode_jpeg + tensor ops), 1 core", "project", "fp32",
+                          files, lambda: [fast(p) for p in paths], extra={"note": note}),
+            ]
+            run_rounds(contenders, rounds, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [row(c) for c in contenders]
+    add_ratios(rows, REFERENCE)
+    return rows, [f"goal: project >= 1.3x {REFERENCE}"]

@@ -1,0 +1,92 @@
+"""``googlenet bench infer|train|data``: the project's fast paths beside the references, in one process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import positive_int
+
+PRECISION_CHOICES = ("fp32", "bf16", "int8")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the project's inference / training / data paths beside torchvision "
+                                     "and ONNX Runtime",
+                       description="Runs the project's paths and the references in one process, alternating them "
+                                   "round by round after a warm-up, and prints the median and spread of each. "
+                                   "Compare ratios within one run: absolute figures drift with the machine's load.")
+    p.add_argument("what", choices=("infer", "train", "data"), help="which path to time")
+    p.add_argument("--arch", default="googlenet_tv", help="project architecture (random weights) when no --weights")
+    p.add_argument("--weights", help="infer: a weights file (a model trained on the embedded set gives the "
+                                     "top-1 agreement of bf16 / int8 with fp32) or 'torchvision'")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per call (default 32; data: --files per round)")
+    p.add_argument("--input-size", type=positive_int, default=224, help="square input side (>= 64)")
+    p.add_argument("--precision", nargs="+", choices=PRECISION_CHOICES, default=None,
+                   help="project precisions to time (default: infer fp32 bf16 int8, train fp32 bf16)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="timed rounds after the warm-up")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile paths (minutes to compile)")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="infer: skip the batch-1 rows")
+    p.add_argument("--files", type=positive_int, default=64, help="data: JPEGs per round")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.common import format_table, machine, versions
+    from ..errors import UserError
+
+    if not 64 <= args.input_size <= 2048:
+        raise UserError(f"--input-size must be in [64, 2048], got {args.input_size}")
+
+    def progress(message: str) -> None:
+        print(f"bench {args.what}: {message}", file=sys.stderr, flush=True)
+
+    batch_size = args.batch_size or 32
+    if args.what == "infer":
+        from ..bench.infer import bench_infer
+
+        model, trained = _model(args)
+        rows, notes = bench_infer(model=model, batch_size=batch_size, input_size=args.input_size,
+                                  precisions=args.precision or PRECISION_CHOICES, rounds=args.rounds,
+                                  latency=args.latency, compile=args.compile, trained=trained, progress=progress)
+    elif args.what == "train":
+        from ..bench.train import bench_train
+        from ..models import list_models
+
+        if args.arch not in list_models():
+            raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
+        if "int8" in (args.precision or ()):
+            raise UserError("bench train: --precision int8 is inference-only; use fp32 and/or bf16")
+        rows, notes = bench_train(arch=args.arch, batch_size=batch_size, input_size=args.input_size,
+                                  precisions=args.precision or ("fp32", "bf16"), rounds=args.rounds,
+                                  compile=args.compile, progress=progress)
+    else:
+        from ..bench.data import bench_data
+
+        rows, notes = bench_data(input_size=args.input_size, files=args.batch_size or args.files,
+                                 rounds=args.rounds, progress=progress)
+    if args.json:
+        print(json.dumps({"benchmark": args.what, "machine": machine(), "versions": versions(), "results": rows,
+                          "notes": notes}))
+    else:
+        m = machine()
+        print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, load {m['load_average']}")
+        print(format_table(rows, notes))
+    return 0
+
+
+def _model(args: argparse.Namespace):
+    """(model, trained): --weights, or a fresh --arch with 1000 classes (as the references)."""
+    from ..errors import UserError
+    from ..models import create_model, list_models
+
+    if args.weights:
+        from ..weights import load_weights_arg
+
+        return load_weights_arg(args.weights), args.weights != "torchvision"
+    if args.arch not in list_models():
+        raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
+    return create_model(args.arch, num_classes=1000).eval(), False
