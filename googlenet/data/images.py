@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
 MAX_PIXELS = int(os.environ.get("GOOGLENET_MAX_PIXELS", 89_478_485))
@@ -68,6 +68,8 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
             w, h = img.size
     except Image.DecompressionBombError as e:
         raise BadImage(f"image too large ({_one_line(e)})") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
     except Exception as e:  # UnidentifiedImageError, SyntaxError from broken headers, ...
         raise BadImage(f"not an image ({_one_line(e)})") from None
     if w < 1 or h < 1:
