@@ -79,7 +79,7 @@ def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image
             contenders = [
                 Contender(REFERENCE, "reference", "fp32", files, lambda: [ref(p) for p in paths],
                           extra={"note": note}),
-                Contender("googlenet.data.fast (draft / decode_jpeg + tensor ops), 1 core", "project", "fp32",
+                Contender("googlenet.data.fast, 1 core", "project", "fp32",
                           files, lambda: [fast(p) for p in paths], extra={"note": note}),
             ]
             run_rounds(contenders, rounds, progress=progress)

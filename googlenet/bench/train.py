@@ -2,7 +2,7 @@
 
 Reference: torchvision's googlenet in a plain eager fp32 NCHW loop with its two aux losses (weight 0.3, as the
 paper), ``torch.optim.SGD`` with its default per-parameter loop. Project: ``googlenet.train.step.TrainStep`` in
-its fastest configuration here (bf16 autocast, channels_last, foreach SGD; compile when asked), plus fp32
+its fastest configuration here (bf16 autocast, channels_last, fused SGD; compile when asked), plus fp32
 channels_last to show what the layout alone buys.
 """
 
@@ -52,9 +52,9 @@ def bench_train(*, arch: str = "googlenet_tv", batch_size: int = 32, input_size:
         configs += [(p, True) for p in ("fp32", "bf16") if p in precisions]
     for precision, compiled in configs:
         model = create_model(arch, num_classes=1000).train()
-        # foreach: one fused kernel per parameter group instead of a Python loop over ~200 tensors.
-        step = TrainStep(model, sgd(model, foreach=True), precision=precision, channels_last=True, compile=compiled)
-        name = f"googlenet TrainStep {precision} channels_last foreach-SGD" + (" compile" if compiled else "")
+        # fused: one kernel updates all ~200 tensors (weights, momentum) instead of a Python loop over them.
+        step = TrainStep(model, sgd(model, fused=True), precision=precision, channels_last=True, compile=compiled)
+        name = f"googlenet TrainStep {precision} channels_last fused-SGD" + (" compile" if compiled else "")
         contenders.append(Contender(name, "project", precision, batch_size,
                                     (lambda s=step: s(images, labels)), extra={"arch": arch}))
     run_rounds(contenders, rounds, progress=progress)
