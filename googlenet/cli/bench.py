@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=positive_int, default=5, help="timed rounds after the warm-up")
     p.add_argument("--compile", action="store_true", help="also time torch.compile paths (minutes to compile)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="infer: skip the batch-1 rows")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads for PyTorch and ONNX Runtime alike (default: PyTorch's, one per core); "
+                        "1 gives steadier figures on a machine other jobs share")
     p.add_argument("--files", type=positive_int, default=64, help="data: JPEGs per round")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run)
@@ -44,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"bench {args.what}: {message}", file=sys.stderr, flush=True)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # ONNX Runtime sessions take torch.get_num_threads() too
     batch_size = args.batch_size or 32
     if args.what == "infer":
         from ..bench.infer import bench_infer
