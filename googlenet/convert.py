@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .weights import load_model, load_state_dict_checked, save_model
+from .weights import attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model
 
 ARCH = "googlenet_tv"
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "epoch": ...}
@@ -111,12 +111,13 @@ def from_torchvision_state_dict(state: dict[str, torch.Tensor], *, source: str =
 def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
                         aux_logits: Optional[bool] = None) -> nn.Module:
     """``googlenet convert --from torchvision SRC DST``: reads SRC (weights only), writes DST atomically, returns the
-    model as ``load_model(DST)`` would give it."""
+    model (eval mode) with the metadata read back from DST."""
     src = Path(src)
     model = from_torchvision_state_dict(read_checkpoint(src), source=str(src), aux_logits=aux_logits)
     save_model(model, dst, class_names=model.class_names, preprocessing=model.preprocessing,
                source={"from": "torchvision", "file": src.name, "sha256": _sha256(src)})
-    return load_model(dst)
+    attach_metadata(model, read_metadata(dst))
+    return model
 
 
 def _sha256(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""``googlenet convert --from torchvision IN.pth OUT.safetensors``: torchvision's GoogLeNet checkpoint -> our weights."""
+"""``googlenet convert --from torchvision IN.pth OUT.safetensors``: torchvision checkpoint -> our weights file."""
 
 from __future__ import annotations
 
