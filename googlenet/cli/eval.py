@@ -1,0 +1,92 @@
+"""``googlenet eval``: top-1 / top-5 with the paper's 1, 10 or 144 crops, one model or an ensemble; Table 3 grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import non_negative_int, positive_int
+
+
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+    """--precision / --backend: validated against googlenet.inference.PRECISIONS / BACKENDS when the command runs
+    (importing torch to list them here would slow every ``googlenet --help``)."""
+    p.add_argument("--precision", default="fp32", help="inference precision, one of googlenet.inference.PRECISIONS "
+                                                       "(fp32, bf16, ...; default fp32)")
+    p.add_argument("--backend", default="eager", help="inference backend, one of googlenet.inference.BACKENDS "
+                                                      "(default eager)")
+
+
+def check_inference_flags(args: argparse.Namespace) -> None:
+    from ..errors import UserError
+    from ..inference import BACKENDS, PRECISIONS
+
+    if args.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    if args.backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
+
+
+def load_ensemble(weights: list[str], args: argparse.Namespace):
+    from ..evaluate.ensemble import Ensemble
+    from ..weights import load_weights_arg
+
+    models = [load_weights_arg(w) for w in weights]
+    return Ensemble(models, precision=args.precision, backend=args.backend, names=weights)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5 with 1, 10 or 144 crops (paper section 7), ensembles, Table 3",
+                       description="Softmax probabilities are averaged over the crops of each image, then over the "
+                                   "models given (an ensemble). Without --data: the embedded Fashion-MNIST held-out "
+                                   "part. Under torchrun each rank scores its share and the counts are summed.")
+    p.add_argument("--weights", nargs="+", required=True, metavar="W",
+                   help="weights file(s) or 'torchvision'; several make an ensemble")
+    p.add_argument("--data", default=None, help="DIR/val/<class>/... or DIR/<class>/..., or 'fashion-mnist'; "
+                                                "default: the embedded held-out part")
+    p.add_argument("--crops", choices=("1", "10", "144"), default="1", help="crop scheme (default 1)")
+    p.add_argument("--report", action="store_true",
+                   help="the paper's Table 3 grid: 1..n models x 1/10/144 crops, error and cost")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="crops per forward pass (default 64)")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="image-decoding processes (default 0 for the embedded data, 2 for a folder)")
+    p.add_argument("--max-images", type=positive_int, default=None,
+                   help="score only this many images, spread evenly over the set")
+    add_inference_flags(p)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate.evaluate import distributed, eval_source, evaluate, format_report, spread
+
+    check_inference_flags(args)
+    ensemble = load_ensemble(args.weights, args)
+    base, name = eval_source(args.data, ensemble)
+    workers = args.workers if args.workers is not None else (0 if args.data is None else 2)
+    schemes = ("1", "10", "144") if args.report else (args.crops,)
+    result = evaluate(ensemble, base, schemes, indices=spread(len(base), args.max_images),
+                      batch_size=args.batch_size, workers=workers)
+    rank, world = distributed()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    out = result.summary(args.crops)
+    out.update(data=name, weights=args.weights, world_size=world)
+    if args.report:
+        out["report"] = [result.row(k, s) for k in range(1, result.models + 1) for s in schemes]
+        print(format_report(result))
+    if not args.json:
+        print(f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
+              f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "
+              f"top-5 {100 * out['top5']:.2f}% (error {100 * out['top5_err']:.2f}%)")
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable file(s):")
+            for s in result.skipped:
+                print(f"  {s['file']}: {s['error']}")
+    else:
+        print(json.dumps(out))
+    return 0
