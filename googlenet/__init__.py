@@ -1,11 +1,14 @@
 """googlenet: the reference implementation of GoogLeNet (Inception v1), Szegedy et al. 2014."""
 
+from .convert import convert_torchvision, load_torchvision_pretrained
 from .errors import UserError
 from .evaluate.crops import Crop, crop_boxes
+from .export import export_onnx, export_torchscript
 from .models import GoogLeNetOutputs, create_model, list_models
 from .weights import load_model, read_metadata, save_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Crop", "GoogLeNetOutputs", "UserError", "create_model", "crop_boxes", "list_models", "load_model",
+__all__ = ["Crop", "GoogLeNetOutputs", "UserError", "convert_torchvision", "create_model", "crop_boxes",
+           "export_onnx", "export_torchscript", "list_models", "load_model", "load_torchvision_pretrained",
            "read_metadata", "save_model", "__version__"]
