@@ -101,8 +101,14 @@ def test_eval_image_folder_with_bad_files_and_class_mapping(weights, tmp_path, c
     r = last_json(capsys.readouterr().out)
     assert r["images"] == 2 and len(r["skipped_files"]) == 1
     assert r["skipped_files"][0]["file"].endswith("broken.jpg")
-    # labels follow the model's class names (Bag = 8, Trouser = 1), not the folders' sorted order (0, 1)
-    (root / "Robot").mkdir()
+    # only unreadable files: the JSON still comes, then one error line and exit 2
+    only_bad = tmp_path / "bad" / "Bag"
+    only_bad.mkdir(parents=True)
+    (only_bad / "x.png").write_bytes(b"")
+    assert main(["eval", "--weights", weights[0], "--data", str(tmp_path / "bad"), "--json", "--workers", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert last_json(out)["images"] == 0 and err.splitlines()[-1].startswith("googlenet eval: error: no readable")
+    (root / "Robot").mkdir()  # a class the model does not know
     assert main(["eval", "--weights", weights[0], "--data", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not classes of the model" in err

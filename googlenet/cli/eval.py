@@ -58,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..evaluate.evaluate import distributed, eval_source, evaluate, format_report, spread
 
     check_inference_flags(args)
@@ -89,4 +90,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {s['file']}: {s['error']}")
     else:
         print(json.dumps(out))
+    if result.images == 0:
+        raise UserError(f"no readable image in {name} ({len(result.skipped)} file(s) skipped)")
     return 0
