@@ -201,7 +201,8 @@ def test_every_command_refuses_bad_weights_without_running_them(tmp_path, capsys
     image, data = tmp_path / "data" / "a" / "x.png", tmp_path / "data"
     commands = {"export": lambda w: ["export", "--weights", w, "--out", tmp_path / "m.onnx"],
                 "predict": lambda w: ["predict", image, "--weights", w],
-                "eval": lambda w: ["eval", "--weights", w, "--data", data, "--workers", 0]}
+                "eval": lambda w: ["eval", "--weights", w, "--data", data, "--workers", 0],
+                "bench": lambda w: ["bench", "infer", "--weights", w, "--input-size", 64, "--rounds", 1]}
     for command, argv in commands.items():
         for kind, path in files.items():
             code, out, err = run_cli(capsys, *argv(path))
