@@ -59,7 +59,6 @@ def test_counts_and_boxes_inside_the_resized_image(width, height, scheme, count)
     assert len(crops) == count
     assert sum(c.flip for c in crops) == count // 2
     for c in crops:
-        short, long = sorted((width, height))
         rw, rh = (c.scale, c.scale * height // width) if width <= height else (c.scale * width // height, c.scale)
         left, top, right, bottom = c.box
         assert 0 <= left < right <= rw and 0 <= top < bottom <= rh

@@ -33,7 +33,7 @@ def save(path, seed, **kw):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
-    return [save(d / "a.safetensors", 1, class_names=CLASS_NAMES), save(d / "b.safetensors", 2, class_names=CLASS_NAMES)]
+    return [save(d / f"{name}.safetensors", seed, class_names=CLASS_NAMES) for name, seed in (("a", 1), ("b", 2))]
 
 
 def last_json(out):
