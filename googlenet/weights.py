@@ -75,7 +75,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except Exception as e:  # SafetensorError, OSError, ...: a pickle, a truncated or corrupt file
-        raise UserError(f"{path} is not a valid googlenet weights file (safetensors): {_one_line(e)}") from None
+        hint = ""
+        if path.suffix in (".pth", ".pt", ".pkl", ".bin", ".ckpt"):
+            hint = ("; a PyTorch checkpoint is not loaded directly (no pickle is ever run): convert torchvision's "
+                    "with 'googlenet convert --from torchvision IN.pth OUT.safetensors'; a training run's weights "
+                    "are its weights.safetensors")
+        raise UserError(f"{path} is not a valid googlenet weights file (safetensors): {_one_line(e)}{hint}") from None
     if raw is None:
         raise UserError(f"{path} is a safetensors file without googlenet metadata; "
                         f"convert other checkpoints with 'googlenet convert'")
@@ -111,20 +116,22 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise UserError(f"{path} has {meta['num_classes']} classes, not {num_classes}")
     try:
-        model = create_model(meta["arch"], num_classes=meta["num_classes"], aux_logits=bool(meta.get("aux_logits")),
-                             **(meta.get("options") or {}))
+        # Built on the meta device: the initialisation that the file's tensors overwrite costs nothing.
+        with torch.device("meta"):
+            model = create_model(meta["arch"], num_classes=meta["num_classes"],
+                                 aux_logits=bool(meta.get("aux_logits")), **(meta.get("options") or {}))
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: invalid model options: {e}") from None
     try:
         state = load_file(str(path), device=str(map_location))
     except Exception as e:
         raise UserError(f"{path}: cannot read tensors: {_one_line(e)}") from None
-    load_state_dict_checked(model, state, source=str(path))
+    load_state_dict_checked(model, state, source=str(path), assign=True)
     attach_metadata(model, meta)
     return model.eval()
 
 
-def load_state_dict_checked(model: nn.Module, state: dict, *, source: str) -> None:
+def load_state_dict_checked(model: nn.Module, state: dict, *, source: str, assign: bool = False) -> None:
     """load_state_dict(strict) with the mismatch (keys, shapes) told in one line instead of a traceback."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -141,7 +148,7 @@ def load_state_dict_checked(model: nn.Module, state: dict, *, source: str) -> No
         if tuple(v.shape) != tuple(own[k].shape):
             raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: {k} has shape "
                             f"{tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def attach_metadata(model: nn.Module, meta: dict) -> None:
