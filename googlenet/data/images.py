@@ -100,6 +100,9 @@ def _decode_jpeg_torchvision(data: bytes) -> Optional[torch.Tensor]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
+            # torchvision 0.29 deprecates its decoders (one warning per call); they stay the fastest here, and
+            # Pillow takes over when they are gone.
+            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
             buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except Exception:
