@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
             print(p["image"])
             for t in p["topk"]:
                 print(f"  {100 * t['prob']:6.2f}%  {t['label']} ({t['index']})")
-        for e in errors:
-            print(f"{e['image']}: skipped: {e['error']}", file=sys.stderr)
+        if predictions:  # with nothing readable, the one error line below says it all
+            for e in errors:
+                print(f"{e['image']}: skipped: {e['error']}", file=sys.stderr)
     if not predictions:
         print(f"googlenet predict: error: no readable image among {len(errors)} input(s)"
               + (f" (first: {errors[0]['image']}: {errors[0]['error']})" if errors else ""), file=sys.stderr)

@@ -80,8 +80,9 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
     kept_probs, kept_index = [], []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(mine), unit="img", desc="eval", file=sys.stderr, disable=not progress or rank != 0,
-               dynamic_ncols=True)
+    # disable=None shows the bar on a terminal only, so logs and pipes get no carriage-return noise.
+    bar = tqdm(total=len(mine), unit="img", desc="eval", file=sys.stderr,
+               disable=None if progress and rank == 0 else True, dynamic_ncols=True)
     for batch in loader:
         skipped += [b for b in batch if isinstance(b, Skipped)]
         items = [b for b in batch if not isinstance(b, Skipped)]

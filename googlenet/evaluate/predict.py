@@ -51,7 +51,7 @@ def predict_files(ensemble: Ensemble, files: Sequence[str], scheme: str, *, topk
     loader = DataLoader(CropDataset(base, range(len(files)), ensemble.views(scheme)), collate_fn=collate_list,
                         batch_size=max(1, batch_size // int(scheme)), num_workers=workers)
     predictions, errors = [], []
-    with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=not progress,
+    with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=None if progress else True,  # None: only on a terminal
               dynamic_ncols=True) as bar:
         for batch in loader:
             bar.update(len(batch))

@@ -1,0 +1,236 @@
+"""Issue 7: every command meets broken data and mistakes, and each ends in a correct result or one clear line on
+stderr with exit code 2: never a traceback, never a hang, nothing already written lost.
+
+Cases are tables (category, command line, expected fragment), so the count per category is visible in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import googlenet
+from googlenet.cli import main as cli_main
+from tests.hostile import bare_hostile_pickle, hostile_pickle, make_bad_files, make_odd_images
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+PRE64 = {"input_size": 64, "resize_size": 64, "interpolation": "bilinear", "mean": [0.286] * 3, "std": [0.353] * 3}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    torch.manual_seed(0)
+    w = {}
+    w["good"] = googlenet.save_model(googlenet.create_model("googlenet", num_classes=10), root / "good.safetensors",
+                                     class_names=FASHION, preprocessing=PRE64)
+    w["five"] = googlenet.save_model(googlenet.create_model("googlenet_bn", num_classes=5), root / "five.safetensors",
+                                     class_names=list("abcde"), preprocessing=PRE64)
+    data = w["good"].read_bytes()
+    (root / "truncated.safetensors").write_bytes(data[: len(data) // 3])
+    w["truncated"] = root / "truncated.safetensors"
+    w["pickle"] = hostile_pickle(root / "evil.pt", root / "PWNED")
+    w["bare_pickle"] = bare_hostile_pickle(root / "evil.safetensors", root / "PWNED")
+    odd = make_odd_images(root / "odd")
+    bad = make_bad_files(root / "bad")
+    # A two-class image folder with good, odd and broken files; a one-class folder; an empty one.
+    mixed = root / "mixed"
+    for cls in ("Trouser", "Bag"):
+        (mixed / "train" / cls).mkdir(parents=True)
+        (mixed / "val" / cls).mkdir(parents=True)
+    for i, p in enumerate(list(odd.values())[:8]):
+        for split in ("train", "val"):
+            target = mixed / split / ("Trouser" if i % 2 else "Bag") / f"img{i}{p.suffix}"
+            target.write_bytes(p.read_bytes())
+    for split in ("train", "val"):
+        (mixed / split / "Bag" / "zero.jpg").write_bytes(b"")
+        (mixed / split / "Trouser" / "text.jpg").write_text("not an image")
+    one = root / "oneclass" / "Trouser"
+    one.mkdir(parents=True)
+    (one / "a.png").write_bytes(odd["gray.png"].read_bytes())
+    (root / "empty").mkdir()
+    (root / "a_file").write_text("I am a file, not a folder")
+    return {"root": root, "w": w, "odd": odd, "bad": bad, "mixed": mixed, "one": root / "oneclass",
+            "empty": root / "empty", "blocked": root / "a_file" / "sub", "marker": root / "PWNED"}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        rc = cli_main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(argv, capsys, fragment: str = "") -> str:
+    rc, out, err = run_cli(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, (argv, rc, err)
+    assert "Traceback" not in err
+    assert len(lines) == 1, (argv, err)
+    assert "error" in lines[0]
+    assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+    return lines[0]
+
+
+def _cases(e) -> list[tuple[str, list, str]]:
+    w, r = e["w"], e["root"]
+    img = e["odd"]["gray.png"]
+    return [
+        # category, argv, expected fragment of the error line
+        ("missing path", ["train", "--data", r / "nope", "--out", r / "runs_missing"], "not found"),
+        ("missing path", ["eval", "--weights", r / "nope.safetensors"], "not found"),
+        ("missing path", ["eval", "--weights", w["good"], "--data", r / "nope"], "not found"),
+        ("missing path", ["predict", r / "nope.jpg", "--weights", w["good"]], ""),
+        ("missing path", ["predict", img, "--weights", r / "nope.safetensors"], "not found"),
+        ("missing path", ["crops", r / "nope.jpg", "--out", r / "sheet.png"], ""),
+        ("missing path", ["export", "--weights", r / "nope.safetensors", "--out", r / "m.onnx"], "not found"),
+        ("missing path", ["convert", "--from", "torchvision", r / "nope.pth", r / "o.safetensors"], "not found"),
+        ("empty folder", ["train", "--data", e["empty"], "--out", r / "runs_empty"], ""),
+        ("empty folder", ["eval", "--weights", w["good"], "--data", e["empty"]], ""),
+        ("empty folder", ["predict", e["empty"], "--weights", w["good"]], ""),
+        ("one class", ["train", "--data", e["one"], "--out", r / "runs_one", "--epochs", "1"], "class"),
+        ("not an image", ["predict", e["bad"]["notes.txt"], "--weights", w["good"]], ""),
+        ("not an image", ["crops", e["bad"]["not_an_image.jpg"], "--out", r / "s.png"], ""),
+        ("zero-byte / truncated", ["predict", e["bad"]["zero_bytes.jpg"], "--weights", w["good"]], ""),
+        ("zero-byte / truncated", ["crops", e["bad"]["truncated.jpg"], "--out", r / "s.png"], ""),
+        ("decompression bomb", ["predict", e["bad"]["bomb.png"], "--weights", w["good"]], ""),
+        ("decompression bomb", ["crops", e["bad"]["bomb.png"], "--out", r / "s.png"], "too large"),
+        ("wrong weights", ["eval", "--weights", w["five"], "--max-images", "8"], ""),
+        ("wrong weights", ["eval", "--weights", w["good"], w["five"], "--max-images", "8"], ""),
+        ("wrong weights", ["eval", "--weights", w["five"], "--data", e["mixed"]], ""),
+        ("truncated weights", ["predict", img, "--weights", w["truncated"]], ""),
+        ("truncated weights", ["eval", "--weights", w["truncated"]], ""),
+        ("truncated weights", ["export", "--weights", w["truncated"], "--out", r / "t.onnx"], ""),
+        ("truncated weights", ["convert", "--from", "torchvision", w["truncated"], r / "t2.safetensors"], ""),
+        ("bad flag", ["train", "--epochs", "0"], ""),
+        ("bad flag", ["train", "--batch-size", "-3"], ""),
+        ("bad flag", ["train", "--lr", "-1"], ""),
+        ("bad flag", ["train", "--input-size", "32", "--out", r / "runs_flag"], "64"),
+        ("bad flag", ["train", "--arch", "resnet", "--out", r / "runs_flag"], "arch"),
+        ("bad flag", ["train", "--recipe", "nope", "--out", r / "runs_flag"], "recipe"),
+        ("bad flag", ["train", "--precision", "fp16", "--device", "cpu", "--out", r / "runs_flag"], "fp16"),
+        ("bad flag", ["eval", "--weights", w["good"], "--crops", "7"], ""),
+        ("bad flag", ["eval", "--weights", w["good"], "--batch-size", "0"], ""),
+        ("bad flag", ["eval", "--weights", w["good"], "--precision", "fp8"], ""),
+        ("bad flag", ["predict", img, "--weights", w["good"], "--topk", "0"], ""),
+        ("bad flag", ["predict", img, "--weights", w["good"], "--backend", "tensorrt"], ""),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--opset", "3"], ""),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--batch", "0"], ""),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--input-size", "32"], ""),
+        ("bad flag", ["summary", "--input-size", "16"], ""),
+        ("bad flag", ["bench", "infer", "--rounds", "0"], ""),
+        ("bad flag", ["crops", img, "--out", r / "s.png", "--scheme", "12"], ""),
+        ("bad flag", ["nonsense-command"], ""),
+        ("unwritable output", ["train", "--out", e["blocked"], "--epochs", "1", "--max-train-images", "8"], ""),
+        ("unwritable output", ["crops", img, "--out", e["blocked"] / "s.png"], ""),
+        ("unwritable output", ["export", "--weights", w["good"], "--out", e["blocked"] / "m.onnx"], ""),
+        ("unwritable output", ["convert", "--from", "torchvision", w["pickle"], e["blocked"] / "o.safetensors"], ""),
+    ]
+
+
+def _placeholder_env() -> dict:
+    """Stands in for the fixture when naming the cases at collection time."""
+    from collections import defaultdict
+
+    p = Path("x")
+    return {"root": p, "w": defaultdict(lambda: p), "odd": defaultdict(lambda: p), "bad": defaultdict(lambda: p),
+            "mixed": p, "one": p, "empty": p, "blocked": p, "marker": p}
+
+
+CASES = _cases(_placeholder_env())
+CASE_IDS = [f"{i:02d}-{cat.replace(' ', '_')}-{argv[0]}" for i, (cat, argv, _) in enumerate(CASES)]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
+def test_bad_input_is_one_line_exit_2(env, capsys, index):
+    category, argv, fragment = _cases(env)[index]
+    assert_one_line_error(argv, capsys, fragment)
+
+
+@pytest.mark.parametrize("argv_of", [
+    lambda w, img, r: ["predict", img, "--weights", w],
+    lambda w, img, r: ["eval", "--weights", w, "--max-images", "4"],
+    lambda w, img, r: ["export", "--weights", w, "--out", r / "x.onnx"],
+    lambda w, img, r: ["export", "--weights", w, "--format", "torchscript", "--out", r / "x.ts"],
+    lambda w, img, r: ["convert", "--from", "torchvision", w, r / "x.safetensors"],
+    lambda w, img, r: ["bench", "infer", "--weights", w, "--rounds", "1"],
+    lambda w, img, r: ["train", "--resume", w, "--out", r / "runs_resume", "--epochs", "1"],
+], ids=["predict", "eval", "export-onnx", "export-torchscript", "convert", "bench", "train-resume"])
+@pytest.mark.parametrize("kind", ["pickle", "bare_pickle"])
+def test_hostile_pickle_is_refused_and_never_runs(env, capsys, argv_of, kind):
+    argv = argv_of(env["w"][kind], env["odd"]["gray.png"], env["root"])
+    assert_one_line_error(argv, capsys)
+    assert not env["marker"].exists()
+
+
+def test_odd_images_are_predicted(env, capsys):
+    rc, out, err = run_cli(["predict", env["root"] / "odd", "--weights", env["w"]["good"], "--json"], capsys)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert len(result["predictions"]) == len(env["odd"]) and result["errors"] == []
+    names = {Path(p["image"]).name for p in result["predictions"]}
+    assert "name with  spaces .jpg" in names and any("\\xff\\xfe" in n for n in names)
+    for p in result["predictions"]:
+        probs = [t["prob"] for t in p["topk"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_mixed_folder_predicts_good_files_and_reports_bad_ones(env, capsys):
+    rc, out, err = run_cli(["predict", env["root"] / "odd", env["root"] / "bad", "--weights", env["w"]["good"],
+                            "--json", "--topk", "3"], capsys)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert len(result["predictions"]) == len(env["odd"])
+    assert sorted(Path(e["image"]).name for e in result["errors"]) == sorted(env["bad"])
+    bomb = [e for e in result["errors"] if e["image"].endswith("bomb.png")]
+    assert "too large" in bomb[0]["error"]
+
+
+def test_eval_over_folder_with_bad_files_reports_them(env, capsys):
+    rc, out, err = run_cli(["eval", "--weights", env["w"]["good"], "--data", env["mixed"], "--json"], capsys)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["images"] == 8 and len(result["skipped_files"]) == 2  # val/: zero.jpg, text.jpg
+
+
+def test_eval_on_one_class_folder_works(env, capsys):
+    rc, out, err = run_cli(["eval", "--weights", env["w"]["good"], "--data", env["one"], "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["images"] == 1
+
+
+@pytest.mark.slow
+def test_train_on_folder_with_bad_files_finishes_and_reports_them(env, capsys):
+    out_dir = env["root"] / "runs_mixed"
+    rc, out, err = run_cli(["train", "--data", env["mixed"], "--out", out_dir, "--epochs", "1", "--batch-size", "4",
+                            "--input-size", "64", "--workers", "0", "--json"], capsys)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert len(result["skipped_files"]) >= 2  # the zero-byte and text files of train/ (and val/)
+    assert googlenet.load_model(result["weights"]).num_classes == 2
+
+
+def test_existing_output_survives_a_failed_export(env, capsys):
+    target = env["root"] / "keep.onnx"
+    target.write_bytes(b"previous content")
+    assert_one_line_error(["export", "--weights", env["w"]["truncated"], "--out", target], capsys)
+    assert target.read_bytes() == b"previous content"
+
+
+def test_console_script_never_prints_a_traceback(env):
+    exe = Path(sys.executable).with_name("googlenet")
+    for argv in (["predict", str(env["root"] / "nope.jpg"), "--weights", str(env["w"]["good"])],
+                 ["eval", "--weights", str(env["w"]["pickle"])], ["train", "--epochs", "-1"]):
+        p = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert len([ln for ln in p.stderr.splitlines() if ln.strip()]) == 1, p.stderr
+    assert not env["marker"].exists()
