@@ -11,15 +11,6 @@ ROW_KEYS = {"name", "role", "precision", "batch_size", "images_per_s", "ms_per_b
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread waits on busy cores (10-100x slower
-    calls when other jobs run); results do not depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _last_json(capsys) -> dict:
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

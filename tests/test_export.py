@@ -19,15 +19,6 @@ from tests.test_convert import randomise_, run_cli, torchvision_model
 ORT_TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run fastest on one thread, and on a shared machine two OpenMP threads per process that wait on
-    each other were measured 85x slower (4.7 s against 0.055 s for one forward pass at 64x64)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def ort_runner(path):
     options = ort.SessionOptions()

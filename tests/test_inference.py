@@ -12,15 +12,6 @@ from googlenet.models import create_model
 SIZE = 64  # the smallest input the network takes: keeps export, quantisation and runs to a few seconds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread waits on busy cores (10-100x slower
-    calls when other jobs run); results do not depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _model(arch: str, seed: int = 0) -> torch.nn.Module:
