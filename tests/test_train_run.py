@@ -109,14 +109,14 @@ def _cli(*args):
 
 def test_kill_9_mid_epoch_then_resume_auto(tmp_path):
     out = tmp_path / "run"
-    args = _cli("--epochs", "3", "--max-train-images", "384", "--max-eval-images", "16", "--batch-size", "16",
+    args = _cli("--epochs", "3", "--max-train-images", "192", "--max-eval-images", "16", "--batch-size", "16",
                 "--input-size", "64", "--out", str(out), "--json")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert (out / "last.pt").exists(), "epoch 1 never finished"
-    time.sleep(1.0)  # inside epoch 2 (24 steps of 16 images)
+    time.sleep(0.5)  # inside epoch 2 (12 steps of 16 images)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

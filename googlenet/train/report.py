@@ -30,7 +30,7 @@ def write_plot(path: str | os.PathLike, history: list[dict], title: str) -> None
 
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss (main + 0.3 x aux, smoothed)")
     ev = [(r["epoch"], r["eval_loss"], r["top1"], r["top5"]) for r in history if r.get("top1") is not None]
     if ev:
         ax1.plot([e[0] for e in ev], [e[1] for e in ev], "s-", label="held-out loss")
