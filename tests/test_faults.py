@@ -89,6 +89,10 @@ def test_a_dying_distributed_worker_ends_the_job_with_a_clear_message(tmp_path):
             proc.kill()
     assert proc.returncode != 0
     assert ended_after < 180
-    assert "googlenet train: error:" in err or "exitcode  : -9" in err, err[-3000:]
+    # torchrun names the dead rank; the surviving worker prints no traceback, at most one line saying what happened
+    # and how to continue (almost always; it can be stopped before it prints, when torchrun's SIGTERM wins the race).
+    assert "exitcode  : -9" in err and "[rank0]:" not in err, err[-3000:]
+    ours = [ln for ln in err.splitlines() if ln.startswith("googlenet train: error:")]
+    assert len(ours) <= 1 and all("--resume auto" in ln for ln in ours), err[-3000:]
     # The last good checkpoint is intact.
     assert load_checkpoint(out / "last.pt")["epoch"] >= 1

@@ -53,10 +53,9 @@ FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_
 
 def run(args: argparse.Namespace) -> int:
     from ..train.config import resolve
-    from ..train.loop import train
 
     cfg = resolve(args.recipe, args.config, {k: getattr(args, k) for k in FLAG_KEYS})
-    summary = train(cfg, resume=args.resume)
+    summary = _train_reporting_peer_failures(cfg, args.resume)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
@@ -80,3 +79,46 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint: {summary['checkpoint']} (continue with --resume auto)")
     sys.stdout.flush()
     return 0
+
+
+def _train_reporting_peer_failures(cfg, resume):
+    """Runs training; a failure of the distributed job ends in one line that says how to continue.
+
+    Under torchrun, when one worker dies the agent sends SIGTERM to the others, and a worker whose collective is
+    already under way sees it fail instead (gloo: RuntimeError "Connection reset by peer"; NCCL: DistBackendError).
+    Either way the last complete checkpoint is intact (atomic writes), so the message points at it.
+    """
+    import os
+    import signal
+
+    import torch.distributed as dist
+
+    from ..errors import UserError
+    from ..train.loop import train
+
+    under_torchrun = "RANK" in os.environ
+    resume_hint = f"the last complete checkpoint is {cfg.out}/last.pt; continue with --resume auto"
+
+    def terminated(signum, frame):
+        # Written and exited from the handler itself: an exception raised here could land inside a library's
+        # clean-up and be swallowed. Skipping clean-up loses nothing: every file is written atomically.
+        os.write(2, (f"googlenet train: error: stopped by {signal.Signals(signum).name} (under torchrun: another "
+                     f"worker failed or the job was cancelled); {resume_hint}\n").encode())
+        os._exit(2)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    failed = True
+    try:
+        summary = train(cfg, resume=resume)
+        failed = False
+        return summary
+    except RuntimeError as e:
+        text = " ".join(str(e).split())
+        transport = isinstance(e, dist.DistBackendError) or any(
+            word in text for word in ("gloo", "NCCL", "Connection reset", "Connection closed", "peer", "timed out"))
+        if not (under_torchrun and transport):
+            raise
+        raise UserError(f"a distributed worker failed or lost its connection ({text[:160]}); {resume_hint}") from None
+    finally:
+        # A failing torchrun worker is about to print its one error line: torchrun's SIGTERM must not cut it short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if failed and under_torchrun else previous)
