@@ -107,3 +107,17 @@ def test_unknown_precision_and_backend_are_refused(tv_model):
     with pytest.raises(UserError, match="--backend must be one of eager, compile, onnxruntime, got 'tvm'"):
         optimize_for_inference(tv_model, backend="tvm")
     assert PRECISIONS == ("fp32", "bf16", "int8")
+
+
+@pytest.mark.parametrize("arch", ["googlenet", "googlenet_bn"])
+def test_bf16_runs_for_the_other_archs(arch):
+    """The paper's net has LRN (no bf16 CPU kernel in PyTorch): bf16 must still run and agree with fp32."""
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10).eval()
+    x = _images()
+    with torch.no_grad():
+        want = model(x)
+    got = optimize_for_inference(model, precision="bf16", backend="eager")(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    top1, cosine = _agree(got, want)
+    assert cosine > 0.98, (top1, cosine)

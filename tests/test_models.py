@@ -253,3 +253,23 @@ def test_summary_cli_table_and_errors(capsys):
     assert cli_main(["summary", "--input-size", "32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("googlenet summary: error:") and "64" in err[-1]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_autocast_forward_and_backward(arch):
+    """bf16 is a switch for every arch: the paper's LRN has no bf16 CPU kernel, so it runs in fp32 inside."""
+    torch.manual_seed(0)
+    model = googlenet.create_model(arch, num_classes=5)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, with_aux=True)
+        loss = F.cross_entropy(out.logits.float(), y)
+    loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert model.conv1.conv.weight.grad is not None
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x).float()
+    with torch.no_grad():
+        ref = model(x)
+    assert (low - ref).abs().max().item() < 0.1 * ref.abs().max().item() + 1e-2

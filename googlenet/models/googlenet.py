@@ -44,6 +44,14 @@ class ArchConfig:
     bn_eps: float = 1e-3  # torchvision's BasicConv2d uses 0.001
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """Caffe's LRN, computed in fp32 whatever the input dtype: PyTorch's implementation has no bf16 CPU kernel
+    (avg_pool3d), and the sum of squared activations it takes can overflow fp16. Output has the input's dtype."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+
+
 class BasicConv2d(nn.Module):
     """conv -> (BatchNorm) -> ReLU. The paper follows every convolution, reduce and projection included, by ReLU."""
 
@@ -122,7 +130,7 @@ class GoogLeNet(nn.Module):
         def lrn() -> nn.Module:
             # Caffe's LRN: size 5, alpha 1e-4, beta 0.75, k 1, across channels; PyTorch divides alpha by size the
             # same way Caffe does.
-            return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if cfg.norm == "lrn" else nn.Identity()
+            return LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if cfg.norm == "lrn" else nn.Identity()
 
         def inception(*widths: int) -> Inception:
             return Inception(*widths, cfg=cfg)
