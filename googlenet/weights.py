@@ -10,6 +10,7 @@ prediction and export read what training wrote and cannot drift from it::
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -88,18 +89,59 @@ def read_metadata(path: str | os.PathLike) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise UserError(f"{path}: googlenet metadata is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: googlenet metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not a googlenet weights file (format {meta.get('format')!r})")
     if meta.get("arch") not in list_models():
         raise UserError(f"{path}: unknown arch {meta.get('arch')!r}; this version knows {', '.join(list_models())}")
     n = meta.get("num_classes")
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UserError(f"{path}: invalid num_classes {n!r}")
     names = meta.get("class_names")
     if names is not None and (not isinstance(names, list) or len(names) != n):
         raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names "
                         f"for {n} classes")
+    if names is not None and not all(isinstance(c, str) for c in names):
+        raise UserError(f"{path}: class names must be strings")
+    if not isinstance(meta.get("aux_logits", False), bool):
+        raise UserError(f"{path}: aux_logits must be true or false, got {meta.get('aux_logits')!r}")
+    if not isinstance(meta.get("options") or {}, dict):
+        raise UserError(f"{path}: options must be a JSON object")
+    meta["preprocessing"] = check_preprocessing(meta.get("preprocessing") or default_preprocessing(), str(path))
     return meta
+
+
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")  # torchvision InterpolationMode values
+
+
+def check_preprocessing(pre: Any, source: str) -> dict:
+    """The preprocessing a weights file declares, checked: every command trusts it, so a bad value is refused here
+    in one line rather than failing deep inside a transform."""
+    if not isinstance(pre, dict):
+        raise UserError(f"{source}: preprocessing must be a JSON object")
+
+    def side(key: str, low: int, high: int) -> int:
+        v = pre.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise UserError(f"{source}: preprocessing {key} must be an integer in [{low}, {high}], got {v!r}")
+        return v
+
+    size = side("input_size", 64, 2048)
+    resize = side("resize_size", size, 4 * size) if "resize_size" in pre else round(size * 256 / 224)
+    interp = pre.get("interpolation", "bilinear")
+    if interp not in INTERPOLATIONS:
+        raise UserError(f"{source}: unknown preprocessing interpolation {interp!r}")
+    stats = {}
+    for key in ("mean", "std"):
+        v = pre.get(key, IMAGENET_MEAN if key == "mean" else IMAGENET_STD)
+        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        if not ok or (key == "std" and min(v) <= 0):
+            raise UserError(f"{source}: preprocessing {key} must be 3 finite numbers"
+                            f"{' above 0' if key == 'std' else ''}, got {v!r}")
+        stats[key] = [float(x) for x in v]
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,

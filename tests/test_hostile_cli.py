@@ -234,3 +234,66 @@ def test_console_script_never_prints_a_traceback(env):
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert len([ln for ln in p.stderr.splitlines() if ln.strip()]) == 1, p.stderr
     assert not env["marker"].exists()
+
+
+# ---- Tampered weights metadata, odd config values, images no crop can be cut from (found in review) ----
+
+def _tampered(root: Path, name: str, change) -> Path:
+    """good.safetensors' tensors re-saved with one change to the metadata JSON."""
+    from safetensors.torch import load_file, save_file
+
+    from googlenet.weights import read_metadata
+
+    src = root / "good.safetensors"
+    meta = json.loads(json.dumps(read_metadata(src)))
+    meta = change(meta)
+    out = root / f"tampered_{name}.safetensors"
+    save_file(load_file(str(src)), str(out), metadata={"googlenet": json.dumps(meta)})
+    return out
+
+
+TAMPERED = {
+    "input_size_0": lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": 0}},
+    "input_size_str": lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": "abc"}},
+    "mean_len_2": lambda m: {**m, "preprocessing": {**m["preprocessing"], "mean": [0.1, 0.2]}},
+    "std_zero": lambda m: {**m, "preprocessing": {**m["preprocessing"], "std": [0, 0, 0]}},
+    "preprocessing_list": lambda m: {**m, "preprocessing": [1, 2]},
+    "metadata_list": lambda m: [1, 2],
+    "metadata_str": lambda m: "x",
+    "class_names_not_str": lambda m: {**m, "class_names": [1] * 10},
+    "aux_logits_str": lambda m: {**m, "aux_logits": "yes"},
+    "options_list": lambda m: {**m, "options": [1]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERED))
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+def test_tampered_metadata_is_one_line_exit_2(env, capsys, name, command):
+    w = _tampered(env["root"], name, TAMPERED[name])
+    argv = {"predict": ["predict", env["odd"]["gray.png"], "--weights", w],
+            "eval": ["eval", "--weights", w, "--max-images", "4"],
+            "export": ["export", "--weights", w, "--out", env["root"] / f"{name}.onnx"]}[command]
+    assert_one_line_error(argv, capsys, str(w.name))
+
+
+def test_bad_betas_in_config_is_one_line(env, capsys, tmp_path):
+    cfg = tmp_path / "betas.yaml"
+    cfg.write_text("betas: [5, 5]\nepochs: 1\nmax_train_images: 8\nmax_eval_images: 8\n")
+    assert_one_line_error(["train", "--config", cfg, "--out", tmp_path / "run"], capsys, "betas")
+
+
+def test_image_with_extreme_aspect_ratio_is_skipped_not_fatal(env, capsys, tmp_path):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("L", (1, 3_000_000)).save(strip)  # decodes to 3 MB, but shorter side 64 would be 192 M pixels
+    good = env["odd"]["gray.png"]
+    rc, out, err = run_cli(["predict", strip, good, "--weights", env["w"]["good"], "--json"], capsys)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert len(result["predictions"]) == 1 and "aspect ratio" in result["errors"][0]["error"]
+
+
+@pytest.mark.parametrize("flags", [["--tile", "100000"], ["--crop-size", "100000"], ["--resize-size", "5"]])
+def test_crops_sheet_size_flags_are_bounded(env, capsys, flags):
+    assert_one_line_error(["crops", env["odd"]["gray.png"], "--out", env["root"] / "big.png", *flags], capsys)

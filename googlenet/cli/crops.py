@@ -27,13 +27,20 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..evaluate.sheet import contact_sheet, save_sheet
 
-    if args.crop_size < 16:
-        raise UserError(f"--crop-size must be at least 16, got {args.crop_size}")
+    # Bounds keep the sheet a picture, not an allocation of tens of gigabytes.
+    if not 16 <= args.crop_size <= 2048:
+        raise UserError(f"--crop-size must be in [16, 2048], got {args.crop_size}")
+    if args.resize_size is not None and not args.crop_size <= args.resize_size <= 4 * args.crop_size:
+        raise UserError(f"--resize-size must be in [crop size, 4 x crop size] = [{args.crop_size}, "
+                        f"{4 * args.crop_size}], got {args.resize_size}")
+    if not 16 <= args.tile <= 512:
+        raise UserError(f"--tile must be in [16, 512], got {args.tile}")
     try:
         image = load_image(args.image)
+        sheet = contact_sheet(image, args.scheme, crop_size=args.crop_size, resize_size=args.resize_size,
+                              tile=args.tile)
     except BadImage as e:
         raise UserError(f"{printable(args.image)}: {e}") from None
-    sheet = contact_sheet(image, args.scheme, crop_size=args.crop_size, resize_size=args.resize_size, tile=args.tile)
     save_sheet(sheet, args.out)
     print(f"wrote {printable(args.out)} ({sheet.width}x{sheet.height}, {args.scheme} crops)")
     return 0

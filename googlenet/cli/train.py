@@ -102,8 +102,8 @@ def _train_reporting_peer_failures(cfg, resume):
     def terminated(signum, frame):
         # Written and exited from the handler itself: an exception raised here could land inside a library's
         # clean-up and be swallowed. Skipping clean-up loses nothing: every file is written atomically.
-        os.write(2, (f"googlenet train: error: stopped by {signal.Signals(signum).name} (under torchrun: another "
-                     f"worker failed or the job was cancelled); {resume_hint}\n").encode())
+        why = " (under torchrun: another worker failed or the job was cancelled)" if under_torchrun else ""
+        os.write(2, f"googlenet train: error: stopped by {signal.Signals(signum).name}{why}; {resume_hint}\n".encode())
         os._exit(2)
 
     previous = signal.signal(signal.SIGTERM, terminated)

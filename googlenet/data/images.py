@@ -86,7 +86,9 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)  # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 size
         img.load()
-        img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": the pixels are fine, the orientation is then kept
+            img = ImageOps.exif_transpose(img)
         return pil_to_tensor_rgb(img)
     except BadImage:
         raise

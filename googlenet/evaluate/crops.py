@@ -38,6 +38,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..data.images import MAX_PIXELS, BadImage
 from ..errors import UserError
 
 SCHEMES = ("1", "10", "144")
@@ -141,6 +142,9 @@ def make_crops(image: torch.Tensor, crops: list[Crop], *,
     for crop in crops:
         if crop.scale not in resized:
             w, h = resized_size(width, height, crop.scale)
+            if w * h > MAX_PIXELS:  # a 1 x 3,000,000 strip would become 64 x 192,000,000 pixels
+                raise BadImage(f"aspect ratio too extreme: {width}x{height} resized to shorter side {crop.scale} "
+                               f"would be {w}x{h} pixels")
             resized[crop.scale] = TF.resize(image, [h, w], interpolation=interpolation, antialias=True)
         left, top, right, bottom = crop.box
         patch = resized[crop.scale][..., top:bottom, left:right]

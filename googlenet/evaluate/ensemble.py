@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.folder import Skipped
+from ..data.images import BadImage
 from ..errors import UserError
 from .crops import check_scheme, crop_boxes, default_resize, interpolation_mode, make_crops
 
@@ -73,7 +74,11 @@ class CropDataset(Dataset):
         if isinstance(item, Skipped):
             return item
         image, label = item
-        return index, label, {v: v.crops(image) for v in self.views}
+        try:
+            return index, label, {v: v.crops(image) for v in self.views}
+        except BadImage as e:  # decodable, but no crop can be cut from it (extreme aspect ratio)
+            samples = getattr(self.base, "samples", None)
+            return Skipped(samples[index].path if samples else f"image {index}", str(e))
 
 
 def collate_list(batch: list) -> list:

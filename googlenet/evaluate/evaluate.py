@@ -145,9 +145,9 @@ def eval_source(data: Optional[str], ensemble: Ensemble) -> tuple[Any, str]:
         _, held_out = embedded.load_fashion(data or "fashion-mnist-subset")
         if ensemble.num_classes != len(held_out.class_names) or \
                 (ensemble.class_names is not None and list(ensemble.class_names) != held_out.class_names):
-            raise UserError(f"the weights have {ensemble.num_classes} classes "
-                            f"{'with other names ' if ensemble.num_classes == len(held_out.class_names) else ''}"
-                            f"than {held_out.name} ({len(held_out.class_names)}); pass --data DIR")
+            what = ("other class names than" if ensemble.num_classes == len(held_out.class_names)
+                    else f"{ensemble.num_classes} classes, not the {len(held_out.class_names)} of")
+            raise UserError(f"the weights have {what} {held_out.name}; pass --data DIR with their classes")
         return ArrayImages(held_out.images, held_out.labels), held_out.name
     root = find_split(data, "val")
     samples, names = scan_image_folder(root, ensemble.class_names)

@@ -49,7 +49,7 @@ def predict_files(ensemble: Ensemble, files: Sequence[str], scheme: str, *, topk
     k = min(topk, ensemble.num_classes)
     base = ImageFolderDataset([Sample(str(f), -1) for f in files])
     loader = DataLoader(CropDataset(base, range(len(files)), ensemble.views(scheme)), collate_fn=collate_list,
-                        batch_size=max(1, batch_size // int(scheme)), num_workers=workers)
+                        batch_size=max(1, batch_size // int(scheme)), num_workers=min(workers, len(files)))
     predictions, errors = [], []
     with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=None if progress else True,  # None: only on a terminal
               dynamic_ncols=True) as bar:

@@ -197,6 +197,10 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
     need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
     need(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    betas = cfg.betas
+    need(isinstance(betas, (list, tuple)) and len(betas) == 2
+         and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas),
+         f"betas must be two numbers in [0, 1), got {betas!r}")
     need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     need(cfg.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, got {cfg.augment!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
