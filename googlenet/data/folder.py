@@ -114,10 +114,10 @@ class ImageFolderDataset(Dataset):
         s = self.samples[index]
         try:
             img = load_image(s.path, draft_size=self.draft_size)
+            if self.transform is not None:
+                img = self.transform(img)  # may refuse too (an image too elongated to resize)
         except BadImage as e:
             return Skipped(s.path, str(e))
-        if self.transform is not None:
-            img = self.transform(img)
         return img, s.label
 
 

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
+from .images import MAX_PIXELS, BadImage
+
 # The paper: "resize with a random interpolation among bilinear, area, nearest and cubic, with equal probability".
 # F.interpolate's "area" is adaptive average pooling, i.e. OpenCV's INTER_AREA when shrinking.
 INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic")
@@ -118,6 +120,9 @@ def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpol
         h, w = img.shape[-2:]
         scale = resize_size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        if nh * nw > MAX_PIXELS:  # a 1 x 3,000,000 strip would become 256 x 768,000,000 pixels
+            raise BadImage(f"aspect ratio too extreme: {w}x{h} resized to shorter side {resize_size} would be "
+                           f"{nw}x{nh} pixels")
         x = resize(img.float().div_(255), (nh, nw), interpolation).clamp_(0, 1)
         top, left = (nh - size) // 2, (nw - size) // 2
         return x[:, top:top + size, left:left + size]
