@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_path
-from .models import arch_options, create_model, list_models
+from .models import GoogLeNet, arch_options, create_model, list_models
 
 FORMAT = "googlenet-weights"
 VERSION = 1
@@ -47,6 +47,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Pa
 
     model = getattr(model, "module", model)  # DDP / compiled wrappers
     model = getattr(model, "_orig_mod", model)
+    if not isinstance(model, GoogLeNet):
+        raise ValueError(f"save_model takes the eager GoogLeNet module (got {type(model).__name__}); save before "
+                         f"torch.jit.script, or use 'googlenet export --format torchscript'")
     arch = metadata.pop("arch", None) or getattr(model, "arch_name", None)
     if arch is None:
         raise ValueError("save_model needs arch=... for a model not made by create_model")
@@ -54,6 +57,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Pa
     class_names = metadata.pop("class_names", None) or getattr(model, "class_names", None)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+    if class_names is not None and len(set(class_names)) != len(class_names):
+        raise ValueError("class names must be unique (a label must name one class)")
     base = dict(getattr(model, "metadata", {}) or {})
     meta = {**base, **metadata, "format": FORMAT, "version": VERSION, "arch": arch, "num_classes": num_classes,
             "aux_logits": bool(model.aux_logits), "options": arch_options(model),
@@ -104,6 +109,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
                         f"for {n} classes")
     if names is not None and not all(isinstance(c, str) for c in names):
         raise UserError(f"{path}: class names must be strings")
+    if names is not None and len(set(names)) != len(names):
+        raise UserError(f"{path}: class names must be unique")
     if not isinstance(meta.get("aux_logits", False), bool):
         raise UserError(f"{path}: aux_logits must be true or false, got {meta.get('aux_logits')!r}")
     if not isinstance(meta.get("options") or {}, dict):

@@ -67,3 +67,17 @@ def test_metadata_that_lies_about_shapes_is_refused(tmp_path):
               metadata={"googlenet": json.dumps(meta)})
     with pytest.raises(googlenet.UserError, match="shape"):
         googlenet.load_model(tmp_path / "lie.safetensors")
+
+
+def test_save_model_refuses_scripted_models_and_duplicate_names(tmp_path):
+    import warnings
+
+    model = googlenet.create_model("googlenet_bn", num_classes=3).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(model)
+    with pytest.raises(ValueError, match="eager GoogLeNet"):
+        googlenet.save_model(scripted, tmp_path / "s.safetensors", class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="unique"):
+        googlenet.save_model(model, tmp_path / "d.safetensors", class_names=["a", "a", "b"])
+    assert not list(tmp_path.iterdir())
