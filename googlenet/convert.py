@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .weights import attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model
 
 ARCH = "googlenet_tv"
@@ -67,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             what = f" ({' '.join(found.group(0).split())})" if found else ""
             raise UserError(f"{path} is not a plain state dict: it holds code or objects that torch.load("
                             f"weights_only=True) refuses{what}; nothing in it was run") from None
-        raise UserError(f"{path} is not a readable PyTorch checkpoint: {_one_line(e)}") from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint: {one_line(e)}") from None
     state = obj
     for _ in range(2):  # {"model": {"state_dict": ...}} occurs too
         if isinstance(state, dict):
@@ -145,7 +145,7 @@ def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
             socket.create_connection((host, port), timeout=timeout).close()
             result[0] = None
         except OSError as e:
-            result[0] = _one_line(e)
+            result[0] = one_line(e)
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
@@ -168,7 +168,7 @@ def _fetch(url: str, dst: Path, timeout: float) -> None:
         torch.hub.download_url_to_file(url, str(dst), hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1),
                                        progress=sys.stderr.isatty())
     except Exception as e:
-        raise UserError(_offline_help(_one_line(e))) from None
+        raise UserError(_offline_help(one_line(e))) from None
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -206,9 +206,6 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
         model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
         return model
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 __all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",

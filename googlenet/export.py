@@ -25,7 +25,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .fileio import atomic_path
 
 FORMATS = ("onnx", "torchscript")
@@ -124,7 +124,7 @@ def _write_onnx(model: nn.Module, path: Path, input_size: int, batch: Union[str,
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
-        raise UserError(f"exported ONNX model fails onnx.checker: {' '.join(str(e).split())[:300]}") from None
+        raise UserError(f"exported ONNX model fails onnx.checker: {one_line(e, 300)}") from None
 
 
 def _write_torchscript(model: nn.Module, path: Path, input_size: int) -> None:

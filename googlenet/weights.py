@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .fileio import atomic_path
 from .models import GoogLeNet, arch_options, create_model, list_models
 
@@ -86,7 +86,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
             hint = ("; a PyTorch checkpoint is not loaded directly (no pickle is ever run): convert torchvision's "
                     "with 'googlenet convert --from torchvision IN.pth OUT.safetensors'; a training run's weights "
                     "are its weights.safetensors")
-        raise UserError(f"{path} is not a valid googlenet weights file (safetensors): {_one_line(e)}{hint}") from None
+        raise UserError(f"{path} is not a valid googlenet weights file (safetensors): {one_line(e)}{hint}") from None
     if raw is None:
         raise UserError(f"{path} is a safetensors file without googlenet metadata; "
                         f"convert other checkpoints with 'googlenet convert'")
@@ -174,7 +174,7 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
     try:
         state = load_file(str(path), device=str(map_location))
     except Exception as e:
-        raise UserError(f"{path}: cannot read tensors: {_one_line(e)}") from None
+        raise UserError(f"{path}: cannot read tensors: {one_line(e)}") from None
     load_state_dict_checked(model, state, source=str(path), assign=True)
     attach_metadata(model, meta)
     return model.eval()
@@ -205,9 +205,6 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
     model.class_names = meta.get("class_names")
     model.preprocessing = meta.get("preprocessing") or default_preprocessing()
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:

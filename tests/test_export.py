@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import save_file
 
 import googlenet
-from googlenet.cli import main
 from googlenet.weights import read_metadata
 from tests.hostile import bare_hostile_pickle, hostile_pickle
 from tests.test_convert import randomise_, run_cli, torchvision_model

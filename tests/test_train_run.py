@@ -98,6 +98,10 @@ def test_resume_at_epoch_boundary_is_bitwise_exact(tmp_path, monkeypatch):
     (ma, ea, oa), (mb, eb, ob) = _state(tmp_path / "a/last.pt"), _state(tmp_path / "b/last.pt")
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    sa, sb = oa["state"], ob["state"]  # the optimizer moments resume exactly too
+    assert sa.keys() == sb.keys() and all(
+        torch.equal(sa[i][k], sb[i][k]) if torch.is_tensor(sa[i][k]) else sa[i][k] == sb[i][k]
+        for i in sa for k in sa[i])
     wa = load_model(tmp_path / "a/weights.safetensors").state_dict()
     wb = load_model(tmp_path / "b/weights.safetensors").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

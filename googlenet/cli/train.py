@@ -93,7 +93,7 @@ def _train_reporting_peer_failures(cfg, resume):
 
     import torch.distributed as dist
 
-    from ..errors import UserError
+    from ..errors import UserError, one_line
     from ..train.loop import train
 
     under_torchrun = "RANK" in os.environ
@@ -113,7 +113,7 @@ def _train_reporting_peer_failures(cfg, resume):
         failed = False
         return summary
     except RuntimeError as e:
-        text = " ".join(str(e).split())
+        text = one_line(e)
         transport = isinstance(e, dist.DistBackendError) or any(
             word in text for word in ("gloo", "NCCL", "Connection reset", "Connection closed", "peer", "timed out"))
         if not (under_torchrun and transport):

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..errors import one_line
+
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
 MAX_PIXELS = int(os.environ.get("GOOGLENET_MAX_PIXELS", 89_478_485))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
@@ -67,11 +69,11 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
             img = Image.open(io.BytesIO(data))  # reads the header only
             w, h = img.size
     except Image.DecompressionBombError as e:
-        raise BadImage(f"image too large ({_one_line(e)})") from None
+        raise BadImage(f"image too large ({one_line(e, 200)})") from None
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised format)") from None
     except Exception as e:  # UnidentifiedImageError, SyntaxError from broken headers, ...
-        raise BadImage(f"not an image ({_one_line(e)})") from None
+        raise BadImage(f"not an image ({one_line(e, 200)})") from None
     if w < 1 or h < 1:
         raise BadImage(f"image has no pixels ({w}x{h})")
     if w * h > max_pixels:
@@ -93,7 +95,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
     except BadImage:
         raise
     except Exception as e:  # OSError("image file is truncated"), ValueError, ...
-        raise BadImage(f"cannot decode ({_one_line(e)})") from None
+        raise BadImage(f"cannot decode ({one_line(e, 200)})") from None
 
 
 def _decode_jpeg_torchvision(data: bytes) -> Optional[torch.Tensor]:
@@ -128,7 +130,3 @@ def pil_to_tensor_rgb(img: Image.Image) -> torch.Tensor:
         img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

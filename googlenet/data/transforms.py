@@ -7,7 +7,6 @@ by PyTorch from it) draws the same crops every time.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch

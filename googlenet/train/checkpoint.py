@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..fileio import atomic_path
 
 FORMAT = "googlenet-checkpoint"
@@ -47,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise UserError(f"{path} is not a readable checkpoint: {' '.join(str(e).split())[:200]}") from None
+        raise UserError(f"{path} is not a readable checkpoint: {one_line(e, 200)}") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise UserError(f"{path} is not a googlenet training checkpoint")
     return ck

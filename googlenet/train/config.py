@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 SCHEDULES = ("step", "poly", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
@@ -101,7 +101,7 @@ def _read_yaml(text: str, source: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise UserError(f"{source}: not valid YAML: {one_line(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write_text
 
