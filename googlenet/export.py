@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .errors import UserError, one_line
 from .fileio import atomic_path
+from .models import unwrap_model
 
 FORMATS = ("onnx", "torchscript")
 # MaxPool's ceil_mode arrived in opset 10; 11 is the oldest we test. 20 is the TorchScript exporter's newest.
@@ -54,7 +55,7 @@ class _Logits(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        model = copy.deepcopy(_unwrap(model)).eval()
+        model = copy.deepcopy(unwrap_model(model)).eval()
         if getattr(model, "aux1", None) is not None:
             model.aux1 = None  # training-only heads (paper section 5); not part of the deployed graph
             model.aux2 = None
@@ -63,11 +64,6 @@ class _Logits(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def resolve_input_size(model: nn.Module, input_size: Optional[int]) -> int:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import UserError
+from .models import unwrap_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
 BACKENDS = ("eager", "compile", "onnxruntime")
@@ -55,7 +56,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     returned as an unchanged copy. y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta folds into the conv's
     weights (scaled per output channel) and bias.
     """
-    model = copy.deepcopy(_unwrap(model)).eval()
+    model = copy.deepcopy(unwrap_model(model)).eval()
     for block in model.modules():
         conv, bn = getattr(block, "conv", None), getattr(block, "bn", None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
@@ -79,18 +80,13 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "fp32", backend
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if (backend, precision) not in SUPPORTED:
         raise UserError(_WHY_NOT[precision])
-    net = fold_batchnorm(model) if fold_bn else copy.deepcopy(_unwrap(model)).eval()
+    net = fold_batchnorm(model) if fold_bn else copy.deepcopy(unwrap_model(model)).eval()
     if backend == "onnxruntime":
         predictor = _OrtPredictor(net, precision, calibration)
     else:
         predictor = _TorchPredictor(net, precision, channels_last, compile=backend == "compile")
     predictor.precision, predictor.backend = precision, backend
     return predictor
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 class _TorchPredictor:

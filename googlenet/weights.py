@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import UserError, one_line
 from .fileio import atomic_path
-from .models import GoogLeNet, arch_options, create_model, list_models
+from .models import GoogLeNet, arch_options, create_model, list_models, unwrap_model
 
 FORMAT = "googlenet-weights"
 VERSION = 1
@@ -45,8 +45,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Pa
     """
     from safetensors.torch import save_file
 
-    model = getattr(model, "module", model)  # DDP / compiled wrappers
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap_model(model)
     if not isinstance(model, GoogLeNet):
         raise ValueError(f"save_model takes the eager GoogLeNet module (got {type(model).__name__}); save before "
                          f"torch.jit.script, or use 'googlenet export --format torchscript'")

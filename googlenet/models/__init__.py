@@ -6,7 +6,8 @@ from torch import nn
 
 from .googlenet import ARCHS, ArchConfig, GoogLeNet, GoogLeNetOutputs, arch_options, build
 
-__all__ = ["ArchConfig", "GoogLeNet", "GoogLeNetOutputs", "arch_options", "create_model", "list_models"]
+__all__ = ["ArchConfig", "GoogLeNet", "GoogLeNetOutputs", "arch_options", "create_model", "list_models",
+           "unwrap_model"]
 
 
 def list_models() -> list[str]:
@@ -22,3 +23,9 @@ def create_model(name: str, *, num_classes: int = 1000, aux_logits: bool = True,
     model = build(name, num_classes=num_classes, aux_logits=aux_logits, **options)
     model.arch_name = name
     return model
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module itself, out of a DDP (``.module``) and/or torch.compile (``._orig_mod``) wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
