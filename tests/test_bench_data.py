@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from googlenet.bench.data import MEAN, STD, make_jpegs, reference_transform
-from googlenet.data.fast import FastImageFolderDataset, train_transform
-from googlenet.data.folder import Sample, Skipped
+from googlenet.data.fast import train_transform
+from googlenet.data.folder import ImageFolderDataset, Sample, Skipped
 
 LOW = min((0 - m) / s for m, s in zip(MEAN, STD))
 HIGH = max((1 - m) / s for m, s in zip(MEAN, STD))
@@ -62,7 +62,7 @@ def test_odd_files_take_the_careful_loader_and_bad_files_are_skipped(tmp_path, j
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(jpegs[0].read_bytes()[:200])
     samples = [Sample(str(p), k) for k, p in enumerate([png, cmyk, rotated, broken, tmp_path / "missing.jpg"])]
-    data = FastImageFolderDataset(samples, train_transform(48, MEAN, STD))
+    data = ImageFolderDataset(samples, load=train_transform(48, MEAN, STD))
     items = [data[i] for i in range(len(data))]
     for image, label in items[:3]:
         assert image.shape == (3, 48, 48)

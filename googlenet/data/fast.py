@@ -13,9 +13,9 @@ flips is torchvision's. Then:
 Any file that is not a plain RGB / grayscale JPEG without EXIF rotation (PNG, CMYK, rotated photos...) goes
 through ``googlenet.data.images.load_image``, which handles every odd case, and then the same crop.
 
-Wiring into training: ``FastImageFolderDataset(samples, size, mean, std)`` is a drop-in for
+Wiring into training: ``ImageFolderDataset(samples, load=train_transform(size, mean, std))`` replaces
 ``ImageFolderDataset(samples, paper-style transform)``: same items (``(image, label)`` or ``Skipped``), usable with
-``collate_skipping``. ``train_transform(...)`` gives the per-path callable alone.
+``collate_skipping``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -153,23 +152,3 @@ def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.40
     """The fast equivalent of torchvision's RandomResizedCrop + RandomHorizontalFlip + ToTensor + Normalize,
     taking a file path (not a decoded image)."""
     return FastRandomResizedCrop(size, mean, std, scale=scale, ratio=ratio, flip=flip, normalize=normalize)
-
-
-class FastImageFolderDataset(Dataset):
-    """``ImageFolderDataset`` with the fast path: items are ``(image, label)`` or a ``Skipped`` for a bad file."""
-
-    def __init__(self, samples: Sequence, transform: FastRandomResizedCrop) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        from .folder import Skipped
-
-        s = self.samples[index]
-        try:
-            return self.transform(s.path), s.label
-        except BadImage as e:
-            return Skipped(s.path, str(e))

@@ -99,13 +99,20 @@ def scan_image_folder(root: str | os.PathLike,
 
 
 class ImageFolderDataset(Dataset):
-    """Decodes ``samples`` with ``transform``; yields ``(image, label)`` or a ``Skipped`` for a bad file."""
+    """Decodes ``samples`` with ``transform``; yields ``(image, label)`` or a ``Skipped`` for a bad file.
+
+    ``load`` turns a path into an image; by default ``load_image``. The fast training path
+    (``googlenet.data.fast.train_transform``) decodes and crops in one step from the path, so it is passed as
+    ``load`` (with no ``transform``).
+    """
 
     def __init__(self, samples: Sequence[Sample], transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 *, draft_size: Optional[tuple[int, int]] = None) -> None:
+                 *, draft_size: Optional[tuple[int, int]] = None,
+                 load: Optional[Callable[[str], torch.Tensor]] = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.draft_size = draft_size
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,7 +120,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int):
         s = self.samples[index]
         try:
-            img = load_image(s.path, draft_size=self.draft_size)
+            img = self.load(s.path) if self.load else load_image(s.path, draft_size=self.draft_size)
             if self.transform is not None:
                 img = self.transform(img)  # may refuse too (an image too elongated to resize)
         except BadImage as e:
