@@ -6,17 +6,17 @@ import argparse
 import json
 import sys
 
+from .common import positive_int
+
 
 def batch_arg(text: str):
+    """'dynamic' or a positive integer (common.positive_int, with the message naming both choices)."""
     if text == "dynamic":
         return text
     try:
-        value = int(text)
-    except ValueError:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
