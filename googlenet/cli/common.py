@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, expected: str = "a positive integer") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
 
 

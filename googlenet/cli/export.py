@@ -10,13 +10,9 @@ from .common import positive_int
 
 
 def batch_arg(text: str):
-    """'dynamic' or a positive integer (common.positive_int, with the message naming both choices)."""
     if text == "dynamic":
         return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}") from None
+    return positive_int(text, "'dynamic' or a positive integer")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
