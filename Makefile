@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make train` (the main job) and `make test` (the whole suite).
-# Both create .venv and install the package with its test and export extras on first use.
+# Both create .venv and install the package with all its extras on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[export,test]"
+	$(PY) -m pip install --quiet -e ".[export,explain,serve,test]"
 	touch $(STAMP)
 
 train: $(STAMP)
