@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 from ..errors import UserError
 
 # Order shown in --help.
-COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench")
+COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "layers", "visualize", "dream",
+            "explain")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,45 @@
+"""``googlenet dream``: DeepDream of an image at a layer (the original notebook's method)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import positive_int
+from .visualize import add_grayscale_flag
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dream", help="DeepDream an image at a layer")
+    p.add_argument("image")
+    p.add_argument("--weights", required=True, metavar="W")
+    p.add_argument("--layer", required=True)
+    p.add_argument("--octaves", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=10, help="steps an octave (default 10)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="image side to dream at (default: the model's input size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    add_grayscale_flag(p)
+    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.nn.functional as F
+
+    from ..errors import UserError
+    from ..interpret import ModelInput, dream
+    from ..interpret.common import save_png
+    from ..weights import load_weights_arg
+
+    if args.size is not None and args.size > 2048:
+        raise UserError("--size at most 2048")
+    model = load_weights_arg(args.weights)
+    prep = ModelInput(model, args.grayscale)
+    img = prep.load(args.image)
+    if args.size:
+        img = F.interpolate(img[None], size=(args.size, args.size), mode="bilinear", align_corners=False)[0]
+    out = dream(model, img, args.layer, octaves=args.octaves, steps=args.steps, seed=args.seed,
+                grayscale=args.grayscale, device=args.device)
+    save_png(out, args.out)
+    return 0

@@ -1,0 +1,39 @@
+"""``googlenet explain``: which pixels made the model choose a class (Captum: Grad-CAM, integrated gradients,
+occlusion), drawn over the image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import non_negative_int, positive_int
+from .visualize import add_grayscale_flag
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="attribution heat map of an image (needs the [explain] extra)")
+    p.add_argument("image")
+    p.add_argument("--weights", required=True, metavar="W")
+    p.add_argument("--method", choices=("gradcam", "integrated-gradients", "occlusion"), default="gradcam")
+    p.add_argument("--target", type=non_negative_int, default=None, help="class index (default: the top class)")
+    p.add_argument("--layer", default="inception5b", help="Grad-CAM layer (default inception5b)")
+    p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps")
+    add_grayscale_flag(p)
+    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..interpret import ModelInput, explain
+    from ..interpret.common import save_png
+    from ..interpret.explain_captum import overlay
+    from ..weights import load_weights_arg
+
+    model = load_weights_arg(args.weights)
+    img = ModelInput(model, args.grayscale).load(args.image)
+    heat, target, extras = explain(model, img, args.method, target=args.target, layer=args.layer,
+                                   steps=args.steps, grayscale=args.grayscale)
+    save_png(overlay(img, heat), args.out)
+    names = getattr(model, "class_names", None)
+    print(json.dumps({"target": target, "label": names[target] if names else str(target), **extras}))
+    return 0

@@ -1,0 +1,58 @@
+"""``googlenet visualize``: feature visualisation of channels of a layer (Lucid's method and defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import non_negative_int, positive_int
+
+
+def add_grayscale_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="treat the model as trained on grey images (default: the weights metadata's 'grayscale')")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("visualize", help="feature visualisation of channels of a layer",
+                       description="Optimises an image (Fourier-space, decorrelated colours, robustness transforms; "
+                                   "Lucid's defaults) to excite each channel; writes one PNG per channel and a grid.")
+    p.add_argument("--weights", required=True, metavar="W", help="weights file or 'torchvision'")
+    p.add_argument("--layer", required=True, help="layer name, e.g. inception4c ('googlenet layers' lists them)")
+    p.add_argument("--channel", type=non_negative_int, nargs="+", required=True, metavar="C")
+    p.add_argument("--objective", choices=("channel", "neuron"), default="channel")
+    p.add_argument("--diversity", type=positive_int, default=1, metavar="N",
+                   help="N diverse images of one channel (Lucid's diversity term)")
+    p.add_argument("--steps", type=positive_int, default=512)
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    add_grayscale_flag(p)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchvision.utils import make_grid
+
+    from ..interpret import visualize
+    from ..interpret.common import save_png
+    from ..weights import load_weights_arg
+
+    if args.size > 1024:
+        from ..errors import UserError
+        raise UserError("--size at most 1024")
+    model = load_weights_arg(args.weights)
+    images = visualize(model, args.layer, args.channel, objective=args.objective, diversity_images=args.diversity,
+                       steps=args.steps, size=args.size, seed=args.seed, grayscale=args.grayscale,
+                       device=args.device)
+    out = Path(args.out)
+    names = ([f"{args.layer}_c{args.channel[0]}_{i}.png" for i in range(len(images))] if args.diversity > 1
+             else [f"{args.layer}_c{c}.png" for c in args.channel])
+    for img, name in zip(images, names):
+        save_png(img, out / name)
+    save_png(make_grid(images, nrow=min(8, len(images)), padding=2, pad_value=1.0), out / f"{args.layer}_grid.png")
+    print(f"wrote {len(images)} image(s) and {args.layer}_grid.png to {out}", file=sys.stderr)
+    return 0

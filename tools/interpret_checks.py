@@ -1,0 +1,144 @@
+"""The issue's "must show" figures for googlenet.interpret, on a weights file (the main job's) and on random weights.
+
+    PYTHONPATH=. python tools/interpret_checks.py --weights /work/artifacts/main-job/weights.safetensors
+
+Prints: the 8x8 inception4c activation matrix (PNG read back) vs the held-out maximum, IG completeness, Grad-CAM
+model-randomisation Spearman, deletion AUC vs random order, DeepDream ratio, and wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from googlenet.data.embedded import load_fashion
+from googlenet.interpret import ModelInput, dream, explain, visualize
+from googlenet.interpret.common import read_png, save_png
+from googlenet.interpret.visualize import channel_means
+from googlenet.models import create_model
+from googlenet.weights import attach_metadata, load_weights_arg
+
+
+def heldout_pixels(size: int, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    _, test = load_fashion()
+    x = test.images[:n].float().div(255).unsqueeze(1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x.expand(-1, 3, -1, -1).contiguous(), test.labels[:n]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = a.flatten().argsort().argsort().float(), b.flatten().argsort().argsort().float()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def deletion_auc(model, prep, img, target, order) -> float:
+    """Petsiuk et al.: delete pixels (set to 0) in the given order, 16 steps; area under the class-probability curve."""
+    n = order.numel()
+    xs = []
+    for k in range(17):
+        x = img.clone().view(3, -1)
+        x[:, order[: n * k // 16]] = 0
+        xs.append(x.view_as(img))
+    with torch.no_grad():
+        p = model(prep(torch.stack(xs))).softmax(1)[:, target]
+    return float(torch.trapezoid(p, dx=1 / 16))
+
+
+def randomise_top_down(model):
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        if hasattr(mod, "reset_parameters") and mod is not m:
+            mod.reset_parameters()
+    return m
+
+
+def run(model, label: str, channels: int, steps: int, images: int) -> None:
+    print(f"== {label}")
+    prep = ModelInput(model, True)
+    pixels, labels = heldout_pixels(prep.size)
+    t = time.time()
+    held = channel_means(model, "inception4c", pixels, grayscale=True)[:, :channels]
+    vis = visualize(model, "inception4c", list(range(channels)), steps=steps, seed=0, grayscale=True)
+    vis_time = time.time() - t
+    with tempfile.TemporaryDirectory() as d:
+        back = []
+        for i, img in enumerate(vis):
+            save_png(img, Path(d) / f"{i}.png")
+            back.append(prep.load(Path(d) / f"{i}.png"))
+    m = channel_means(model, "inception4c", torch.stack(back), grayscale=True)[:, :channels]
+    print(f"visualize {channels} channels x {steps} steps: {vis_time:.1f} s")
+    print("8x8 matrix (row: channel i's mean activation; column: the image made for channel j):")
+    for row in m.t():
+        print("  " + " ".join(f"{v:7.2f}" for v in row.tolist()))
+    diag_max = sum(int(m[i].argmax() == i) for i in range(channels))
+    col_max = sum(int(m[:, i].argmax() == i) for i in range(channels))
+    above = sum(int(m[i, i] > held[:, i].max()) for i in range(channels))
+    print(f"rows with their maximum on the diagonal: {col_max}/{channels} (columns: {diag_max}/{channels}); "
+          f"diagonal above held-out max (2000 images): {above}/{channels}")
+    again = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
+    again2 = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
+    print(f"deterministic for a fixed seed: {torch.equal(again, again2)}")
+
+    t = time.time()
+    out = dream(model, pixels[0], "inception4c", grayscale=True)
+    act_in = channel_means_sq(model, prep, pixels[0])
+    act_out = channel_means_sq(model, prep, out)
+    print(f"dream: mean squared inception4c activation {act_in:.3f} -> {act_out:.3f} (x{act_out / act_in:.2f}), "
+          f"{time.time() - t:.1f} s")
+
+    rand = randomise_top_down(model)
+    attach_metadata(rand, model.metadata)
+    rhos, agree, gaps, dels, dels_rand = [], [], [], [], []
+    g = torch.Generator().manual_seed(0)
+    t = time.time()
+    for i in range(images):
+        img = pixels[2000 - images + i]
+        h1, tgt, _ = explain(model, img, "gradcam", grayscale=True)
+        h2, _, _ = explain(model, img, "gradcam", target=tgt, grayscale=True)
+        hr, _, _ = explain(rand, img, "gradcam", target=tgt, grayscale=True)
+        agree.append(spearman(h1, h2))
+        rhos.append(spearman(h1, hr) if hr.std() > 0 else 0.0)
+        dels.append(deletion_auc(model, prep, img, tgt, (-(h1 + 1e-6 * torch.rand(h1.shape, generator=g))).flatten().argsort()))
+        dels_rand.append(deletion_auc(model, prep, img, tgt, torch.randperm(h1.numel(), generator=g)))
+    gc_time = (time.time() - t) / images / 3
+    for i in range(min(images, 10)):
+        _, _, e = explain(model, pixels[1990 + i - 10], "integrated-gradients", grayscale=True)
+        gaps.append(abs(e["attribution_sum"] - e["output_gap"]) / max(abs(e["output_gap"]), 1e-12))
+    mean = lambda v: sum(v) / len(v)
+    print(f"gradcam: trained-vs-trained Spearman {mean(agree):.3f}; trained-vs-randomised {mean(rhos):.3f} "
+          f"({images} images); {gc_time:.2f} s a map")
+    print(f"deletion AUC: gradcam order {mean(dels):.4f} vs random order {mean(dels_rand):.4f}")
+    print(f"integrated gradients completeness error: mean {100 * mean(gaps):.2f}%, max {100 * max(gaps):.2f}% "
+          f"of |F(x) - F(0)| ({len(gaps)} images, 50 steps)")
+
+
+def channel_means_sq(model, prep, img) -> float:
+    from googlenet.interpret.common import LayerCapture
+
+    with torch.no_grad(), LayerCapture(model, "inception4c", stop=True) as cap:
+        return float(cap.run(prep(img[None])).pow(2).mean())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", required=True)
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--images", type=int, default=50)
+    a = p.parse_args()
+    torch.manual_seed(0)
+    trained = load_weights_arg(a.weights)
+    run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images)
+    rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()
+    attach_metadata(rand, trained.metadata)
+    run(rand, "random weights", a.channels, a.steps, a.images)
+
+
+if __name__ == "__main__":
+    main()
