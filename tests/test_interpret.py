@@ -1,0 +1,129 @@
+"""googlenet.interpret: layer names, feature visualisation, DeepDream, Captum attribution and their commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from googlenet.cli import main
+from googlenet.errors import UserError
+from googlenet.interpret import ModelInput, dream, explain, layer_names, visualize
+from googlenet.interpret.common import LayerCapture
+from googlenet.interpret.visualize import channel_means
+from googlenet.models import create_model
+from googlenet.weights import attach_metadata, default_preprocessing, save_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = create_model("googlenet", num_classes=4).eval()
+    attach_metadata(m, {"preprocessing": default_preprocessing(64), "class_names": list("abcd")})
+    return m
+
+
+@pytest.mark.parametrize("arch", ["googlenet", "googlenet_bn", "googlenet_tv"])
+def test_layer_names_are_the_models_own(arch):
+    names = layer_names(create_model(arch, num_classes=3))
+    for n in ("conv1", "inception4c", "inception4c.branch3", "inception5b"):
+        assert n in names
+    assert not any(n.startswith(("fc", "aux1", "dropout")) for n in names)
+
+
+def test_unknown_layer_is_one_user_error(model):
+    with pytest.raises(UserError, match="no layer 'inception9z'"):
+        visualize(model, "inception9z", [0], steps=1, size=32)
+    with pytest.raises(UserError, match="channel 600 out of range: inception4c has 512 channels"):
+        visualize(model, "inception4c", [600], steps=1, size=32)
+
+
+def test_visualize_raises_its_channel_and_is_deterministic(model):
+    layer = "inception4c.branch1.conv"  # before the ReLU: no channel of the random net is dead
+    before = visualize(model, layer, [3, 7], steps=1, size=48, seed=1, transforms=False)
+    # Without the random transforms the measured objective is exactly the optimised one.
+    after = visualize(model, layer, [3, 7], steps=24, size=48, seed=1, transforms=False)
+    jittered = visualize(model, layer, [3, 7], steps=4, size=48, seed=1)
+    assert after.shape == (2, 3, 48, 48) and 0 <= after.min() and after.max() <= 1
+    assert torch.equal(jittered, visualize(model, layer, [3, 7], steps=4, size=48, seed=1))
+    small = torch.nn.functional.interpolate(after, size=(64, 64), mode="bilinear", align_corners=False)
+    small0 = torch.nn.functional.interpolate(before, size=(64, 64), mode="bilinear", align_corners=False)
+    a, a0 = channel_means(model, layer, small), channel_means(model, layer, small0)
+    assert a[0, 3] > a0[0, 3] and a[1, 7] > a0[1, 7]
+    assert a[0, 3] > a[1, 3] and a[1, 7] > a[0, 7]  # each image excites its own channel more than the other's
+
+
+def test_visualize_grayscale_and_diversity(model):
+    out = visualize(model, "inception3b", [5], steps=3, size=32, grayscale=True, diversity_images=2)
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    assert not torch.equal(out[0], out[1])
+
+
+def test_model_input_reads_the_new_metadata_keys(model):
+    m = create_model("googlenet", num_classes=2)
+    attach_metadata(m, {"preprocessing": {**default_preprocessing(64), "channel_order": "BGR", "pixel_range": 255,
+                                          "mean": [1.0, 2.0, 3.0], "std": [2.0, 2.0, 2.0], "grayscale": True}})
+    prep = ModelInput(m)
+    x = torch.tensor([0.1, 0.5, 0.9]).view(1, 3, 1, 1)
+    assert prep.grayscale and torch.allclose(prep(x).flatten(), torch.tensor([(229.5 - 1) / 2, (127.5 - 2) / 2,
+                                                                              (25.5 - 3) / 2]))
+    assert not ModelInput(m, grayscale=False).grayscale
+
+
+def test_dream_raises_the_layer_energy(model):
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    out = dream(model, img, "inception3b", octaves=2, steps=4)
+
+    def energy(x):
+        with torch.no_grad(), LayerCapture(model, "inception3b", stop=True) as cap:
+            return float(cap.run(ModelInput(model)(x[None])).pow(2).mean())
+
+    assert out.shape == img.shape and 0 <= out.min() and out.max() <= 1
+    assert energy(out) > 1.2 * energy(img)
+
+
+def test_integrated_gradients_completeness(model):
+    pytest.importorskip("captum")
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    heat, target, e = explain(model, img, "integrated-gradients", steps=50)
+    assert heat.shape == (64, 64) and 0 <= target < 4
+    # A random net's logits are nearly flat (gap ~0.003), so its relative completeness error is not meaningful;
+    # the 5% figure on trained weights is in docs/interpret.md. Here: our gap agrees with Captum's own delta.
+    assert abs(abs(e["attribution_sum"] - e["output_gap"]) - e["delta"]) < 1e-4
+
+
+def test_gradcam_and_occlusion_maps(model):
+    pytest.importorskip("captum")
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cam, t, _ = explain(model, img, "gradcam", target=2)
+    occ, _, _ = explain(model, img, "occlusion", target=2)
+    assert t == 2 and cam.shape == occ.shape == (64, 64) and cam.min() >= 0
+    with pytest.raises(UserError, match="target class 9 out of range"):
+        explain(model, img, "gradcam", target=9)
+
+
+@pytest.mark.slow
+def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
+    from PIL import Image
+
+    w = save_model(model, tmp_path / "w.safetensors")
+    Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()).save(tmp_path / "x.png")
+    assert main(["visualize", "--weights", str(w), "--layer", "inception4a", "--channel", "1", "2", "--steps",
+                 "2", "--size", "32", "--out", str(tmp_path / "vis")]) == 0
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["inception4a_c1.png", "inception4a_c2.png",
+                                                                    "inception4a_grid.png"]
+    assert main(["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "inception3a", "--octaves", "2",
+                 "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
+    assert Image.open(tmp_path / "d.png").size == (64, 64)
+    capsys.readouterr()
+    assert main(["explain", str(tmp_path / "x.png"), "--weights", str(w), "--method", "gradcam",
+                 "--out", str(tmp_path / "e.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in list("abcd")
+    assert main(["visualize", "--weights", str(w), "--layer", "nope", "--channel", "0", "--out",
+                 str(tmp_path / "v2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no layer 'nope'" in err[0]
+    assert main(["dream", str(tmp_path / "missing.png"), "--weights", str(w), "--layer", "conv1", "--out",
+                 str(tmp_path / "d2.png")]) == 2
