@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .lrn import LocalResponseNorm
+
 
 class GoogLeNetOutputs(NamedTuple):
     """What ``model(x, with_aux=True)`` returns. aux1 is the head on 4a, aux2 the head on 4d (None when off)."""
@@ -42,14 +44,6 @@ class ArchConfig:
     transform_input: bool = False  # torchvision's ImageNet-normalised -> [-1, 1] remapping
     init: str = "caffe"  # "caffe": xavier + bias 0.2 (bvlc_googlenet train_val); "torchvision": trunc normal 0.01
     bn_eps: float = 1e-3  # torchvision's BasicConv2d uses 0.001
-
-
-class LocalResponseNorm(nn.LocalResponseNorm):
-    """Caffe's LRN, computed in fp32 whatever the input dtype: PyTorch's implementation has no bf16 CPU kernel
-    (avg_pool3d), and the sum of squared activations it takes can overflow fp16. Output has the input's dtype."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
 
 
 class BasicConv2d(nn.Module):
