@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from googlenet.models import create_model
-from googlenet.models.lrn import LocalResponseNorm, band_matrix, local_response_norm
+from googlenet.models.lrn import LocalResponseNorm, local_response_norm, window_sum
 
 # (size, alpha, beta, k): Caffe's bvlc_googlenet; inception5h's depth_radius 5 / bias 2 in PyTorch's terms; an even
 # size and a general beta for the code paths those take.
@@ -50,10 +50,12 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda t: _LRNFunction.apply(t, 5, 1e-2, 0.75, 1.0), (x,))
 
 
-def test_band_matrix_window():
-    # size 4: two channels before, one after (PyTorch's padding size//2, (size-1)//2).
-    assert band_matrix(5, 4).tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [0, 1, 1, 1, 1],
-                                          [0, 0, 1, 1, 1]]
+def test_window_sum_window_and_edges():
+    # size 4 in PyTorch's convention: two channels before, one after; clipped at both ends.
+    t = torch.tensor([1.0, 10.0, 100.0, 1000.0, 10000.0]).view(1, 5, 1, 1)
+    assert window_sum(t, 2, 1).flatten().tolist() == [11.0, 111.0, 1111.0, 11110.0, 11100.0]
+    # a window wider than the channels sums them all
+    assert window_sum(t[:, :2], 5, 5).flatten().tolist() == [11.0, 11.0]
 
 
 def test_bf16_autocast_keeps_dtype_and_accuracy():

@@ -6,12 +6,12 @@ the formula and window of ``torch.nn.functional.local_response_norm`` (and of Ca
 sizes). Why not call PyTorch's: it builds a 5-D tensor and runs ``avg_pool3d`` across channels, which took 56% of
 the paper net's training step at 224 on a CPU and has no bf16 kernel.
 
-Here the window sum is one matrix product with a banded 0/1 matrix ``B`` (C x C): per pixel, ``S = B @ x**2``. That
-runs on the BLAS at near the machine's peak, works in any memory layout (channels_last is a free NHWC view) and
-costs 2*C flops per channel per pixel, tiny beside the convolution next to it. The backward pass is written out
-(one more banded product) instead of letting autograd differentiate the chain of ops, which saves tensors and passes:
+Here the window sum is ``size - 1`` shifted adds of channel slices (``window_sum``), which keep any memory layout
+(channels_last included) and cost a few cheap passes over the tensor. The backward pass is written out (one more
+window sum, with the window mirrored) instead of letting autograd differentiate the chain of ops, which saves
+tensors and passes. With B the 0/1 window matrix (S = B @ x**2 per pixel):
 
-    dL/dx = g * d**-beta - 2 * beta * alpha / size * x * (B^T @ (g * y / d)),   d = k + alpha / size * S
+    dL/dx = g * d**-beta - 2 * beta * alpha / size * x * (B^T @ (g * d**-beta * x / d)),   d = k + alpha / size * S
 
 Everything is computed in fp32 whatever the input dtype (bf16 autocast included): the sum of squares can overflow
 fp16 and loses digits in bf16. The result comes back in the input's dtype.
@@ -24,21 +24,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def band_matrix(channels: int, size: int, device=None, dtype=torch.float32) -> Tensor:
-    """B[c, j] = 1 where channel j is in channel c's window: size//2 before c, (size-1)//2 after (PyTorch's
-    padding for even sizes as well)."""
-    c = torch.arange(channels, device=device)
-    offset = c[None, :] - c[:, None]  # j - c
-    return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
+def window_sum(t: Tensor, before: int, after: int) -> Tensor:
+    """out[:, c] = sum of t[:, j] for j in [c - before, c + after] (clipped to the channels), in ``t``'s layout.
 
-
-def _channel_matmul(x: Tensor, band: Tensor) -> Tensor:
-    """out[n, c, h, w] = sum_j band[c, j] * x[n, j, h, w] for N x C x H x W ``x``, keeping its memory layout."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # N x H x W x C is the storage order: one (N*H*W) x C by C x C product, output channels_last again.
-        return torch.matmul(x.permute(0, 2, 3, 1), band.t()).permute(0, 3, 1, 2)
-    n, ch, h, w = x.shape
-    return torch.matmul(band, x.reshape(n, ch, h * w)).reshape(n, ch, h, w)
+    Shifted in-place adds of channel slices: ``before + after`` cheap passes over the tensor. Measured against the
+    alternatives for 8192 pixels x 192 channels on one core: this 2.5 ms, a banded matmul 13.7 ms, avg_pool1d over
+    the channel axis 18.6 ms, a float64 cumulative sum 9.8 ms (a float32 one loses digits to cancellation).
+    """
+    out = t.clone()
+    channels = t.shape[1]
+    for d in range(1, min(before, channels - 1) + 1):
+        out[:, d:] += t[:, :channels - d]
+    for d in range(1, min(after, channels - 1) + 1):
+        out[:, :channels - d] += t[:, d:]
+    return out
 
 
 def _pow_neg(d: Tensor, beta: float) -> Tensor:
@@ -54,21 +53,22 @@ def _pow_neg(d: Tensor, beta: float) -> Tensor:
 class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-        band = band_matrix(x.shape[1], size, x.device, x.dtype)
         scale = alpha / size
-        d = _channel_matmul(x * x, band).mul_(scale).add_(k)  # k + alpha/size * S
+        before, after = size // 2, (size - 1) // 2  # PyTorch's (and Caffe's) window, even sizes included
+        d = window_sum(x * x, before, after).mul_(scale).add_(k)  # k + alpha/size * S
         inv = _pow_neg(d, beta)  # d ** -beta
         y = x * inv
-        ctx.save_for_backward(x, inv, d, band)
-        ctx.lrn = (beta, scale)
+        ctx.save_for_backward(x, inv, d)
+        ctx.lrn = (beta, scale, before, after)
         return y
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, inv, d, band = ctx.saved_tensors
-        beta, scale = ctx.lrn
+        x, inv, d = ctx.saved_tensors
+        beta, scale, before, after = ctx.lrn
         gi = g * inv
-        t = _channel_matmul(gi * x / d, band.t())
+        # The transposed window: channel j feeds every c whose window holds j, i.e. j - after .. j + before.
+        t = window_sum(gi * x / d, after, before)
         grad = gi - (2 * beta * scale) * x * t
         return grad, None, None, None, None
 
