@@ -130,3 +130,15 @@ def test_paper_net_onnx_fp32_and_int8_run_native_lrn():
     # Quantisation error stays a small fraction of the logits' spread (random weights: near-tied classes, so
     # top-1 agreement is not a meaningful check here).
     assert np.abs(int8 - ref).max() < 0.2 * (ref.max() - ref.min())
+
+
+def test_export_onnx_native_or_decomposed_lrn(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from googlenet.export import export_onnx
+
+    model = create_model("googlenet", num_classes=3).eval()
+    counts = {}
+    for native in (True, False):
+        path = export_onnx(model, tmp_path / f"{native}.onnx", input_size=64, native_lrn=native)
+        counts[native] = sum(n.op_type == "LRN" for n in onnx.load(str(path)).graph.node)
+    assert counts == {True: 2, False: 0}
