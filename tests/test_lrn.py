@@ -142,3 +142,14 @@ def test_export_onnx_native_or_decomposed_lrn(tmp_path):
         path = export_onnx(model, tmp_path / f"{native}.onnx", input_size=64, native_lrn=native)
         counts[native] = sum(n.op_type == "LRN" for n in onnx.load(str(path)).graph.node)
     assert counts == {True: 2, False: 0}
+
+
+def test_bench_lrn_rows():
+    from googlenet.bench.lrn import bench_lrn
+
+    rows, notes = bench_lrn(batch_size=2, input_size=64, rounds=1)
+    assert [r["name"] for r in rows][:2] == ["caffe LRN 64x16x16 F.local_response_norm", "caffe LRN 64x16x16 fast"]
+    assert len(rows) == 8 and all(r["images_per_s"] > 0 for r in rows)
+    fast = rows[1]
+    assert set(fast["ratios"]) == {"caffe LRN 64x16x16 F.local_response_norm"} and fast["ratios"][
+        "caffe LRN 64x16x16 F.local_response_norm"] > 0
