@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, one_line
+from .fileio import open_weights_file
 from .weights import attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model
 
 ARCH = "googlenet_tv"
@@ -54,12 +55,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     "module." prefix. Raises a one-line UserError for anything else.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings():
+        # A regular file within GOOGLENET_MAX_WEIGHTS_BYTES, read through the descriptor that was checked.
+        with open_weights_file(path, "checkpoint") as (f, _), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as e:
         text = str(e)
         if "Weights only load failed" in text:
@@ -122,7 +124,7 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_weights_file(path, "checkpoint") as (f, _):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

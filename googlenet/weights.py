@@ -13,13 +13,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 import torch
 from torch import nn
 
 from .errors import UserError, one_line
-from .fileio import atomic_path
+from .fileio import atomic_path, open_weights_file
 from .models import GoogLeNet, arch_options, create_model, list_models, unwrap_model
 
 FORMAT = "googlenet-weights"
@@ -71,14 +71,51 @@ def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Pa
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a weights file, checked; raises UserError when the file is not one of ours."""
+    with open_weights_file(path) as (f, name):
+        return _read_metadata(f, name, Path(path))
+
+
+# safetensors' own bound on the JSON header (its MAX_HEADER_SIZE).
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def safetensors_layout_error(f: BinaryIO) -> Optional[str]:
+    """Why an open file cannot be a complete safetensors file, from its header alone, or None.
+
+    safetensors checks the same when it opens the file; checking first gives a plain reason ("truncated: 1,024
+    bytes, the header declares 26,735,124") and reads at most the header, which is bounded by the file size.
+    """
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    try:
+        if len(head) < 8:
+            return f"{size:,} bytes, too short for a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, SAFETENSORS_MAX_HEADER):
+            return f"its first 8 bytes declare a {n:,}-byte header, more than the file's {size:,} bytes"
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except Exception:
+            return None  # not a layout question: safetensors names the fault
+        declared = 8 + n + max(ends, default=0)
+        if declared != size:
+            return (f"{'truncated' if declared > size else 'extra bytes'}: the file has {size:,} bytes, its header "
+                    f"declares {declared:,}")
+        return None
+    finally:
+        f.seek(0)
+
+
+def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
+        fault = safetensors_layout_error(f)
+        if fault is not None:
+            raise ValueError(fault)
+        with safe_open(name, framework="pt") as st:
+            raw = (st.metadata() or {}).get(METADATA_KEY)
     except Exception as e:  # SafetensorError, OSError, ...: a pickle, a truncated or corrupt file
         hint = ""
         if path.suffix in (".pth", ".pt", ".pkl", ".bin", ".ckpt"):
@@ -156,9 +193,15 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
 
     ``arch`` / ``num_classes``, when given, are what the caller expects: a file that differs is refused.
     """
+    with open_weights_file(path) as (f, name):  # one open file, checked once, for the metadata and the tensors
+        return _load_model(f, name, Path(path), arch, num_classes, map_location)
+
+
+def _load_model(f: BinaryIO, name: str, path: Path, arch: Optional[str], num_classes: Optional[int],
+                map_location: str | torch.device) -> nn.Module:
     from safetensors.torch import load_file
 
-    meta = read_metadata(path)
+    meta = _read_metadata(f, name, path)
     if arch is not None and meta["arch"] != arch:
         raise UserError(f"{path} holds arch {meta['arch']}, not {arch}")
     if num_classes is not None and meta["num_classes"] != num_classes:
@@ -171,7 +214,7 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: invalid model options: {e}") from None
     try:
-        state = load_file(str(path), device=str(map_location))
+        state = load_file(name, device=str(map_location))
     except Exception as e:
         raise UserError(f"{path}: cannot read tensors: {one_line(e)}") from None
     load_state_dict_checked(model, state, source=str(path), assign=True)

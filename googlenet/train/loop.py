@@ -293,7 +293,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
 
 def start_epoch_of(path: Path) -> str:
     try:
-        return str(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return str(ckpt.load_checkpoint(path)["epoch"])
     except Exception:
         return "?"
 

@@ -1,0 +1,177 @@
+"""Walking the folders a user names: every real folder once, no cycles, every file once, what was left out reported.
+
+The rules (docs/safe-files.md):
+
+* Hidden names (starting with ".") are not listed, as before.
+* A symbolic link to a folder is followed, but each real folder (device, inode) is walked at most once. Folders
+  reached without links are walked first, so their files keep their own names; a link to a folder already walked is
+  reported ("link to a folder already scanned: ..."), never walked again under a longer name. A link to a folder
+  that contains the scanned folder (``loop -> ..``, ``-> /``) is a cycle and is reported, not walked.
+* A link to a file anywhere (outside the folder too) is read like the file itself: a user's folder that links to
+  their own pictures is normal. The same file reached under two names (two links, a link and the file, hard links)
+  is listed once, under its own name when it has one; the other names are reported as duplicates.
+* A dangling link, a link loop, a FIFO, a socket or a device is reported with its reason and never opened.
+
+``os.walk(followlinks=True)`` does none of this (it loops until ELOOP, listing files again at every level), hence
+this small walker over ``os.scandir``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..fileio import file_kind, printable
+
+Key = tuple[int, int]  # (st_dev, st_ino): the identity of a file or folder, whatever name reaches it
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not used, and why."""
+
+    path: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"file": printable(self.path), "error": self.reason}
+
+
+@dataclass(frozen=True)
+class Found:
+    root: int  # index of the folder (in the roots given to ``scan_tree``) the file was found under
+    path: str
+
+
+def _key(st: os.stat_result) -> Key:
+    return st.st_dev, st.st_ino
+
+
+def _stat_reason(path: str, e: OSError) -> str:
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+        return "dangling symbolic link"
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    return f"cannot read: {e.strerror or e}"
+
+
+def ancestors(path: str | os.PathLike) -> dict[Key, str]:
+    """The identities of ``path``'s real folder and of every folder above it, up to "/"."""
+    out: dict[Key, str] = {}
+    current = Path(os.path.realpath(path))
+    for folder in (current, *current.parents):
+        try:
+            out.setdefault(_key(os.stat(folder)), str(folder))
+        except OSError:
+            pass
+    return out
+
+
+class _Walker:
+    def __init__(self, roots: Sequence[str | os.PathLike]) -> None:
+        self.roots = [os.fspath(r) for r in roots]
+        self.walked: dict[Key, str] = {}  # real folders walked (or queued), and the name that reached them first
+        self.enclosing: dict[int, dict[Key, str]] = {}  # per root, the folders that contain it (links: cycles)
+        self.links: list[tuple[int, str]] = []  # links to folders, followed after every real folder
+        self.files: list[tuple[int, str, Key, bool]] = []  # (root, path, identity, reached through a link)
+        self.skipped: list[Skipped] = []
+
+    def run(self) -> tuple[list[Found], list[Skipped]]:
+        queue: list[tuple[int, str]] = []
+        for i, root in enumerate(self.roots):
+            try:
+                key = _key(os.stat(root))
+            except OSError as e:
+                self.skipped.append(Skipped(root, _stat_reason(root, e)))
+                continue
+            if key in self.walked:
+                self.skipped.append(Skipped(root, f"same folder as {printable(self.walked[key])}"))
+                continue
+            self.walked[key] = root
+            self.enclosing[i] = ancestors(root)
+            queue.append((i, root))
+        for i, root in queue:
+            self._walk(i, root, via_link=False)
+        # Links last, so that a folder reachable both ways is named by its real path. Following a link may find
+        # more links: the list grows while it is read, and ends because each real folder is walked at most once.
+        n = 0
+        while n < len(self.links):
+            i, link = self.links[n]
+            n += 1
+            try:
+                key = _key(os.stat(link))
+            except OSError as e:  # removed since it was listed
+                self.skipped.append(Skipped(link, _stat_reason(link, e)))
+                continue
+            if key in self.enclosing[i]:
+                self.skipped.append(Skipped(link, f"link to a folder that contains it (a cycle): "
+                                                  f"{printable(self.enclosing[i][key])}"))
+            elif key in self.walked:
+                self.skipped.append(Skipped(link, f"link to a folder already scanned: {printable(self.walked[key])}"))
+            else:
+                self.walked[key] = link
+                self._walk(i, link, via_link=True)
+        return self._unique_files(), sorted(self.skipped, key=lambda s: s.path)
+
+    def _walk(self, root: int, top: str, *, via_link: bool) -> None:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+            except OSError as e:
+                self.skipped.append(Skipped(folder, f"cannot read folder: {e.strerror or e}"))
+                continue
+            subfolders = []
+            for entry in entries:
+                try:
+                    is_link = entry.is_symlink()
+                    st = os.stat(entry.path)  # follows links: what the name leads to
+                except OSError as e:
+                    self.skipped.append(Skipped(entry.path, _stat_reason(entry.path, e)))
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if is_link:
+                        self.links.append((root, entry.path))
+                    elif _key(st) in self.walked:  # a bind mount or a root listed inside another root
+                        self.skipped.append(Skipped(entry.path, f"same folder as {printable(self.walked[_key(st)])}"))
+                    else:
+                        self.walked[_key(st)] = entry.path
+                        subfolders.append(entry.path)
+                elif stat.S_ISREG(st.st_mode):
+                    self.files.append((root, entry.path, _key(st), via_link or is_link))
+                else:
+                    self.skipped.append(Skipped(entry.path, f"not a regular file: {file_kind(st.st_mode)}"))
+            stack.extend(reversed(subfolders))  # depth first, in name order
+
+    def _unique_files(self) -> list[Found]:
+        """Each file once: under the first name reached without a link, else the first name."""
+        chosen: dict[Key, tuple[int, str, Key, bool]] = {}
+        for f in self.files:
+            kept = chosen.get(f[2])
+            if kept is None or (kept[3] and not f[3]):
+                chosen[f[2]] = f
+        for f in self.files:
+            kept = chosen[f[2]]
+            if kept is not f:
+                self.skipped.append(Skipped(f[1], f"same file as {printable(kept[1])}"))
+        return sorted((Found(r, p) for r, p, _, _ in chosen.values()),
+                      key=lambda f: (f.root, f.path.split(os.sep)))
+
+
+def scan_tree(roots: Sequence[str | os.PathLike]) -> tuple[list[Found], list[Skipped]]:
+    """Every visible regular file under the folders ``roots`` (recursively), each once, sorted per root; and what
+    was left out with the reason (links to folders already scanned, cycles, duplicates, dangling links, FIFOs,
+    devices, unreadable folders). The roots share one walk: a file under two of them is listed once."""
+    return _Walker(roots).run()
+
+
+def scan_folder(folder: str | os.PathLike) -> tuple[list[str], list[Skipped]]:
+    """``scan_tree`` for one folder: (files, skipped)."""
+    found, skipped = scan_tree([folder])
+    return [f.path for f in found], skipped
