@@ -18,6 +18,7 @@ this small walker over ``os.scandir``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -107,15 +108,27 @@ class _Walker:
             except OSError as e:  # removed since it was listed
                 self.skipped.append(Skipped(link, _stat_reason(link, e)))
                 continue
-            if key in self.enclosing[i]:
+            around = self._containing(i, link)
+            if key in around:
                 self.skipped.append(Skipped(link, f"link to a folder that contains it (a cycle): "
-                                                  f"{printable(self.enclosing[i][key])}"))
+                                                  f"{printable(around[key])}"))
             elif key in self.walked:
                 self.skipped.append(Skipped(link, f"link to a folder already scanned: {printable(self.walked[key])}"))
             else:
                 self.walked[key] = link
                 self._walk(i, link, via_link=True)
         return self._unique_files(), sorted(self.skipped, key=lambda s: s.path)
+
+    def _containing(self, root: int, link: str) -> dict[Key, str]:
+        """The folders that hold ``link`` along the path the walk took (through links too), and the root's own
+        ancestors: a link to any of them leads back to itself."""
+        out = dict(self.enclosing[root])
+        top, folder = self.roots[root], os.path.dirname(link)
+        while len(folder) > len(top):  # the walk's names all start with the root's
+            with contextlib.suppress(OSError):
+                out.setdefault(_key(os.stat(folder)), folder)
+            folder = os.path.dirname(folder)
+        return out
 
     def _walk(self, root: int, top: str, *, via_link: bool) -> None:
         stack = [top]
