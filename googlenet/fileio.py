@@ -96,18 +96,30 @@ class Unreadable(Exception):
     why in a few words, for a report line such as ``photo.jpg: skipped: not a regular file: a FIFO (named pipe)``."""
 
 
-def byte_limit(env: str, default: int) -> int:
-    """The size bound set by the environment variable ``env`` (bytes, or with a K/M/G/T suffix: 512M), else
-    ``default``. An environment variable rather than a flag so that DataLoader workers and every torchrun rank
-    see the same bound."""
+def byte_limit(env: str, default: int, *, strict: bool = True) -> int:
+    """The bound set by the environment variable ``env`` (a count of bytes or pixels, with an optional binary
+    K/M/G/T suffix: 512M), else ``default``. An environment variable rather than a flag, so that DataLoader workers
+    and every torchrun rank see the same bound."""
     raw = os.environ.get(env, "").strip()
     if not raw:
         return default
     m = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:i?B)?", raw, flags=re.IGNORECASE)
     value = int(m.group(1)) * _SUFFIXES[m.group(2).upper()] if m else 0
     if value < 1:
-        raise UserError(f"{env} must be a positive size in bytes (e.g. 536870912 or 512M), got {raw!r}")
+        if not strict:  # read at import time; the CLI checks the variables first (check_limits) in one line
+            return default
+        raise UserError(f"{env} must be a positive integer, optionally with a K, M, G or T suffix "
+                        f"(e.g. 536870912 or 512M), got {raw!r}")
     return value
+
+
+PIXELS_ENV = "GOOGLENET_MAX_PIXELS"
+
+
+def check_limits() -> None:
+    """Refuses a malformed GOOGLENET_MAX_* variable in one line before a command starts."""
+    for env in (IMAGE_BYTES_ENV, WEIGHTS_BYTES_ENV, PIXELS_ENV):
+        byte_limit(env, 1)
 
 
 def max_image_bytes() -> int:

@@ -110,7 +110,7 @@ def test_bound_is_configurable_and_exact(tmp_path, monkeypatch):
         assert byte_limit(WEIGHTS_BYTES_ENV, 7) == expected
     for bad in ("0", "-5", "lots", "1.5G", "12Q"):
         monkeypatch.setenv(IMAGE_BYTES_ENV, bad)
-        with pytest.raises(UserError, match=f"GOOGLENET_MAX_IMAGE_BYTES must be a positive size.*{bad!r}"):
+        with pytest.raises(UserError, match=f"GOOGLENET_MAX_IMAGE_BYTES must be a positive integer.*{bad!r}"):
             read_image_file(path)
 
 
@@ -123,11 +123,12 @@ def test_files_without_a_size_are_read_to_the_end_but_bounded():
 
 
 def test_a_link_to_a_regular_file_anywhere_is_read(tmp_path):
-    target = _png(tmp_path / "elsewhere" / "pic.png" if (tmp_path / "elsewhere").mkdir() is None else None)
-    link = tmp_path / "in" / "link.png"
-    link.parent.mkdir()
-    link.symlink_to(target)
-    assert torch.equal(load_image(link), load_image(target))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "in").mkdir()
+    target = _png(tmp_path / "elsewhere" / "pic.png")
+    (tmp_path / "in" / "link.png").symlink_to(target)
+    assert torch.equal(load_image(tmp_path / "in" / "link.png"), load_image(target))
+    assert load_image(target).shape == (3, 40, 48)
 
 
 # --- weights and checkpoints -----------------------------------------------------------------------------------------

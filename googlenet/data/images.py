@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import one_line
-from ..fileio import Unreadable, read_image_file
+from ..fileio import PIXELS_ENV, Unreadable, byte_limit, read_image_file
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
-MAX_PIXELS = int(os.environ.get("GOOGLENET_MAX_PIXELS", 89_478_485))
+MAX_PIXELS = byte_limit(PIXELS_ENV, 89_478_485, strict=False)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
                     ".jfif", ".jpe")
 _JPEG_MAGIC = b"\xff\xd8\xff"

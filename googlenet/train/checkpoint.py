@@ -8,6 +8,7 @@ kill -9 while saving leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -43,8 +44,9 @@ def save_checkpoint(path: str | os.PathLike, **fields) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     try:
-        with open_weights_file(path, "checkpoint") as (f, _):  # a regular file within GOOGLENET_MAX_WEIGHTS_BYTES
-            ck = torch.load(f, map_location=map_location, weights_only=True)
+        with open_weights_file(path, "checkpoint") as (f, _), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
+            ck = torch.load(f, map_location=map_location, weights_only=True)  # a regular file, bounded
     except UserError:
         raise
     except Exception as e:
