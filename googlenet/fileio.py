@@ -83,6 +83,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 MiB = 1 << 20
 IMAGE_BYTES_ENV = "GOOGLENET_MAX_IMAGE_BYTES"
 WEIGHTS_BYTES_ENV = "GOOGLENET_MAX_WEIGHTS_BYTES"
+PIXELS_ENV = "GOOGLENET_MAX_PIXELS"  # read by googlenet.data.images: the pixel bound checked from an image's header
 # A 50-megapixel camera JPEG is about 25 MB; an uncompressed 8-bit RGB TIFF at the default pixel limit
 # (GOOGLENET_MAX_PIXELS, 89.5 megapixels) is 268 MB. 512 MiB stays above both.
 DEFAULT_MAX_IMAGE_BYTES = 512 * MiB
@@ -113,9 +114,6 @@ def byte_limit(env: str, default: int, *, strict: bool = True) -> int:
     return value
 
 
-PIXELS_ENV = "GOOGLENET_MAX_PIXELS"
-
-
 def check_limits() -> None:
     """Refuses a malformed GOOGLENET_MAX_* variable in one line before a command starts."""
     for env in (IMAGE_BYTES_ENV, WEIGHTS_BYTES_ENV, PIXELS_ENV):
@@ -137,7 +135,7 @@ def file_kind(mode: int) -> str:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "an unknown kind of file"
 
 
 def _refuse(st: os.stat_result, limit: int, env: Optional[str]) -> None:
@@ -150,12 +148,18 @@ def _refuse(st: os.stat_result, limit: int, env: Optional[str]) -> None:
         raise Unreadable(f"file too large: {st.st_size:,} bytes, limit {limit:,}{hint}")
 
 
-def _os_reason(path: str | os.PathLike, e: OSError) -> str:
+def unreadable_reason(path: str | os.PathLike, e: OSError) -> str:
+    """Why ``os.stat`` / ``os.open`` failed on ``path``, in words."""
     if isinstance(e, FileNotFoundError):
         return "dangling symbolic link" if os.path.islink(path) else "file not found"
     if e.errno == errno.ELOOP:
         return "symbolic link loop (too many levels of symbolic links)"
     return f"cannot read: {e.strerror or e}"
+
+
+# Never wait on open (FIFO), never become a controlling terminal (tty), never leak into child processes. Flags a
+# platform lacks are 0.
+_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @contextlib.contextmanager
@@ -170,9 +174,9 @@ def open_regular(path: str | os.PathLike, *, limit: int, env: Optional[str] = No
     """
     try:
         _refuse(os.stat(path), limit, env)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     except OSError as e:
-        raise Unreadable(_os_reason(path, e)) from None
+        raise Unreadable(unreadable_reason(path, e)) from None
     try:
         st = os.fstat(fd)
         _refuse(st, limit, env)

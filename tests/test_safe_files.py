@@ -14,7 +14,6 @@ import resource
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -270,11 +269,19 @@ def test_scan_against_os_walk_on_a_tree_without_links(tmp_path):
     assert files == sorted(reference, key=lambda p: p.split(os.sep))
 
 
-def test_scan_reports_unreadable_folders(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads any folder")
+def test_scan_reports_unreadable_folders(tmp_path, monkeypatch):
     (tmp_path / "locked").mkdir()
+    _png(tmp_path / "locked" / "hidden_from_us.png")
     _png(tmp_path / "ok.png")
+    if os.geteuid() == 0:  # root reads any folder: make the system refuse this one as it would refuse a user
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if os.fspath(path) == str(tmp_path / "locked"):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
     os.chmod(tmp_path / "locked", 0)
     try:
         files, skipped = scan_folder(tmp_path)
@@ -313,8 +320,9 @@ def test_scan_tree_shares_one_walk_between_roots(tmp_path):
     found, skipped = scan_tree([tmp_path, tmp_path / "sub", tmp_path])
     # sub/ is a root of its own, so its file is listed under it; the walk of the first root does not enter it again.
     assert [(f.root, Path(f.path).name) for f in found] == [(0, "1.png"), (1, "2.png")]
+    sub = tmp_path / "sub"
     assert sorted((s.path, s.reason) for s in skipped) == [(str(tmp_path), f"same folder as {tmp_path}"),
-                                                           (str(tmp_path / "sub"), f"same folder as {tmp_path / 'sub'}")]
+                                                           (str(sub), f"same folder as {sub}")]
 
 
 # --- the commands, end to end ----------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def _class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
             skipped.append(Skipped(e.path, f"link to a class folder already scanned: {printable(by_key[key].path)}"))
         else:
             if key in by_key:  # a link came first in name order; the real folder names the class
-                skipped.append(Skipped(by_key[key].path, f"link to a class folder already scanned: {printable(e.path)}"))
+                skipped.append(Skipped(by_key[key].path,
+                                       f"link to a class folder already scanned: {printable(e.path)}"))
             by_key[key] = e
     return sorted(e.name for e in by_key.values()), skipped
 

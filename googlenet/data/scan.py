@@ -19,14 +19,13 @@ this small walker over ``os.scandir``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..fileio import file_kind, printable
+from ..fileio import file_kind, printable, unreadable_reason
 
 Key = tuple[int, int]  # (st_dev, st_ino): the identity of a file or folder, whatever name reaches it
 
@@ -50,14 +49,6 @@ class Found:
 
 def _key(st: os.stat_result) -> Key:
     return st.st_dev, st.st_ino
-
-
-def _stat_reason(path: str, e: OSError) -> str:
-    if isinstance(e, FileNotFoundError) and os.path.islink(path):
-        return "dangling symbolic link"
-    if e.errno == errno.ELOOP:
-        return "symbolic link loop (too many levels of symbolic links)"
-    return f"cannot read: {e.strerror or e}"
 
 
 def ancestors(path: str | os.PathLike) -> dict[Key, str]:
@@ -87,7 +78,7 @@ class _Walker:
             try:
                 key = _key(os.stat(root))
             except OSError as e:
-                self.skipped.append(Skipped(root, _stat_reason(root, e)))
+                self.skipped.append(Skipped(root, unreadable_reason(root, e)))
                 continue
             if key in self.walked:
                 self.skipped.append(Skipped(root, f"same folder as {printable(self.walked[key])}"))
@@ -106,7 +97,7 @@ class _Walker:
             try:
                 key = _key(os.stat(link))
             except OSError as e:  # removed since it was listed
-                self.skipped.append(Skipped(link, _stat_reason(link, e)))
+                self.skipped.append(Skipped(link, unreadable_reason(link, e)))
                 continue
             around = self._containing(i, link)
             if key in around:
@@ -146,7 +137,7 @@ class _Walker:
                     is_link = entry.is_symlink()
                     st = os.stat(entry.path)  # follows links: what the name leads to
                 except OSError as e:
-                    self.skipped.append(Skipped(entry.path, _stat_reason(entry.path, e)))
+                    self.skipped.append(Skipped(entry.path, unreadable_reason(entry.path, e)))
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     if is_link:
