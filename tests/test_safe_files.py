@@ -255,6 +255,19 @@ def test_scan_visits_each_real_folder_once_and_reports_the_rest(tmp_path):
     }
 
 
+def test_hard_links_are_one_file(tmp_path):
+    """Without symbolic links the identities come from the folder listing alone (no stat per file)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _png(tmp_path / "b" / "pic.png")
+    os.link(tmp_path / "b" / "pic.png", tmp_path / "a" / "same.png")
+    _png(tmp_path / "a" / "other.png", 1)
+    files, skipped = scan_folder(tmp_path)
+    assert [os.path.relpath(f, tmp_path) for f in files] == ["a/other.png", "a/same.png"]
+    assert [(s.path, s.reason) for s in skipped] == [(str(tmp_path / "b" / "pic.png"),
+                                                      f"same file as {tmp_path / 'a' / 'same.png'}")]
+
+
 def test_scan_against_os_walk_on_a_tree_without_links(tmp_path):
     """Without links the walker lists exactly what os.walk lists (hidden names aside), in tree order."""
     for i, rel in enumerate(["x/1.png", "x/y/2.png", "x/y/z/3.png", "w.png", "x/0.txt", "x/y/a b.png"]):

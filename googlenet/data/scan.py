@@ -71,6 +71,9 @@ class _Walker:
         self.links: list[tuple[int, str]] = []  # links to folders, followed after every real folder
         self.files: list[tuple[int, str, Key, bool]] = []  # (root, path, identity, reached through a link)
         self.skipped: list[Skipped] = []
+        # Identities from the folder listing (d_ino) and from stat (st_ino) agree on ext4, xfs, btrfs, tmpfs, but
+        # not on every overlayfs: when both kinds occur (links to files), the listed ones are stat'ed to compare.
+        self.listed_keys = self.stat_keys = 0
 
     def run(self) -> tuple[list[Found], list[Skipped]]:
         queue: list[tuple[int, str]] = []
@@ -121,6 +124,13 @@ class _Walker:
             folder = os.path.dirname(folder)
         return out
 
+    @staticmethod
+    def _stat_key(path: str, listed: Key) -> Key:
+        try:
+            return _key(os.stat(path))
+        except OSError:  # gone since it was listed: reading it will say so
+            return listed
+
     def _walk(self, root: int, top: str, *, via_link: bool) -> None:
         stack = [top]
         while stack:
@@ -141,6 +151,7 @@ class _Walker:
                     is_link = entry.is_symlink()
                     if not is_link and entry.is_file(follow_symlinks=False):
                         self.files.append((root, entry.path, (device, entry.inode()), via_link))
+                        self.listed_keys += 1
                         continue
                     st = os.stat(entry.path)  # follows links: what the name leads to
                 except OSError as e:
@@ -156,12 +167,15 @@ class _Walker:
                         subfolders.append(entry.path)
                 elif stat.S_ISREG(st.st_mode):
                     self.files.append((root, entry.path, _key(st), via_link or is_link))
+                    self.stat_keys += 1
                 else:
                     self.skipped.append(Skipped(entry.path, f"not a regular file: {file_kind(st.st_mode)}"))
             stack.extend(reversed(subfolders))  # depth first, in name order
 
     def _unique_files(self) -> list[Found]:
         """Each file once: under the first name reached without a link, else the first name."""
+        if self.listed_keys and self.stat_keys:
+            self.files = [(r, p, self._stat_key(p, k), link) for r, p, k, link in self.files]
         chosen: dict[Key, tuple[int, str, Key, bool]] = {}
         for f in self.files:
             kept = chosen.get(f[2])
