@@ -47,6 +47,14 @@ def _sparse(path: Path) -> Path:
     return path
 
 
+def _socket(path: Path) -> Path:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the file stays after the socket closes
+    return path
+
+
 def _ident(path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino
@@ -62,6 +70,7 @@ def _ident(path) -> tuple[int, int]:
     ("link_to_dev_zero", lambda p: p.symlink_to("/dev/zero") or p, "not a regular file: a character device"),
     ("sparse_3gb", _sparse, "file too large: 3,221,225,472 bytes, limit 536,870,912 (set GOOGLENET_MAX_IMAGE_BYTES"),
     ("folder", lambda p: p.mkdir() or p, "is a directory"),
+    ("socket", lambda p: _socket(p), "not a regular file: a socket"),
     ("dangling", lambda p: p.symlink_to(p.with_name("nowhere")) or p, "dangling symbolic link"),
     ("link_loop", lambda p: p.symlink_to(p.name) or p, "symbolic link loop"),
     ("missing", lambda p: p, "file not found"),
