@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..fileio import check_limits
 
 # Order shown in --help.
-COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench")
+COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve")
 
 
 class ArgumentParser(argparse.ArgumentParser):
