@@ -239,16 +239,21 @@ def test_concurrent_requests_are_batched_and_counted(running, images):
 
 
 def test_sigterm_drains_in_flight_requests(weights, images):
-    with server(weights, "--max-wait-ms", "1500") as (url, proc):
-        answer = {}
-
-        def one():
-            answer["r"] = httpx.post(url + "/v1/classify", content=images[0].read_bytes(), timeout=30)
-
-        t = threading.Thread(target=one)
-        t.start()
-        time.sleep(0.5)  # the request waits in the queue for its batch to fill
-        proc.send_signal(signal.SIGTERM)
-        t.join()
-        assert answer["r"].status_code == 200 and len(answer["r"].json()["topk"]) == 5
+    data = images[0].read_bytes()
+    with server(weights) as (url, proc):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(data) + data[:100])
+            time.sleep(0.5)  # the request is in flight, its body half sent
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            s.sendall(data[100:])
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert len(json.loads(reply.split(b"\r\n\r\n", 1)[1])["topk"]) == 5
         assert proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url + "/v2/health/live", timeout=2)

@@ -51,14 +51,35 @@ def test_batch_of_one_when_batching_is_off_and_kinds_are_not_mixed():
     assert [len(p) for _, p in calls] == [1, 1, 1]
 
 
-def test_a_lone_request_waits_at_most_max_wait():
-    async def go(b):
+def test_a_lone_request_runs_at_once_and_waits_only_for_arrivals():
+    async def alone(b):
         t = time.perf_counter()
         await b.submit("images", 0, 1, 10)
         return time.perf_counter() - t
 
-    waited, _ = run_with(dict(max_batch=8, max_wait_ms=100, max_queue=64), go)
-    assert 0.09 <= waited < 2.0
+    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), alone)
+    assert waited < 0.25, "a request with nothing else arriving was held back"
+
+    async def with_arrival(b):
+        arrival = b.arrival().__enter__()  # another request is being decoded and never comes (it failed)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, arrival.done)
+        t = time.perf_counter()
+        await b.submit("images", 0, 1, 10)
+        return time.perf_counter() - t
+
+    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), with_arrival)
+    assert 0.08 <= waited < 0.29, "waits while another request arrives, and stops waiting when it is gone"
+
+    async def joined(b):
+        with b.arrival() as arrival:
+            first = asyncio.ensure_future(b.submit("images", 0, 1, 10))
+            await asyncio.sleep(0.05)
+            second = await b.submit("images", 1, 1, 10, arrival)
+        return [await first, second]
+
+    results, calls = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), joined)
+    assert results == ["images:0", "images:1"] and [len(p) for _, p in calls] == [2]
 
 
 def test_full_queue_refuses_and_deadline_gives_up():

@@ -68,17 +68,17 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
     metrics.queue_depth.set_function(lambda: batcher.depth)
     state = {"ready": False}
 
-    async def classify_images(route: str, images: list[bytes]):
+    async def classify_images(route: str, images: list[bytes], arrival=None):
         started = time.perf_counter()
         prepared = [await run_in_threadpool(served.prepare, data) for data in images]
         decoded = time.perf_counter()
-        probs = await submit(route, "images", prepared, len(prepared))
+        probs = await submit(route, "images", prepared, len(prepared), arrival)
         return prepared, probs, {"decode": 1000 * (decoded - started),
                                  "queue_and_infer": 1000 * (time.perf_counter() - decoded)}
 
-    async def submit(route: str, kind: str, payload, size: int):
+    async def submit(route: str, kind: str, payload, size: int, arrival=None):
         try:
-            return await batcher.submit(kind, payload, size, config.timeout_s)
+            return await batcher.submit(kind, payload, size, config.timeout_s, arrival)
         except QueueFull:
             raise RequestError(503, f"the queue is full ({config.max_queue} requests waiting); retry shortly")
         except asyncio.TimeoutError:
@@ -135,13 +135,15 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         started = time.perf_counter()
         try:
             check_name(request.path_params["name"], request.path_params.get("version"))
-            body = await read_body(request, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
-            req = parse_infer(body, request.headers.get("inference-header-content-length"),
-                              input_size=served.input_size)
-            if req.kind == "images":
-                _, probs, _ = await classify_images("infer", req.images)
-            else:
-                probs = await submit("infer", "tensor", req.tensor, req.size)
+            with batcher.arrival() as arrival:
+                body = await read_body(request, max_bytes=config.max_body_bytes,
+                                       read_timeout_s=config.read_timeout_s)
+                req = parse_infer(body, request.headers.get("inference-header-content-length"),
+                                  input_size=served.input_size)
+                if req.kind == "images":
+                    _, probs, _ = await classify_images("infer", req.images, arrival)
+                else:
+                    probs = await submit("infer", "tensor", req.tensor, req.size, arrival)
         except RequestError as e:
             return failed("infer", started, e)
         return answer("infer", started, infer_response(served.name, req, probs, served.labels))
@@ -152,8 +154,10 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
             topk = request.query_params.get("topk", "5")
             if not topk.isdigit() or not 1 <= int(topk) <= 1000:
                 raise RequestError(400, f"topk must be an integer from 1 to 1000, got {topk[:20]!r}")
-            body = await read_body(request, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
-            prepared, probs, timing = await classify_images("classify", [body])
+            with batcher.arrival() as arrival:
+                body = await read_body(request, max_bytes=config.max_body_bytes,
+                                       read_timeout_s=config.read_timeout_s)
+                prepared, probs, timing = await classify_images("classify", [body], arrival)
         except RequestError as e:
             return failed("classify", started, e)
         timing["total"] = 1000 * (time.perf_counter() - started)

@@ -2,7 +2,8 @@
 
 The event loop only queues work and waits; the model runs on one worker thread (PyTorch and ONNX Runtime use the
 cores inside each call, so a second model thread would only make them fight). The worker takes the oldest request,
-then gathers more until the batch holds ``max_batch`` images or ``max_wait_ms`` have passed since that first one,
+then, while other requests are still arriving (being read or decoded), gathers more until the batch holds
+``max_batch`` images or ``max_wait_ms`` have passed since that first one; a request alone is not held back,
 runs them together and hands each request its own rows. Requests of two kinds (uploaded images, preprocessed
 tensors) never share a batch. The queue is bounded (``max_queue`` requests): a full queue answers 503 at once
 instead of letting latency grow without limit.
@@ -44,6 +45,7 @@ class Batcher:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="googlenet-infer")
         self.task: Optional[asyncio.Task] = None
         self.in_flight = 0  # jobs taken from the queue and not yet answered
+        self.arriving = 0  # requests being read or decoded, announced by ``expect``: worth waiting for
 
     @property
     def depth(self) -> int:
@@ -65,13 +67,23 @@ class Batcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, kind: str, payload: Any, size: int, timeout_s: float) -> Any:
+    def arrival(self) -> "Arrival":
+        """``with batcher.arrival() as a: ... submit(..., arrival=a)``: counts a request as on its way (its body
+        being read or decoded) from the start of the block until it is queued or fails."""
+        return Arrival(self)
+
+    async def submit(self, kind: str, payload: Any, size: int, timeout_s: float,
+                     arrival: Optional["Arrival"] = None) -> Any:
         """Queues one request and waits for its result; QueueFull when the queue is full, TimeoutError past
         ``timeout_s`` (the job is then dropped if it has not started)."""
         if len(self.queue) >= self.max_queue:
+            if arrival is not None:
+                arrival.done()
             raise QueueFull()
         job = Job(kind, payload, size, asyncio.get_running_loop().create_future())
         self.queue.append(job)
+        if arrival is not None:
+            arrival.done()
         self.wakeup.set()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
@@ -86,8 +98,9 @@ class Batcher:
                 self.wakeup.clear()
                 await self.wakeup.wait()
             first = self.queue[0]
-            # Gather: wait until the batch is full or the oldest request has waited max_wait.
-            while self._fill(first.kind) < self.max_batch:
+            # Gather: while more requests are on their way, wait until the batch is full or the oldest request has
+            # waited max_wait. With nothing else arriving, a lone request runs at once (no idle wait at low load).
+            while self._fill(first.kind) < self.max_batch and self.arriving > 0:
                 left = first.queued_at + self.max_wait - time.perf_counter()
                 if left <= 0:
                     break
@@ -140,3 +153,23 @@ class Batcher:
             batch.append(job)
             n += job.size
         return batch
+
+
+class Arrival:
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher, self.counted = batcher, False
+
+    def __enter__(self) -> "Arrival":
+        self.batcher.arriving += 1
+        self.counted = True
+        return self
+
+    def done(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.batcher.arriving -= 1
+            if self.batcher.wakeup is not None:
+                self.batcher.wakeup.set()
+
+    def __exit__(self, *exc) -> None:
+        self.done()
