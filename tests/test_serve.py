@@ -257,3 +257,40 @@ def test_sigterm_drains_in_flight_requests(weights, images):
         assert proc.wait(timeout=30) == 0
         with pytest.raises(httpx.HTTPError):
             httpx.get(url + "/v2/health/live", timeout=2)
+
+
+def test_cors_only_for_the_named_origin(weights):
+    with server(weights, "--cors-origin", "http://app.example") as (url, _):
+        ok = httpx.get(url + "/v2/health/live", headers={"Origin": "http://app.example"})
+        assert ok.headers["access-control-allow-origin"] == "http://app.example"
+        other = httpx.get(url + "/v2/health/live", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_bench_serve_reports_load_and_abuse(weights, images, capsys):
+    import shutil
+
+    if shutil.which("hey") is None:
+        pytest.skip("needs Debian's hey (bash .ci/system-packages)")
+    code = main(["bench", "serve", "--weights", str(weights), "--image", str(images[0]), "--requests", "24",
+                 "--concurrency", "1", "4", "--abuse", "10", "--backend", "eager", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    modes = [(r["batching"], r["concurrency"]) for r in out["results"]]
+    assert modes == [("on", 1), ("on", 4), ("on + abuse", 4), ("off", 1), ("off", 4)]
+    assert all(r["ok"] == r["requests"] == 24 and r["requests_per_s"] > 0 for r in out["results"])
+    assert all(k in ("1", "2", "3-4", "5-8") for r in out["results"] for k in r["batches"])
+    abuse = out["abuse"]
+    assert abuse["hostile"] == 10 and abuse["all_4xx"] and abuse["good_requests_wrong"] == 0
+    assert abuse["server_alive"] and abuse["exit_code_after_sigterm"] == 0
+    assert abuse["rss_after_mib"] < 1.1 * abuse["rss_before_mib"]
+    assert set(out["in_process_images_per_s"]) == {"1", "8"}
+
+
+def test_serve_flag_errors_are_one_line(weights, tmp_path, capsys):
+    assert main(["serve", "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(["serve", "--weights", str(weights), "--precision", "int8", "--backend", "eager"]) == 2
+    assert main(["serve", "--weights", str(weights), "--name", "../etc"]) == 2
+    assert main(["serve", "--weights", str(weights), "--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("googlenet serve: error: ") for line in err)

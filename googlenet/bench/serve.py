@@ -6,9 +6,9 @@ one) a fresh server runs every concurrency level; per level: requests/s, p50/p90
 histogram (from the server's /metrics) and the 503 count. The in-process predictor's images/s at batch 1 and at
 ``--max-batch`` are measured in the same run: what HTTP, decoding and queueing cost is read against them.
 
-The abuse run sends hostile requests (empty, oversized, bomb, truncated, text, bad JSON, bad shape, bad datatype,
-a header flood, a slow body) while the highest concurrency level runs, with good requests checked for their
-answer alongside, and reads the server's RSS before and after.
+The abuse run repeats the highest concurrency level of the batching server while a second client sends hostile
+requests (empty, 100 MB, bomb, truncated, text, bad JSON, bad shape, bad datatype, a header flood, a slow body),
+each followed by a good request whose answer is checked, and reads the server's RSS before and after.
 """
 
 from __future__ import annotations
@@ -227,23 +227,24 @@ def bench_serve(*, weights: str, image: Optional[str], concurrency: list[int], r
                 expected = httpx.post(server.url + "/v1/classify", content=body.read_bytes(),
                                       timeout=30).json()["topk"][0]["label"]
                 _hey(server.url, body, max(concurrency), max(concurrency), timeout_s)  # warm-up
-                for c in concurrency:
-                    progress(f"batching {mode}, concurrency {c}")
+                levels = [(c, False) for c in concurrency]
+                if mode == "on" and abuse > 0:
+                    levels.append((max(concurrency), True))  # the top level again, with the abuse beside it
+                for c, abused in levels:
+                    progress(f"batching {mode}, concurrency {c}" + (", with abuse" if abused else ""))
                     before = server.batch_histogram()
-                    last = mode == "on" and c == max(concurrency) and abuse > 0
                     rss_before = _rss_mib(server.proc.pid)
-                    if last:
+                    if abused:
                         abuser = threading.Thread(target=_abuse, args=(server.url, body, workdir, abuse, expected,
                                                                        abuse_result))
                         abuser.start()
                     result = _hey(server.url, body, requests, c, timeout_s)
-                    if last:
+                    if abused:
                         abuser.join()
-                        # Settle, then compare memory at the same load state (idle) as before.
-                        time.sleep(1.0)
+                        time.sleep(1.0)  # settle: compare memory at the same (idle) state as before
                         abuse_result.update(rss_before_mib=rss_before, rss_after_mib=_rss_mib(server.proc.pid),
                                             server_alive=server.proc.poll() is None)
-                    result.update(batching=mode, concurrency=c, max_batch=batch,
+                    result.update(batching=mode + (" + abuse" if abused else ""), concurrency=c, max_batch=batch,
                                   batches=_histogram_delta(before, server.batch_histogram()))
                     rows.append(result)
             finally:
@@ -300,11 +301,11 @@ def _abuse(url: str, body: Path, workdir: Path, count: int, expected: str, out: 
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = (f"{'batching':>8} {'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'503':>4} "
+    head = (f"{'batching':>16} {'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'503':>4} "
             f"{'of best':>7}  batches")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['batching']:>8} {r['concurrency']:>4} {r['requests_per_s']:7.1f} {r['p50_ms']:8.1f} "
+        lines.append(f"{r['batching']:>16} {r['concurrency']:>4} {r['requests_per_s']:7.1f} {r['p50_ms']:8.1f} "
                      f"{r['p90_ms']:8.1f} {r['p99_ms']:8.1f} {r['rejected_503']:>4} {r['of_in_process_best']:7.2f}  "
                      f"{r['batches']}")
     return "\n".join(lines)

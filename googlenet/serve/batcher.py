@@ -117,6 +117,8 @@ class Batcher:
             try:
                 results = await loop.run_in_executor(self.executor, self.run, first.kind,
                                                      [j.payload for j in batch])
+                if self.on_batch is not None:  # counted before anyone is answered, so /metrics is never behind
+                    self.on_batch(sum(j.size for j in batch), time.perf_counter() - started)
             except Exception as e:  # a bug, not a client's mistake: every request of the batch gets it
                 for job in batch:
                     if not job.future.done():
@@ -127,8 +129,6 @@ class Batcher:
                         job.future.set_result(result)
             finally:
                 self.in_flight -= len(batch)
-            if self.on_batch is not None:
-                self.on_batch(sum(j.size for j in batch), time.perf_counter() - started)
 
     def _fill(self, kind: str) -> int:
         """Images that the next batch would hold: the queued jobs of ``kind`` in order, up to max_batch."""
