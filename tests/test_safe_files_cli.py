@@ -62,11 +62,16 @@ def hostile(tmp_path_factory):
 
 
 # Runs googlenet's CLI in this child process for each argv and reports rc, output, seconds, the process's peak
-# resident memory after each command (getrusage: a high-water mark, so it bounds every command run so far) and that of
+# resident memory after each command (VmHWM: a high-water mark, so it bounds every command run so far) and that of
 # its reaped children (DataLoader workers). One child for many commands saves the 3-5 s of importing torch each time.
 _PROBE = r"""
 import contextlib, io, json, resource, sys, time
 from googlenet.cli import main
+def hwm_kib():
+    # The peak RSS of this process's own memory since exec (VmHWM). ru_maxrss would carry the parent's RSS at fork
+    # across exec: under a big pytest process that is over 1 GiB before this child does anything.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 out = []
 for argv in json.loads(sys.argv[1]):
     o, e = io.StringIO(), io.StringIO()
@@ -78,7 +83,7 @@ for argv in json.loads(sys.argv[1]):
             rc = x.code
     out.append({"argv": argv, "rc": rc, "stdout": o.getvalue(), "stderr": e.getvalue(),
                 "seconds": time.perf_counter() - t0,
-                "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "peak_kib": hwm_kib(),
                 "workers_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss})
 print(json.dumps(out))
 """
