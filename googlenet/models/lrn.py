@@ -24,19 +24,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def window_sum(sq: Tensor, size: int) -> Tensor:
-    """sum over channels c - size//2 .. c + size//2 (zero outside) of ``sq``, shape kept."""
+def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+    """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept."""
     channels = sq.shape[1]
     if channels > 1 and sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last):
+        # One GEMM: a 1x1 convolution with a banded C x C weight; scale and shift ride along as weight and bias.
         idx = torch.arange(channels, device=sq.device)
-        band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(sq.dtype)
-        return F.conv2d(sq, band.view(channels, channels, 1, 1))  # channels_last 1x1 conv = one GEMM
+        band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(sq.dtype).mul_(scale)
+        bias = torch.full((channels,), shift, dtype=sq.dtype, device=sq.device) if shift else None
+        return F.conv2d(sq, band.view(channels, channels, 1, 1), bias)
     half = size // 2
     pad = [0, 0] * (sq.dim() - 2) + [half, size - 1 - half]
     padded = F.pad(sq, pad)
     out = padded[:, 0:channels].clone()
     for i in range(1, size):
         out += padded[:, i:i + channels]
+    if scale != 1.0:
+        out.mul_(scale)
+    if shift:
+        out.add_(shift)
     return out
 
 
@@ -48,20 +54,21 @@ class LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         xc = x.to(_compute_dtype(x))
-        denom = window_sum(xc * xc, size).mul_(alpha / size).add_(k)  # d
+        denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
         scale = denom.pow(-beta)  # d^-beta
         y = xc * scale
-        ctx.save_for_backward(xc, scale, denom)
+        ctx.save_for_backward(xc, y, scale, denom)
         ctx.constants = (size, alpha, beta)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        xc, scale, denom = ctx.saved_tensors
+        # dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d): five passes over the tensor.
+        xc, y, scale, denom = ctx.saved_tensors
         size, alpha, beta = ctx.constants
         g = grad.to(xc.dtype)
-        t = g * xc * scale / denom  # g * y / d
-        gx = g * scale - (2.0 * alpha * beta / size) * xc * window_sum(t, size)
+        spread = window_sum((g * y).div_(denom), size)
+        gx = (g * scale).addcmul_(xc, spread, value=-2.0 * alpha * beta / size)
         return gx.to(grad.dtype), None, None, None, None
 
     @staticmethod
