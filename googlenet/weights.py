@@ -184,7 +184,19 @@ def check_preprocessing(pre: Any, source: str) -> dict:
             raise UserError(f"{source}: preprocessing {key} must be 3 finite numbers"
                             f"{' above 0' if key == 'std' else ''}, got {v!r}")
         stats[key] = [float(x) for x in v]
-    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
+    # What the model was trained on (old files lack these keys and get the defaults): channel order, the pixel scale
+    # mean/std apply to (1: pixels in 0..1, torchvision's convention; 255: 0..255, Caffe's), and grey input.
+    order = pre.get("channel_order", "RGB")
+    if order not in ("RGB", "BGR"):
+        raise UserError(f"{source}: preprocessing channel_order must be 'RGB' or 'BGR', got {order!r}")
+    scale = pre.get("pixel_range", 1)
+    if isinstance(scale, bool) or scale not in (1, 255):
+        raise UserError(f"{source}: preprocessing pixel_range must be 1 or 255, got {scale!r}")
+    grey = pre.get("grayscale", False)
+    if not isinstance(grey, bool):
+        raise UserError(f"{source}: preprocessing grayscale must be true or false, got {grey!r}")
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats,
+            "channel_order": order, "pixel_range": int(scale), "grayscale": grey}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
@@ -250,10 +262,15 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 
 
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
-    """What a ``--weights`` flag names: a weights file, or "torchvision" (torchvision's ImageNet weights, fetched
-    through torchvision's own weights API when online, converted to ``googlenet_tv``)."""
+    """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
+    through torchvision's own weights API when online, converted to ``googlenet_tv``); or "bvlc" (BVLC Caffe's
+    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``)."""
     if str(spec) == "torchvision":
         from .convert import load_torchvision_pretrained
 
         return load_torchvision_pretrained()
+    if str(spec) == "bvlc":
+        from .pretrained.bvlc import load_bvlc_pretrained
+
+        return load_bvlc_pretrained()
     return load_model(spec)
