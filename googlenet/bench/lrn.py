@@ -1,5 +1,9 @@
-"""``googlenet bench lrn``: the fast LRN beside PyTorch's ``F.local_response_norm``, forward + backward, at both LRN
-sites of the paper's net (after pool1: 64 channels, after conv2: 192 channels, both at input/4), channels_last."""
+"""``googlenet bench lrn``: the fast LRN beside ``F.local_response_norm`` at the paper network's two LRN sites.
+
+Site 1 follows pool1 (64 channels at input/4), site 2 follows conv2's 3x3 (192 channels at input/4). Each contender
+is one forward and backward pass of both sites on a channels_last batch (the training layout), fp32, with the
+Caffe parameters (5, 1e-4, 0.75, 1).
+"""
 
 from __future__ import annotations
 
@@ -9,36 +13,30 @@ import torch.nn.functional as F
 from ..models.lrn import local_response_norm
 from .common import Contender, add_ratios, row, run_rounds
 
-# (size, alpha, beta, k): Caffe's bvlc_googlenet and inception5h's in PyTorch's terms.
-PARAMS = {"caffe": (5, 1e-4, 0.75, 1.0), "inception5h": (11, 11e-4, 0.5, 2.0)}
+REFERENCE = "F.local_response_norm (PyTorch)"
 
 
-def _fwd_bwd(fn, x: torch.Tensor, grad: torch.Tensor, params) -> None:
-    x.grad = None
-    fn(x, *params).backward(grad)
+def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
+              progress=None) -> tuple[list[dict], list[str]]:
+    side = -(-(-(-input_size // 2) // 2))  # conv1 stride 2 then ceil-mode pool stride 2: 224 -> 56, 64 -> 16
+    g = torch.Generator().manual_seed(0)
+    sites = [torch.randn(batch_size, c, side, side, generator=g).relu().contiguous(memory_format=torch.channels_last)
+             for c in (64, 192)]
 
+    def step(fn):
+        def run():
+            for x in sites:
+                x = x.detach().requires_grad_()
+                fn(x, 5, 1e-4, 0.75, 1.0).sum().backward()
+        return run
 
-def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5, progress=None):
-    side = -(-input_size // 4)  # ceil: the stem's stride-2 conv and ceil-mode pool give 56 at 224, 16 at 64
-    rows = []
-    for label, params in PARAMS.items():
-        contenders = []
-        for channels in (64, 192):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(batch_size, channels, side, side, generator=g).relu().mul(10)
-            x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-            grad = torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last)
-            site = f"{label} LRN {channels}x{side}x{side}"
-            for name, fn, role in ((f"{site} F.local_response_norm", F.local_response_norm, "reference"),
-                                   (f"{site} fast", local_response_norm, "project")):
-                contenders.append(Contender(name, role, "fp32", batch_size,
-                                            (lambda f=fn, a=x, b=grad: _fwd_bwd(f, a, b, params))))
-        run_rounds(contenders, rounds, progress=progress)
-        block = [row(c) for c in contenders]
-        for channels in (64, 192):
-            site = f"{label} LRN {channels}x{side}x{side}"
-            add_ratios([r for r in block if r["name"].startswith(site)], f"{site} F.local_response_norm")
-        rows += block
-    notes = [f"forward + backward per batch of {batch_size}, input {input_size}x{input_size}, fp32 channels_last; "
-             "goal: fast >= 10x F.local_response_norm"]
+    contenders = [Contender(REFERENCE, "reference", "fp32", batch_size, step(F.local_response_norm)),
+                  Contender("googlenet.models.lrn (fast LRN)", "project", "fp32", batch_size,
+                            step(local_response_norm))]
+    run_rounds(contenders, rounds, progress=progress)
+    rows = [row(c) for c in contenders]
+    add_ratios(rows, REFERENCE)
+    notes = [f"forward + backward of both LRN sites of the paper's googlenet at input {input_size}x{input_size}: "
+             f"{batch_size} x 64 x {side} x {side} and {batch_size} x 192 x {side} x {side}, channels_last fp32",
+             "goal: fast LRN >= 10x F.local_response_norm"]
     return rows, notes

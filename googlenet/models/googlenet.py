@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lrn import LocalResponseNorm
+from .lrn import local_response_norm
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -44,6 +44,21 @@ class ArchConfig:
     transform_input: bool = False  # torchvision's ImageNet-normalised -> [-1, 1] remapping
     init: str = "caffe"  # "caffe": xavier + bias 0.2 (bvlc_googlenet train_val); "torchvision": trunc normal 0.01
     bn_eps: float = 1e-3  # torchvision's BasicConv2d uses 0.001
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """Caffe's LRN with the fast, exact kernel of ``lrn.py`` (a GEMM window sum and a written-out backward; fp32
+    inside for bf16/fp16 input; the native ONNX ``LRN`` op on export). TorchScript, which cannot call a custom
+    autograd function, runs PyTorch's own ``F.local_response_norm`` with the same result."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+        return self._fast(x)
+
+    @torch.jit.unused
+    def _fast(self, x: Tensor) -> Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
 class BasicConv2d(nn.Module):

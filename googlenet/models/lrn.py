@@ -1,20 +1,20 @@
-"""Local response normalisation across channels (Caffe's LRN), fast and exact, exported to ONNX as the native op.
+"""Local response normalisation across channels (Caffe's LRN, AlexNet section 3.3), fast and exact.
 
-    y_c = x_c / (k + alpha / size * S_c) ** beta,   S_c = sum of x_j ** 2 over the window j in [c - size//2, c + (size-1)//2]
+    y_c = x_c / (k + alpha / n * sum_{c' in window(c)} x_c'^2) ** beta,   window(c) = [c - n//2, c + n//2]
 
-the formula and window of ``torch.nn.functional.local_response_norm`` (and of Caffe, and of ONNX's ``LRN`` for odd
-sizes). Why not call PyTorch's: it builds a 5-D tensor and runs ``avg_pool3d`` across channels, which took 56% of
-the paper net's training step at 224 on a CPU and has no bf16 kernel.
+``F.local_response_norm`` computes the window sum by padding a 5-D view and running ``avg_pool3d`` across
+channels, and lets autograd differentiate every step: on the CPU that is the slowest layer of the paper's network
+(56% of a training step at 224x224) and has no bf16 kernel. Here:
 
-Here the window sum is ``size - 1`` shifted adds of channel slices (``window_sum``), which keep any memory layout
-(channels_last included) and cost a few cheap passes over the tensor. The backward pass is written out (one more
-window sum, with the window mirrored) instead of letting autograd differentiate the chain of ops, which saves
-tensors and passes. With B the 0/1 window matrix (S = B @ x**2 per pixel):
+* the window sum is one GEMM in channels_last (a banded C x C 1x1 convolution: oneDNN's fastest path) or n
+  shifted in-place adds in NCHW;
+* the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and pow):
+  dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d), with d = k + alpha / n * window_sum(x^2);
+* bf16 and fp16 inputs are computed in fp32 (the sum of squares can overflow fp16) and returned in their dtype;
+* ONNX export emits the native ``LRN`` operator (same formula, odd sizes), so ONNX Runtime runs its own kernel.
 
-    dL/dx = g * d**-beta - 2 * beta * alpha / size * x * (B^T @ (g * d**-beta * x / d)),   d = k + alpha / size * S
-
-Everything is computed in fp32 whatever the input dtype (bf16 autocast included): the sum of squares can overflow
-fp16 and loses digits in bf16. The result comes back in the input's dtype.
+Hand-written because PyTorch has no fused LRN kernel; parity with ``F.local_response_norm`` (forward and gradient,
+both parameter sets the archs use) is tested in tests/test_lrn.py.
 """
 
 from __future__ import annotations
@@ -24,62 +24,60 @@ import threading
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
-def window_sum(t: Tensor, before: int, after: int) -> Tensor:
-    """out[:, c] = sum of t[:, j] for j in [c - before, c + after] (clipped to the channels), in ``t``'s layout.
-
-    Shifted in-place adds of channel slices: ``before + after`` cheap passes over the tensor. Measured against the
-    alternatives for 8192 pixels x 192 channels on one core: this 2.5 ms, a banded matmul 13.7 ms, avg_pool1d over
-    the channel axis 18.6 ms, a float64 cumulative sum 9.8 ms (a float32 one loses digits to cancellation).
-    """
-    out = t.clone()
-    channels = t.shape[1]
-    for d in range(1, min(before, channels - 1) + 1):
-        out[:, d:] += t[:, :channels - d]
-    for d in range(1, min(after, channels - 1) + 1):
-        out[:, :channels - d] += t[:, d:]
+def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+    """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept."""
+    channels = sq.shape[1]
+    if channels > 1 and sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last):
+        # One GEMM: a 1x1 convolution with a banded C x C weight; scale and shift ride along as weight and bias.
+        idx = torch.arange(channels, device=sq.device)
+        band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(sq.dtype).mul_(scale)
+        bias = torch.full((channels,), shift, dtype=sq.dtype, device=sq.device) if shift else None
+        return F.conv2d(sq, band.view(channels, channels, 1, 1), bias)
+    half = size // 2
+    pad = [0, 0] * (sq.dim() - 2) + [half, size - 1 - half]
+    padded = F.pad(sq, pad)
+    out = padded[:, 0:channels].clone()
+    for i in range(1, size):
+        out += padded[:, i:i + channels]
+    if scale != 1.0:
+        out.mul_(scale)
+    if shift:
+        out.add_(shift)
     return out
 
 
-def _pow_neg(d: Tensor, beta: float) -> Tensor:
-    """d ** -beta. Caffe's beta 0.75 and inception5h's 0.5 through square roots, which run several times faster than
-    the general pow (exp/log) on a CPU and agree with it within fp32 rounding."""
-    if beta == 0.75:
-        return (d * d.sqrt()).rsqrt_()
-    if beta == 0.5:
-        return d.rsqrt()
-    return d.pow(-beta)
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
 
 
-class _LRNFunction(torch.autograd.Function):
+class LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-        scale = alpha / size
-        before, after = size // 2, (size - 1) // 2  # PyTorch's (and Caffe's) window, even sizes included
-        d = window_sum(x * x, before, after).mul_(scale).add_(k)  # k + alpha/size * S
-        inv = _pow_neg(d, beta)  # d ** -beta
-        y = x * inv
-        ctx.save_for_backward(x, inv, d)
-        ctx.lrn = (beta, scale, before, after)
-        return y
+        xc = x.to(_compute_dtype(x))
+        denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
+        scale = denom.pow(-beta)  # d^-beta
+        y = xc * scale
+        ctx.save_for_backward(xc, y, scale, denom)
+        ctx.constants = (size, alpha, beta)
+        return y.to(x.dtype)
 
     @staticmethod
-    def backward(ctx, g: Tensor):
-        x, inv, d = ctx.saved_tensors
-        beta, scale, before, after = ctx.lrn
-        gi = g * inv
-        # The transposed window: channel j feeds every c whose window holds j, i.e. j - after .. j + before.
-        t = window_sum(gi * x / d, after, before)
-        grad = gi - (2 * beta * scale) * x * t
-        return grad, None, None, None, None
+    def backward(ctx, grad: Tensor):
+        # dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d): five passes over the tensor.
+        xc, y, scale, denom = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        g = grad.to(xc.dtype)
+        spread = window_sum((g * y).div_(denom), size)
+        gx = (g * scale).addcmul_(xc, spread, value=-2.0 * alpha * beta / size)
+        return gx.to(grad.dtype), None, None, None, None
 
     @staticmethod
     def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
-        # ONNX's LRN has the same formula (alpha divided by size) and, for odd sizes, the same window; ONNX Runtime
-        # runs it as one kernel and its int8 quantiser keeps it in fp32 between QuantizeLinear/DequantizeLinear.
-        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
+        # ONNX LRN: square_sum over [c - floor((size-1)/2), c + ceil((size-1)/2)], x / (bias + alpha/size * sum)^beta.
+        return g.op("LRN", x, alpha_f=alpha, beta_f=beta, bias_f=k, size_i=size)
 
 
 _onnx = threading.local()
@@ -89,9 +87,9 @@ _onnx = threading.local()
 def onnx_lrn(native: bool):
     """Inside: ONNX export writes LRN as the native ``LRN`` op (native=True, the default) or as PyTorch's
     decomposition into elementwise ops and a 3-D average pool (native=False). Why both: one ``LRN`` node is what
-    TensorRT, OpenVINO and readers of the graph expect, but ONNX Runtime's CPU ``LRN`` kernel is slow (38% of
-    the paper net's run time at 224; 18.5 img/s native vs 23.3 decomposed, BENCHMARKS.md), so the in-process ONNX
-    Runtime sessions export the decomposition."""
+    TensorRT, OpenVINO and readers of the graph expect, but ONNX Runtime's CPU ``LRN`` kernel is slow (38% of the
+    paper net's run time at 224; 18.5 img/s native vs 23.3 decomposed, BENCHMARKS.md), so the in-process ONNX
+    Runtime sessions (inference.build_ort_session) export the decomposition."""
     previous = getattr(_onnx, "native", True)
     _onnx.native = native
     try:
@@ -100,26 +98,11 @@ def onnx_lrn(native: bool):
         _onnx.native = previous
 
 
-@torch.jit.unused
-def _lrn_eager(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-    if torch.onnx.is_in_onnx_export() and (size % 2 == 0 or not getattr(_onnx, "native", True)):
-        # ONNX's window for even sizes leans the other way ((size-1)//2 before): export PyTorch's decomposition.
-        return F.local_response_norm(x.float(), size, alpha, beta, k).to(x.dtype)
-    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()  # fp16/bf16 in, fp32 inside
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return _LRNFunction.apply(wide, size, alpha, beta, k).to(x.dtype)
-
-
 def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
-    """Equal to ``F.local_response_norm(x, size, alpha, beta, k)`` (within fp32 rounding) for N x C x H x W ``x``."""
-    if torch.jit.is_scripting() or x.dim() != 4:
-        # TorchScript cannot call an autograd.Function; other ranks are not a conv net's activations.
-        return F.local_response_norm(x.float(), size, alpha, beta, k).to(x.dtype)
-    return _lrn_eager(x, size, alpha, beta, k)
-
-
-class LocalResponseNorm(nn.LocalResponseNorm):
-    """``nn.LocalResponseNorm`` (same arguments, same state) with the fast exact implementation above."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+    """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it)."""
+    if size % 2 != 1:
+        raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
+    if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
+        xc = x.to(_compute_dtype(x))
+        return F.local_response_norm(xc, size, alpha, beta, k).to(x.dtype)
+    return LRNFunction.apply(x, size, alpha, beta, k)
