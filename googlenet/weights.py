@@ -155,6 +155,8 @@ def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
     return meta
 
 
+CHANNEL_ORDERS = ("RGB", "BGR")  # BGR: Caffe models (OpenCV's channel order)
+PIXEL_RANGES = (1, 255)  # 255: pixels 0..255 before mean/std (Caffe, TensorFlow's inception5h)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")  # torchvision InterpolationMode values
 
 
@@ -184,7 +186,20 @@ def check_preprocessing(pre: Any, source: str) -> dict:
             raise UserError(f"{source}: preprocessing {key} must be 3 finite numbers"
                             f"{' above 0' if key == 'std' else ''}, got {v!r}")
         stats[key] = [float(x) for x in v]
-    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
+    # The input convention (see data.transforms.model_input); absent keys mean what every file meant before them.
+    order = pre.get("channel_order", "RGB")
+    if order not in CHANNEL_ORDERS:
+        raise UserError(f"{source}: preprocessing channel_order must be one of {', '.join(CHANNEL_ORDERS)}, "
+                        f"got {order!r}")
+    pixel_range = pre.get("pixel_range", 1)
+    if pixel_range not in PIXEL_RANGES or isinstance(pixel_range, bool):
+        raise UserError(f"{source}: preprocessing pixel_range must be 1 (pixels 0..1) or 255 (pixels 0..255), "
+                        f"got {pixel_range!r}")
+    grey = pre.get("grayscale", False)
+    if not isinstance(grey, bool):
+        raise UserError(f"{source}: preprocessing grayscale must be true or false, got {grey!r}")
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats,
+            "channel_order": order, "pixel_range": int(pixel_range), "grayscale": grey}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,

@@ -1,4 +1,4 @@
-"""``googlenet convert --from torchvision IN.pth OUT.safetensors``: torchvision checkpoint -> our weights file."""
+"""``googlenet convert --from torchvision|caffe IN OUT.safetensors``: a pretrained checkpoint -> our weights file."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="torchvision GoogLeNet checkpoint (.pth) -> googlenet weights (.safetensors)",
+    p = sub.add_parser("convert", help="pretrained GoogLeNet (torchvision .pth, BVLC .caffemodel) -> googlenet weights (.safetensors)",
                        description="Reads a state dict of torchvision's GoogLeNet (e.g. googlenet-1378be20.pth) with "
                                    "torch.load(weights_only=True), so a pickle carrying code is refused and never "
                                    "run, and writes a googlenet_tv weights file with transform_input on, ImageNet "
-                                   "class names and torchvision's preprocessing (resize 256, crop 224).")
-    p.add_argument("--from", dest="source", choices=("torchvision",), required=True, help="checkpoint origin")
-    p.add_argument("input", metavar="IN.pth")
+                                   "class names and torchvision's preprocessing (resize 256, crop 224). --from caffe "
+                                   "reads BVLC's bvlc_googlenet.caffemodel without Caffe and writes the paper's "
+                                   "googlenet with its aux heads and Caffe's input convention (BGR, 0..255, minus "
+                                   "mean 104/117/123), which every command then applies.")
+    p.add_argument("--from", dest="source", choices=("torchvision", "caffe"), required=True, help="checkpoint origin")
+    p.add_argument("input", metavar="IN", help="IN.pth (torchvision) or IN.caffemodel (caffe)")
     p.add_argument("output", metavar="OUT.safetensors")
     p.add_argument("--drop-aux", action="store_true",
                    help="leave out the aux heads (untrained in torchvision's published weights)")
@@ -22,9 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_torchvision
+    if args.source == "caffe":
+        from ..caffe import convert_caffe
 
-    model = convert_torchvision(args.input, args.output, aux_logits=False if args.drop_aux else None)
+        model = convert_caffe(args.input, args.output)
+    else:
+        from ..convert import convert_torchvision
+
+        model = convert_torchvision(args.input, args.output, aux_logits=False if args.drop_aux else None)
     trunk = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("aux1.", "aux2.")))
     info = {"output": str(args.output), "arch": model.metadata["arch"], "num_classes": model.num_classes,
             "aux_logits": model.aux_logits, "parameters_without_aux": trunk,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from .images import MAX_PIXELS, BadImage
 
@@ -127,6 +128,25 @@ def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpol
         return x[:, top:top + size, left:left + size]
 
     return Compose(view, Normalize(mean, std)) if normalize else view
+
+
+def model_input(images: Tensor, pre: dict) -> Tensor:
+    """N x 3 x H x W uint8 RGB crops -> the float input the weights were trained on, as their ``preprocessing`` says.
+
+    The one place where the weights' input convention is applied (predict, eval, crops, serve and int8 calibration
+    all batch through ``Ensemble.probs``, which calls this), so it happens exactly once:
+    ``grayscale`` (grey replicated to 3 channels), ``pixel_range`` 1 (pixels in 0..1) or 255 (0..255, Caffe and
+    TensorFlow ports), ``channel_order`` "RGB" or "BGR" (Caffe), then ``(x - mean) / std`` with mean and std given
+    in that channel order and pixel range. Files written before these keys existed get RGB, 0..1, colour.
+    """
+    x = images.float()
+    if pre.get("grayscale", False):
+        x = TF.rgb_to_grayscale(x, num_output_channels=3)
+    if pre.get("pixel_range", 1) == 1:
+        x = x.div_(255)
+    if pre.get("channel_order", "RGB") == "BGR":
+        x = x.flip(-3)
+    return TF.normalize(x, list(pre.get("mean", (0.0,) * 3)), list(pre.get("std", (1.0,) * 3)))
 
 
 def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: bool = False,
