@@ -198,8 +198,8 @@ def check_preprocessing(pre: Any, source: str) -> dict:
     grey = pre.get("grayscale", False)
     if not isinstance(grey, bool):
         raise UserError(f"{source}: preprocessing grayscale must be true or false, got {grey!r}")
-    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats,
-            "channel_order": order, "pixel_range": int(pixel_range), "grayscale": grey}
+    # Absent keys stay absent (readers use .get with these defaults), so an old file's metadata reads back as written.
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,

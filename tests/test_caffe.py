@@ -113,13 +113,21 @@ def deploy_prototxt(size: int, num_classes: int, heads: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def random_googlenet(seed: int = 0) -> torch.nn.Module:
+def random_googlenet(seed: int = 0, sensitive: bool = False) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = create_model("googlenet", num_classes=1000, aux_logits=True).eval()
     with torch.no_grad():  # biases around 0.2 everywhere (Caffe's init): not zero, so a dropped bias shows
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 m.bias.uniform_(-0.2, 0.4)
+        if sensitive:
+            # A random deep net's pooled features share one large pattern, so every image gets the same top class.
+            # Centring the classifier on the features of grey images (bias = -W f_mean) and sharpening it makes the
+            # top class follow the picture, so a wrong channel order changes labels.
+            grey = torch.randint(0, 256, (4, 3, 1, 1), dtype=torch.uint8).expand(4, 3, 224, 224)
+            mean = model.forward_features(model_input(grey, BVLC_PREPROCESSING)).logits.mean(0)
+            model.fc.weight.mul_(20)
+            model.fc.bias.copy_(-model.fc.weight @ mean)
     return model
 
 
@@ -127,7 +135,7 @@ def random_googlenet(seed: int = 0) -> torch.nn.Module:
 def bvlc(tmp_path_factory):
     """(reference torch model, caffemodel path, converted weights path)."""
     d = tmp_path_factory.mktemp("caffe")
-    model = random_googlenet()
+    model = random_googlenet(sensitive=True)
     src = d / "bvlc_googlenet.caffemodel"
     src.write_bytes(caffemodel(model))
     assert main(["convert", "--from", "caffe", str(src), str(d / "bvlc.safetensors")]) == 0
@@ -244,3 +252,66 @@ def test_hostile_caffemodels_one_line_no_allocation(bvlc, tmp_path, capsys):
         assert not (tmp_path / f"{name}.safetensors").exists()
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 512 * 1024, grown_kib  # far from the 4 GiB claimed
+
+
+def run_json(*argv) -> dict:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--json"]) == 0
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_full_path_on_converted_bvlc_eval_144_crops_onnx_int8(bvlc, tmp_path):
+    """eval on a folder labelled by OpenCV's own top-1 (so 100% means every image was fed as Caffe feeds it),
+    predict with 144 crops, the ONNX export against ONNX Runtime, and int8 through the same input path."""
+    _, src, dst = bvlc
+    names = load_model(dst).class_names
+    net = opencv_net(tmp_path, 224, src)
+    rng = np.random.default_rng(5)
+    labels = set()
+    for i, colour in enumerate([(255, 40, 0), (0, 40, 255), (255, 255, 0), (0, 255, 255)]):
+        # Strong colours over mild smooth noise: a BGR/RGB swap turns red into blue, so swapped input would change
+        # OpenCV's labels; the noise makes the resize + crop of the eval view matter.
+        noise = cv2.resize(rng.integers(0, 60, (8, 8, 3), dtype=np.uint8), (256, 256), interpolation=cv2.INTER_LINEAR)
+        rgb = np.clip(np.array(colour) * 0.75 + noise, 0, 255).astype(np.uint8)
+        net.setInput(cv2.dnn.blobFromImage(rgb[16:240, 16:240, ::-1].copy(), 1.0, (224, 224), (104, 117, 123)))
+        label = names[int(net.forward("loss3/classifier").argmax())]
+        labels.add(label)
+        (tmp_path / "val" / label).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "val" / label / f"{i}.png"), rgb[:, :, ::-1])
+    assert len(labels) >= 2, labels  # discriminative enough that a wrong channel order would show
+    result = run_json("eval", "--weights", str(dst), "--data", str(tmp_path / "val"))
+    print("eval:", result)
+    assert result["top1"] == 1.0 and result["images"] == 4
+    photo = next((tmp_path / "val").rglob("*.png"))
+    one = run_json("predict", str(photo), "--weights", str(dst), "--crops", "1")["predictions"][0]["topk"]
+    many = run_json("predict", str(photo), "--weights", str(dst), "--crops", "144")["predictions"][0]["topk"]
+    print("1 crop:", one[0], "144 crops:", many[0])
+    assert one[0]["label"] == photo.parent.name and 0 < many[0]["prob"] <= 1
+
+    import onnxruntime as ort
+
+    assert main(["export", "--weights", str(dst), "--format", "onnx", "--out", str(tmp_path / "b.onnx")]) == 0
+    image = torch.from_numpy(cv2.imread(str(photo))[16:240, 16:240, ::-1].copy()).permute(2, 0, 1)[None]
+    x = model_input(image, load_model(dst).preprocessing)
+    session = ort.InferenceSession(str(tmp_path / "b.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["googlenet.preprocessing"])["channel_order"] == "BGR"  # travels with the graph
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = load_model(dst)(x)
+    assert rel(got, want) <= 1e-4
+
+    from googlenet.evaluate.ensemble import Ensemble
+
+    model = load_model(dst)
+    items = [(0, 0, {view: image}) for view in Ensemble([model]).views("1")]
+    fp32 = Ensemble([model]).probs(items, "1", 8)[0]
+    int8 = Ensemble([model], precision="int8", backend="onnxruntime").probs(items, "1", 8)[0]
+    cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=1).item()
+    print("int8 vs fp32: cosine", cosine, "top-1", int(fp32.argmax()), int(int8.argmax()))
+    assert int(int8.argmax()) == int(fp32.argmax()) and cosine > 0.9
