@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="pretrained GoogLeNet (torchvision .pth, BVLC .caffemodel) -> googlenet weights (.safetensors)",
@@ -15,8 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "reads BVLC's bvlc_googlenet.caffemodel without Caffe and writes the paper's "
                                    "googlenet with its aux heads and Caffe's input convention (BGR, 0..255, minus "
                                    "mean 104/117/123), which every command then applies.")
-    p.add_argument("--from", dest="source", choices=("torchvision", "caffe"), required=True, help="checkpoint origin")
-    p.add_argument("input", metavar="IN", help="IN.pth (torchvision) or IN.caffemodel (caffe)")
+    p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True, help="checkpoint origin")
+    p.add_argument("input", metavar="IN", help="IN.pth (torchvision), IN.caffemodel (caffe) or inception5h.pth (inception5h)")
+    p.add_argument("--labels", metavar="FILE", default=None,
+                   help="inception5h: imagenet_comp_graph_label_strings.txt (default class_0..class_1007)")
     p.add_argument("output", metavar="OUT.safetensors")
     p.add_argument("--drop-aux", action="store_true",
                    help="leave out the aux heads (untrained in torchvision's published weights)")
@@ -25,7 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.source == "caffe":
+    if args.labels is not None and args.source != "inception5h":
+        raise UserError("--labels is for --from inception5h (the other sources carry their class names)")
+    if args.drop_aux and args.source != "torchvision":
+        raise UserError("--drop-aux is for --from torchvision")
+    if args.source == "inception5h":
+        from ..inception5h import convert_inception5h
+
+        model = convert_inception5h(args.input, args.output, labels=args.labels)
+    elif args.source == "caffe":
         from ..caffe import convert_caffe
 
         model = convert_caffe(args.input, args.output)
