@@ -125,7 +125,8 @@ def test_other_state_dict_names_first_missing_key(tmp_path, capsys):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     assert main(["convert", "--from", "inception5h", str(tmp_path / "other.pth"), str(tmp_path / "o.st")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"{tmp_path / 'other.pth'} is not inception5h: it has no conv2d0_pre_relu_conv.weight"]
+    assert err == [f"googlenet convert: error: {tmp_path / 'other.pth'} is not inception5h: it has no "
+                   f"conv2d0_pre_relu_conv.weight"]
 
 
 def test_preprocessing_is_rgb_255_minus_117():
