@@ -134,3 +134,15 @@ def test_preprocessing_is_rgb_255_minus_117():
 
     img = torch.tensor([[[[10]], [[20]], [[30]]]], dtype=torch.uint8)
     assert model_input(img, PREPROCESSING).flatten().tolist() == [10 - 117, 20 - 117, 30 - 117]
+
+
+def test_summary_names_the_departures_from_table_1():
+    from googlenet.summary import summarize
+
+    s = summarize("googlenet_inception5h", num_classes=1008)
+    assert s["departures"][:2] == ["inception_4a 3x3: 204 filters, Table 1 has 208",
+                                   "inception_5a 5x5_reduce: 48 filters, Table 1 has 32"]
+    assert any("SAME padding" in d for d in s["departures"]) and any("LRN size 11" in d for d in s["departures"])
+    rows = {r["name"]: r for r in s["rows"]}
+    assert rows["inception_4a"]["output"] == [508, 14, 14] and rows["conv1"]["patch"] == "7x7/2 SAME"
+    assert summarize("googlenet")["departures"] == []
