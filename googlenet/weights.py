@@ -265,8 +265,16 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 
 
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
-    """What a ``--weights`` flag names: a weights file, or "torchvision" (torchvision's ImageNet weights, fetched
-    through torchvision's own weights API when online, converted to ``googlenet_tv``)."""
+    """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
+    through torchvision's own weights API when online, converted to ``googlenet_tv``); "bvlc" (BVLC Caffe's
+    GoogLeNet, the paper's network) or "inception5h" (Google's TensorFlow GoogLeNet), fetched into torch.hub's cache
+    when online and converted (googlenet.pretrained). A file of that name in the working directory wins."""
+    from .pretrained import SOURCES
+
+    if str(spec) in SOURCES and not Path(spec).exists():
+        from .pretrained import load_pretrained
+
+        return load_pretrained(str(spec))
     if str(spec) == "torchvision":
         from .convert import load_torchvision_pretrained
 

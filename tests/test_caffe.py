@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from googlenet.caffe import AUX_LAYERS, BVLC_PREPROCESSING, TRUNK_LAYERS
+from googlenet.pretrained import SOURCES
 from googlenet.cli import main
 from googlenet.data.transforms import model_input
 from googlenet.models import create_model
@@ -315,3 +316,36 @@ def test_full_path_on_converted_bvlc_eval_144_crops_onnx_int8(bvlc, tmp_path):
     cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=1).item()
     print("int8 vs fp32: cosine", cosine, "top-1", int(fp32.argmax()), int(int8.argmax()))
     assert int(int8.argmax()) == int(fp32.argmax()) and cosine > 0.9
+
+
+def test_weights_bvlc_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):  # what an offline machine answers; the test never touches the network
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr("socket.create_connection", offline)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.zeros((70, 70, 3), np.uint8))
+    for name, how in (("bvlc", "googlenet convert --from caffe bvlc_googlenet.caffemodel bvlc.safetensors"),
+                      ("inception5h", "googlenet convert --from inception5h inception5h.pth")):
+        assert main(["predict", str(photo), "--weights", name]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Network is unreachable" in err[0] and how in err[0], err
+        assert SOURCES[name].url in err[0]
+
+
+def test_weights_bvlc_from_hub_cache(bvlc, tmp_path, monkeypatch):
+    """A caffemodel already in torch.hub's cache is converted once and used by --weights bvlc, no network."""
+    _, src, dst = bvlc
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network touched"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "bvlc_googlenet.caffemodel").write_bytes(src.read_bytes())
+    from googlenet.weights import load_weights_arg
+
+    model = load_weights_arg("bvlc")
+    assert model.metadata["source"]["from"] == "caffe" and (cache / "googlenet-bvlc.safetensors").is_file()
+    reference = load_model(dst)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
