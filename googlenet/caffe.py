@@ -1,10 +1,8 @@
 """BVLC Caffe's ``bvlc_googlenet.caffemodel`` -> the project's weights file (arch ``googlenet``, aux heads included).
 
 A caffemodel is a binary protobuf ``NetParameter``. Caffe is not needed to read it: the few fields that carry
-weights are decoded here by a small protobuf wire-format reader. Hand-written rather than the ``protobuf`` package
-because every length field is checked against the bytes that remain *before* anything is sliced or allocated, so
-a file claiming a 4 GB blob fails in one line instead of allocating (the reader only ever takes zero-copy views of
-the file it has already read, which ``open_weights_file`` bounds), and because the schema subset is 20 lines:
+weights are decoded by ``googlenet.protowire`` (a bounded wire-format reader; why not the protobuf package is said
+there). The schema subset used:
 
     NetParameter      100 layer (LayerParameter), 2 layers (legacy V1LayerParameter)
     LayerParameter    1 name, 2 type, 7 blobs (BlobProto)
@@ -31,6 +29,7 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import open_weights_file
+from .protowire import WireError, fields, varint
 
 ARCH = "googlenet"
 # Caffe's train_val.prototxt for bvlc_googlenet: mean_value 104 117 123 (B, G, R), crop 224 from 256 x 256.
@@ -49,51 +48,6 @@ AUX_LAYERS = {f"loss{n}/{b}": f"aux{n}.{m}" for n in (1, 2)
               for b, m in (("conv", "conv.conv"), ("fc", "fc1"), ("classifier", "fc2"))}
 
 
-class WireError(ValueError):
-    pass
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(buf):
-            raise WireError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise WireError("varint longer than 10 bytes")
-
-
-def fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
-    """(field number, wire type, value) of one message: ints for varint/fixed fields, memoryviews (no copy) for
-    length-delimited ones. Every length is checked against the bytes left before it is used."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise WireError("field number 0")
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
-            if n > len(buf) - pos:
-                raise WireError(f"a field claims {n:,} bytes where {len(buf) - pos:,} remain")
-            value, pos = buf[pos:pos + n], pos + n
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if width > len(buf) - pos:
-                raise WireError("truncated fixed-width field")
-            value, pos = bytes(buf[pos:pos + width]), pos + width
-        else:
-            raise WireError(f"unsupported wire type {wire} (groups are not used by caffe.proto)")
-        yield number, wire, value
-
-
 def _blob(buf: memoryview) -> tuple[tuple[int, ...], np.ndarray]:
     """A BlobProto -> (shape, float32 data)."""
     shape: list[int] = []
@@ -106,7 +60,7 @@ def _blob(buf: memoryview) -> tuple[tuple[int, ...], np.ndarray]:
                 if n == 1 and w == 2:  # packed dims
                     pos = 0
                     while pos < len(v):
-                        d, pos = _varint(v, pos)
+                        d, pos = varint(v, pos)
                         shape.append(d)
                 elif n == 1 and w == 0:
                     shape.append(v)

@@ -146,3 +146,39 @@ def test_summary_names_the_departures_from_table_1():
     rows = {r["name"]: r for r in s["rows"]}
     assert rows["inception_4a"]["output"] == [508, 14, 14] and rows["conv1"]["patch"] == "7x7/2 SAME"
     assert summarize("googlenet")["departures"] == []
+
+
+def graphdef(state: dict) -> bytes:
+    """A TensorFlow GraphDef with one Const node per weight, named and laid out as in tensorflow_inception_graph.pb
+    (conv weights H x W x in x out, the classifier in x out), plus a non-Const node the reader must skip."""
+    from tests.test_caffe import field, varint
+
+    nodes = [field(1, field(1, b"input") + field(2, b"Placeholder"))]
+    for key, t in state.items():
+        module, suffix = key.rsplit(".", 1)
+        layer = "softmax2" if module.startswith("softmax2") else module[: -len("_pre_relu_conv")]
+        t = t.permute(2, 3, 1, 0) if t.ndim == 4 else t.t() if t.ndim == 2 else t
+        shape = field(2, b"".join(field(2, varint(1 << 3) + varint(d)) for d in t.shape))
+        tensor = varint(1 << 3) + varint(1) + shape + field(4, t.contiguous().numpy().astype("<f4").tobytes())
+        attr = field(5, field(1, b"value") + field(2, field(8, tensor))) + field(5, field(1, b"dtype") + field(2, b""))
+        nodes.append(field(1, field(1, f"{layer}_{suffix[0]}".encode()) + field(2, b"Const") + attr))
+    return b"".join(nodes)
+
+
+def test_graphdef_pb_converts_to_the_same_weights(port, tmp_path):
+    theirs, dst = port
+    pb = tmp_path / "tensorflow_inception_graph.pb"
+    pb.write_bytes(graphdef(theirs.state_dict()))
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "pb.safetensors")]) == 0
+    a, b = load_model(tmp_path / "pb.safetensors").state_dict(), load_model(dst).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):
+    from tests.test_caffe import varint
+
+    pb = tmp_path / "huge.pb"
+    pb.write_bytes(varint(1 << 3 | 2) + varint(8 << 30) + b"\0" * 32)
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "claims 8,589,934,592 bytes" in err[0]

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "googlenet with its aux heads and Caffe's input convention (BGR, 0..255, minus "
                                    "mean 104/117/123), which every command then applies.")
     p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True, help="checkpoint origin")
-    p.add_argument("input", metavar="IN", help="IN.pth (torchvision), IN.caffemodel (caffe) or inception5h.pth (inception5h)")
+    p.add_argument("input", metavar="IN", help="IN.pth (torchvision), IN.caffemodel (caffe), inception5h.pth or tensorflow_inception_graph.pb (inception5h)")
     p.add_argument("--labels", metavar="FILE", default=None,
                    help="inception5h: imagenet_comp_graph_label_strings.txt (default class_0..class_1007)")
     p.add_argument("output", metavar="OUT.safetensors")
