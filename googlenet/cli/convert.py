@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "class names and torchvision's preprocessing (resize 256, crop 224). --from caffe "
                                    "reads BVLC's bvlc_googlenet.caffemodel without Caffe and writes the paper's "
                                    "googlenet with its aux heads and Caffe's input convention (BGR, 0..255, minus "
-                                   "mean 104/117/123), which every command then applies.")
+                                   "mean 104/117/123), which every command then applies. --from inception5h reads Google's "
+                                   "GoogLeNet (the PyTorch port's inception5h.pth or the TensorFlow graph's .pb) "
+                                   "into googlenet_inception5h (RGB, 0..255, minus 117; 1008 classes).")
     p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True, help="checkpoint origin")
     p.add_argument("input", metavar="IN", help="IN.pth (torchvision), IN.caffemodel (caffe), inception5h.pth or tensorflow_inception_graph.pb (inception5h)")
     p.add_argument("--labels", metavar="FILE", default=None,
