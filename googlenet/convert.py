@@ -156,21 +156,33 @@ def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
 
 
 def _fetch(url: str, dst: Path, timeout: float) -> None:
+    # Checks the sha256 prefix in the file name (1378be20), as torchvision does.
+    fetch_to(url, dst, timeout, None, hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1))
+
+
+def fetch_to(url: str, dst: Path, timeout: float, help_line: Optional[str], hash_prefix: Optional[str] = None) -> None:
+    """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
+    failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
     from urllib.parse import urlparse
 
+    def offline(reason: str) -> UserError:
+        return UserError(_offline_help(reason) if help_line is None else f"cannot fetch {url} ({reason}): {help_line}")
+
     parts = urlparse(url)
-    problem = _reachable(parts.hostname or "", parts.port or 443, timeout)
+    problem = _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), timeout)
     if problem is not None:
-        raise UserError(_offline_help(problem))
+        raise offline(problem)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create cache folder {dst.parent}: {e.strerror or e}") from None
     print(f"downloading {url} to {dst}", file=sys.stderr)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)  # a stalled read fails instead of hanging
     try:
-        # Checks the sha256 prefix in the file name (1378be20) and writes through a temp file, as torchvision does.
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1),
-                                       progress=sys.stderr.isatty())
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix, progress=sys.stderr.isatty())
     except Exception as e:
-        raise UserError(_offline_help(one_line(e))) from None
+        raise offline(one_line(e)) from None
     finally:
         socket.setdefaulttimeout(previous)
 

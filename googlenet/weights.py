@@ -155,8 +155,6 @@ def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
     return meta
 
 
-CHANNEL_ORDERS = ("RGB", "BGR")  # BGR: Caffe models (OpenCV's channel order)
-PIXEL_RANGES = (1, 255)  # 255: pixels 0..255 before mean/std (Caffe, TensorFlow's inception5h)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")  # torchvision InterpolationMode values
 
 
@@ -186,20 +184,19 @@ def check_preprocessing(pre: Any, source: str) -> dict:
             raise UserError(f"{source}: preprocessing {key} must be 3 finite numbers"
                             f"{' above 0' if key == 'std' else ''}, got {v!r}")
         stats[key] = [float(x) for x in v]
-    # The input convention (see data.transforms.model_input); absent keys mean what every file meant before them.
+    # What the model was trained on (old files lack these keys and get the defaults): channel order, the pixel scale
+    # mean/std apply to (1: pixels in 0..1, torchvision's convention; 255: 0..255, Caffe's), and grey input.
     order = pre.get("channel_order", "RGB")
-    if order not in CHANNEL_ORDERS:
-        raise UserError(f"{source}: preprocessing channel_order must be one of {', '.join(CHANNEL_ORDERS)}, "
-                        f"got {order!r}")
-    pixel_range = pre.get("pixel_range", 1)
-    if pixel_range not in PIXEL_RANGES or isinstance(pixel_range, bool):
-        raise UserError(f"{source}: preprocessing pixel_range must be 1 (pixels 0..1) or 255 (pixels 0..255), "
-                        f"got {pixel_range!r}")
+    if order not in ("RGB", "BGR"):
+        raise UserError(f"{source}: preprocessing channel_order must be 'RGB' or 'BGR', got {order!r}")
+    scale = pre.get("pixel_range", 1)
+    if isinstance(scale, bool) or scale not in (1, 255):
+        raise UserError(f"{source}: preprocessing pixel_range must be 1 or 255, got {scale!r}")
     grey = pre.get("grayscale", False)
     if not isinstance(grey, bool):
         raise UserError(f"{source}: preprocessing grayscale must be true or false, got {grey!r}")
-    # Absent keys stay absent (readers use .get with these defaults), so an old file's metadata reads back as written.
-    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats,
+            "channel_order": order, "pixel_range": int(scale), "grayscale": grey}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
@@ -266,17 +263,19 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
     """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
-    through torchvision's own weights API when online, converted to ``googlenet_tv``); "bvlc" (BVLC Caffe's
-    GoogLeNet, the paper's network) or "inception5h" (Google's TensorFlow GoogLeNet), fetched into torch.hub's cache
-    when online and converted (googlenet.pretrained). A file of that name in the working directory wins."""
-    from .pretrained import SOURCES
-
-    if str(spec) in SOURCES and not Path(spec).exists():
-        from .pretrained import load_pretrained
-
-        return load_pretrained(str(spec))
+    through torchvision's own weights API when online, converted to ``googlenet_tv``); or "bvlc" (BVLC Caffe's
+    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``); or
+    "inception5h" (Google's TensorFlow GoogLeNet, lucent's PyTorch port, converted to ``googlenet_inception5h``)."""
     if str(spec) == "torchvision":
         from .convert import load_torchvision_pretrained
 
         return load_torchvision_pretrained()
+    if str(spec) == "bvlc":
+        from .pretrained.bvlc import load_bvlc_pretrained
+
+        return load_bvlc_pretrained()
+    if str(spec) == "inception5h":
+        from .pretrained.inception5h import load_inception5h_pretrained
+
+        return load_inception5h_pretrained()
     return load_model(spec)

@@ -90,7 +90,7 @@ def test_converted_equals_lucent_port_with_true_lrn(port):
     want = logits["out"]
     rel = float((got - want).abs().max() / want.abs().max())
     assert rel <= 1e-4, rel
-    assert torch.allclose(torch.softmax(got, 1), probs, atol=1e-6)
+    assert torch.equal(got.argmax(1), probs.argmax(1)) and torch.allclose(torch.softmax(got, 1), probs, atol=1e-4)
 
 
 def test_port_lrn_constants_differ_from_the_graph(port):
@@ -148,11 +148,22 @@ def test_summary_names_the_departures_from_table_1():
     assert summarize("googlenet")["departures"] == []
 
 
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
 def graphdef(state: dict) -> bytes:
     """A TensorFlow GraphDef with one Const node per weight, named and laid out as in tensorflow_inception_graph.pb
     (conv weights H x W x in x out, the classifier in x out), plus a non-Const node the reader must skip."""
-    from tests.test_caffe import field, varint
-
     nodes = [field(1, field(1, b"input") + field(2, b"Placeholder"))]
     for key, t in state.items():
         module, suffix = key.rsplit(".", 1)
@@ -175,10 +186,41 @@ def test_graphdef_pb_converts_to_the_same_weights(port, tmp_path):
 
 
 def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):
-    from tests.test_caffe import varint
-
     pb = tmp_path / "huge.pb"
     pb.write_bytes(varint(1 << 3 | 2) + varint(8 << 30) + b"\0" * 32)
     assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "o.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "claims 8,589,934,592 bytes" in err[0]
+
+
+def test_weights_inception5h_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):  # what an offline machine answers; the test never touches the network
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr("socket.create_connection", offline)
+    from PIL import Image
+
+    Image.new("RGB", (70, 70)).save(tmp_path / "p.png")
+    assert main(["predict", str(tmp_path / "p.png"), "--weights", "inception5h"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Network is unreachable" in err[0], err
+    assert "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth" in err[0]
+    assert "googlenet convert --from inception5h inception5h.pth inception5h.safetensors" in err[0]
+
+
+def test_weights_inception5h_from_hub_cache(port, tmp_path, monkeypatch):
+    """The port's file already in torch.hub's cache is converted once and used, without the network."""
+    theirs, dst = port
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network touched"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(theirs.state_dict(), cache / "inception5h.pth")
+    from googlenet.weights import load_weights_arg
+
+    model = load_weights_arg("inception5h")
+    assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "googlenet_inception5h.safetensors").is_file()
+    reference = load_model(dst)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())

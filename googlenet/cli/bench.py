@@ -1,4 +1,4 @@
-"""``googlenet bench infer|train|data``: the project's fast paths beside the references, in one process."""
+"""``googlenet bench infer|train|data|serve|lrn``: the project's fast paths beside the references, in one process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs the project's paths and the references in one process, alternating them "
                                    "round by round after a warm-up, and prints the median and spread of each. "
                                    "Compare ratios within one run: absolute figures drift with the machine's load.")
-    p.add_argument("what", choices=("infer", "train", "data", "serve"), help="which path to time")
+    p.add_argument("what", choices=("infer", "train", "data", "serve", "lrn"), help="which path to time")
     p.add_argument("--arch", default="googlenet_tv", help="project architecture (random weights) when no --weights")
     p.add_argument("--weights", help="infer: a weights file (a model trained on the embedded set gives the "
                                      "top-1 agreement of bf16 / int8 with fp32) or 'torchvision'")
@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
                                   compile=args.compile, progress=progress)
     elif args.what == "serve":
         return _serve(args, progress)
+    elif args.what == "lrn":
+        from ..bench.lrn import bench_lrn
+
+        rows, notes = bench_lrn(batch_size=batch_size, input_size=args.input_size, rounds=args.rounds,
+                                progress=progress)
     else:
         from ..bench.data import bench_data
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from .images import MAX_PIXELS, BadImage
 
@@ -130,25 +129,6 @@ def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpol
     return Compose(view, Normalize(mean, std)) if normalize else view
 
 
-def model_input(images: Tensor, pre: dict) -> Tensor:
-    """N x 3 x H x W uint8 RGB crops -> the float input the weights were trained on, as their ``preprocessing`` says.
-
-    The one place where the weights' input convention is applied (predict, eval, crops, serve and int8 calibration
-    all batch through ``Ensemble.probs``, which calls this), so it happens exactly once:
-    ``grayscale`` (grey replicated to 3 channels), ``pixel_range`` 1 (pixels in 0..1) or 255 (0..255, Caffe and
-    TensorFlow ports), ``channel_order`` "RGB" or "BGR" (Caffe), then ``(x - mean) / std`` with mean and std given
-    in that channel order and pixel range. Files written before these keys existed get RGB, 0..1, colour.
-    """
-    x = images.float()
-    if pre.get("grayscale", False):
-        x = TF.rgb_to_grayscale(x, num_output_channels=3)
-    if pre.get("pixel_range", 1) == 1:
-        x = x.div_(255)
-    if pre.get("channel_order", "RGB") == "BGR":
-        x = x.flip(-3)
-    return TF.normalize(x, list(pre.get("mean", (0.0,) * 3)), list(pre.get("std", (1.0,) * 3)))
-
-
 def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: bool = False,
                 generator: Optional[torch.Generator] = None) -> Tensor:
     """A batch of N x H x W uint8 grayscale images (the embedded Fashion-MNIST) -> N x 3 x size x size normalised.
@@ -163,3 +143,23 @@ def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: boo
         x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
     x = (x - mean) / std
     return x.expand(-1, 3, -1, -1).contiguous()
+
+
+def model_input(crops: Tensor, pre: dict) -> Tensor:
+    """uint8 RGB crops (N x 3 x S x S) -> the tensor a model was trained on, as its weights' preprocessing says.
+
+    The one place that applies, in order: grey conversion (``grayscale``: luminance replicated to 3 channels, for
+    models trained on grey images), the pixel scale (``pixel_range`` 1: 0..1 as torchvision; 255: 0..255 as
+    Caffe), the channel order (``channel_order`` "BGR": Caffe's), then mean and std, which are given in the model's
+    own channel order and pixel scale (BVLC: mean 104, 117, 123 in BGR, std 1). Each step is applied exactly once.
+    """
+    x = crops.float()
+    if pre.get("grayscale", False):
+        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3)
+    if pre.get("pixel_range", 1) == 1:
+        x = x.div_(255)
+    if pre.get("channel_order", "RGB") == "BGR":
+        x = x.flip(-3)
+    mean = torch.tensor(pre.get("mean", (0.0, 0.0, 0.0)), dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(pre.get("std", (1.0, 1.0, 1.0)), dtype=x.dtype).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)

@@ -22,7 +22,7 @@ from ..fileio import MiB, Unreadable, read_bounded
 SCHEDULES = ("step", "poly", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTATIONS = ("paper", "flip", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_RECIPE = "fashion-quick"
 
 
@@ -71,7 +71,7 @@ class TrainConfig:
     # machine
     workers: int = 4
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
