@@ -151,3 +151,32 @@ def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.40
     """The fast equivalent of torchvision's RandomResizedCrop + RandomHorizontalFlip + ToTensor + Normalize,
     taking a file path (not a decoded image)."""
     return FastRandomResizedCrop(size, mean, std, scale=scale, ratio=ratio, flip=flip, normalize=normalize)
+
+
+class FastPaperCrop(FastRandomResizedCrop):
+    """The paper recipe (``transforms.paper_train_transform``) on the fast decoder: the same crop sampler, an
+    interpolation drawn from ``INTERPOLATIONS`` after the crop (PaperCrop's order), the flip, then ColorJitter,
+    PCA lighting and Normalize from ``googlenet.data.transforms`` itself, so the photometric distortions are the
+    very same objects. Only the decode differs (DCT-scaled for large crops, as in FastRandomResizedCrop)."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
+                 ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1) -> None:
+        from .transforms import Lighting, Normalize
+
+        super().__init__(size, mean, std, scale=scale, ratio=ratio, flip=True, normalize=False)
+        self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
+                       if color_jitter > 0 else None)
+        self.lighting = Lighting(lighting)
+        self.norm = Normalize(mean, std)
+
+    def _resize(self, crop: Tensor) -> Tensor:
+        from .transforms import INTERPOLATIONS, resize
+
+        mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
+        return resize(crop.float().div_(255), (self.size, self.size), mode).clamp_(0, 1)
+
+    def _finish(self, crop: Tensor) -> Tensor:
+        x = super()._finish(crop)  # flip; float [0, 1] from _resize
+        if self.jitter is not None:
+            x = self.jitter(x)
+        return self.norm(self.lighting(x))

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data import embedded
+from ..data.fast import FastPaperCrop
 from ..data.folder import ImageFolderDataset, Skipped, collate_skipping, find_split, printable, scan_image_folder
 from ..data.transforms import array_batch, eval_transform, flip_train_transform, paper_train_transform
 from ..errors import UserError
@@ -78,8 +79,9 @@ class ArraySource:
 class FolderSource:
     """An ImageFolder split decoded by DataLoader worker processes; broken files come back as ``Skipped``."""
 
-    def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device) -> None:
-        self.dataset = ImageFolderDataset(samples, transform)
+    def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device,
+                 load=None) -> None:
+        self.dataset = ImageFolderDataset(samples, transform, load=load)
         self.class_names = class_names
         self.workers = cfg.workers
         self.pin = device.type == "cuda"
@@ -133,9 +135,11 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
     pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if cfg.augment == "paper":
-        train_tf = paper_train_transform(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
-                                         ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
+    train_load = None
+    if cfg.augment == "paper":  # the fast decoder with the same recipe: decodes only what the crop needs
+        train_tf, train_load = None, FastPaperCrop(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
+                                                   ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter,
+                                                   lighting=cfg.lighting)
     elif cfg.augment == "flip":
         train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
     else:
@@ -143,7 +147,8 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     eval_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
     train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
     val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
-    return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device),
+    return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device,
+                                                       load=train_load),
                      FolderSource(val_samples, class_names, eval_tf, cfg, device=device), class_names, pre)
 
 
