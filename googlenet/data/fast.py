@@ -173,7 +173,8 @@ class FastPaperCrop(FastRandomResizedCrop):
         from .transforms import INTERPOLATIONS, resize
 
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
-        return resize(crop.float().div_(255), (self.size, self.size), mode).clamp_(0, 1)
+        # contiguous first: the DCT-scaled decode is a channels-last view, which F.interpolate runs slower here
+        return resize(crop.contiguous().float().div_(255), (self.size, self.size), mode).clamp_(0, 1)
 
     def _finish(self, crop: Tensor) -> Tensor:
         x = super()._finish(crop)  # flip; float [0, 1] from _resize
