@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[export,explain,serve,test]"
+	# lucent's InceptionV1 is the test reference for inception5h; its own dependencies (kornia, ...) are not
+	# needed by that one model file and must not pull another torch, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps "torch-lucent==0.1.8"
 	touch $(STAMP)
 
 train: $(STAMP)

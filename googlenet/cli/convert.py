@@ -14,8 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "transform_input on, ImageNet class names and torchvision's preprocessing. caffe: "
                                    "reads BVLC's bvlc_googlenet.caffemodel (Caffe's binary NetParameter, no Caffe "
                                    "needed) into the paper's googlenet, aux heads included, with BVLC's "
-                                   "preprocessing (BGR, 0..255, mean 104/117/123).")
-    p.add_argument("--from", dest="source", choices=("torchvision", "caffe"), required=True, help="checkpoint origin")
+                                   "preprocessing (BGR, 0..255, mean 104/117/123). inception5h: the PyTorch "
+                                   "port's inception5h.pth "
+                                   "(weights_only=True) into googlenet_inception5h (RGB, 0..255, minus 117).")
+    p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True,
+                   help="checkpoint origin")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT.safetensors")
     p.add_argument("--drop-aux", action="store_true",
@@ -43,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     aux = False if args.drop_aux else None
     labels = _labels(args.labels) if args.labels else None
-    if args.source == "caffe":
+    if args.source == "inception5h":
+        from ..pretrained.inception5h import convert_inception5h
+
+        model = convert_inception5h(args.input, args.output, class_names=labels)
+    elif args.source == "caffe":
         from ..pretrained.bvlc import convert_caffe
 
         if labels is not None:
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         from ..convert import convert_torchvision
 
         if labels is not None:
-            raise UserError("--labels is for --from caffe (torchvision's weights carry ImageNet's classes)")
+            raise UserError("--labels is for --from caffe or inception5h "
+                            "(torchvision's weights carry ImageNet's classes)")
         model = convert_torchvision(args.input, args.output, aux_logits=aux)
     trunk = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("aux1.", "aux2.")))
     info = {"output": str(args.output), "arch": model.metadata["arch"], "num_classes": model.num_classes,

@@ -1,0 +1,126 @@
+"""Google's inception5h through its PyTorch port: parity with lucent's InceptionV1 (an independent implementation
+of the graph) on the same random weights, the arch row's departures from Table 1, and hostile .pth files."""
+
+import json
+import pickle
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import googlenet
+from googlenet.cli import main
+from googlenet.models import create_model
+
+lucent_v1 = pytest.importorskip("lucent.modelzoo.inceptionv1.InceptionV1")
+
+TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)  # the graph's depth_radius 5, alpha 1e-4, bias 2, beta 0.5
+
+
+def lucent_model(monkeypatch) -> torch.nn.Module:
+    """lucent's InceptionV1 with random weights, its LRN set to the graph's true constants (lucent PR 51)."""
+    def true_lrn(x, size, alpha, beta, k):
+        assert (size, beta) == (9, 0.5)  # the port's wrong constants, which this replaces
+        return F.local_response_norm(x, **TRUE_LRN)
+
+    shim = types.SimpleNamespace(**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")})
+    shim.local_response_norm = true_lrn
+    monkeypatch.setattr(lucent_v1, "F", shim)
+    torch.manual_seed(0)
+    model = lucent_v1.InceptionV1(redirected_ReLU=False).eval()
+    with torch.no_grad():  # the default init leaves activations near zero deep in; scale so every layer matters
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=(2.0 / m.weight[0].numel()) ** 0.5)
+                torch.nn.init.uniform_(m.bias, -0.1, 0.1)
+    return model
+
+
+def lucent_logits(model, x: torch.Tensor) -> torch.Tensor:
+    seen = {}
+    handle = model.softmax2_pre_activation_matmul.register_forward_hook(lambda m, i, o: seen.setdefault("z", o))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen["z"]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_converted_pth_equals_lucent_inceptionv1(monkeypatch, tmp_path, capsys):
+    theirs = lucent_model(monkeypatch)
+    pth = tmp_path / "inception5h.pth"
+    torch.save(theirs.state_dict(), pth)
+    labels = tmp_path / "imagenet_comp_graph_label_strings.txt"
+    labels.write_text("dummy\n" + "\n".join(f"label {i}" for i in range(1, 1008)) + "\n")
+    out = tmp_path / "inception5h.safetensors"
+    assert main(["convert", "--from", "inception5h", str(pth), str(out), "--labels", str(labels), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["arch"] == "googlenet_inception5h" and info["num_classes"] == 1008 and info["aux_logits"] is False
+    pre = info["preprocessing"]
+    assert (pre["channel_order"], pre["pixel_range"], pre["mean"], pre["std"]) == ("RGB", 255, [117.0] * 3, [1.0] * 3)
+    ours = googlenet.load_model(out).eval()
+    assert ours.class_names[0] == "dummy" and ours.class_names[1007] == "label 1007"
+
+    x = torch.rand(2, 3, 224, 224) * 255 - 117  # what the graph sees: RGB 0..255 minus 117
+    with torch.no_grad():
+        got = ours(x)
+    want = lucent_logits(theirs, x)
+    assert got.shape == (2, 1008)
+    assert rel(got, want) < 1e-4
+    # The port's own (wrong) LRN constants give different logits: the test tells the two apart.
+    monkeypatch.setattr(lucent_v1, "F", F)
+    assert rel(got, lucent_logits(theirs, x)) > 1e-3
+
+
+def test_same_padding_is_asymmetric_on_stride_2():
+    from googlenet.models.googlenet import same_padding
+
+    assert same_padding(224, 7, 2) == (2, 3)  # conv1 at 224: 2 before, 3 after (the port's F.pad(x, (2, 3, 2, 3)))
+    assert same_padding(112, 3, 2) == (0, 1)
+    assert same_padding(113, 3, 2) == (1, 1)  # odd sizes: TensorFlow's ceil(113 / 2) = 57
+    model = create_model("googlenet_inception5h", num_classes=1008, aux_logits=True).eval()
+    assert model.inception4a.branch2[1].conv.out_channels == 204
+    assert model.inception4b.branch1.conv.in_channels == 508 and model.aux1.conv.conv.in_channels == 508
+    assert model.inception5a.branch3[0].conv.out_channels == 48
+    lrn = model.lrn1
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (11, 11e-4, 0.5, 2.0)
+    with torch.no_grad():
+        out = model.maxpool1(model.conv1(torch.randn(1, 3, 113, 113)))
+    assert out.shape == (1, 64, 29, 29)  # 113 -> 57 -> 29 under SAME
+
+
+def test_hostile_pth_files_are_one_line(tmp_path, capsys):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    code = tmp_path / "code.pth"
+    code.write_bytes(pickle.dumps({"conv2d0_pre_relu_conv.weight": Boom()}, protocol=2))
+    other = tmp_path / "other.pth"
+    state = {k: v for k, v in create_model("googlenet", num_classes=10, aux_logits=False).state_dict().items()}
+    torch.save(state, other)
+    misshapen = tmp_path / "misshapen.pth"
+    from googlenet.pretrained.inception5h import layer_map
+
+    fake = {}
+    model = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False)
+    sd = model.state_dict()
+    for theirs, mine in layer_map().items():
+        fake[f"{theirs}.weight"], fake[f"{theirs}.bias"] = sd[f"{mine}.weight"], sd[f"{mine}.bias"]
+    fake["mixed4a_3x3_pre_relu_conv.weight"] = torch.zeros(208, 96, 3, 3)  # the paper's 208, not the graph's 204
+    torch.save(fake, misshapen)
+    cases = {code: "nothing in it was run", other: "tensor 'conv2d0_pre_relu_conv.weight' is missing",
+             misshapen: "tensor 'mixed4a_3x3_pre_relu_conv.weight' has shape [208, 96, 3, 3], "
+                        "expected [204, 96, 3, 3]"}
+    for path, message in cases.items():
+        out = tmp_path / "out.safetensors"
+        assert main(["convert", "--from", "inception5h", str(path), str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not out.exists()
+    assert not (tmp_path / "pwned").exists()
