@@ -124,3 +124,28 @@ def test_hostile_pth_files_are_one_line(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, err
         assert not out.exists()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_inception5h_named_source_offline_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import googlenet.convert as conv
+
+    monkeypatch.setattr(conv, "_reachable", lambda host, port, timeout: "network unreachable")
+    assert main(["predict", str(tmp_path), "--weights", "inception5h"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inception5h.pth" in err and "googlenet convert --from inception5h" in err
+
+
+def test_inception5h_named_source_uses_cached_port(monkeypatch, tmp_path):
+    from googlenet.pretrained.inception5h import layer_map
+    from googlenet.weights import load_weights_arg
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({f"{t}.{p}": sd[f"{m}.{p}"] for t, m in layer_map().items() for p in ("weight", "bias")},
+               cache / "inception5h.pth")
+    model = load_weights_arg("inception5h")
+    assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "inception5h.safetensors").is_file()
+    assert torch.equal(model.state_dict()["fc.weight"], sd["fc.weight"])

@@ -90,3 +90,35 @@ def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
                        "sha256": _sha256(Path(src))})
     attach_metadata(model, read_metadata(dst))
     return model
+
+
+# The PyTorch port lucent loads (converted from the graph by ProGamerGov); the file torch.hub caches.
+URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
+
+
+def load_inception5h_pretrained(*, timeout: float = 20.0) -> nn.Module:
+    """inception5h as ``googlenet_inception5h``: the converted file from the cache, else the port's .pth from the
+    cache, else downloaded (online), else one line saying what to download and how to convert it."""
+    import torch
+
+    from ..convert import fetch_to
+    from ..weights import load_model
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    pth = cache / "inception5h.pth"
+    converted = cache / "inception5h.safetensors"
+    if converted.is_file():
+        try:
+            return load_model(converted, arch=ARCH)
+        except UserError:
+            pass  # damaged: convert again
+    if not pth.is_file():
+        help_line = (f"download {URL} on a connected machine, then run 'googlenet convert --from inception5h "
+                     f"inception5h.pth inception5h.safetensors' (add --labels imagenet_comp_graph_label_strings.txt "
+                     f"for class names) and pass --weights inception5h.safetensors")
+        fetch_to(URL, pth, timeout, help_line)
+    model = from_file(pth)
+    try:
+        return convert_inception5h(pth, converted)
+    except (OSError, UserError):
+        return model
