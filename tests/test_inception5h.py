@@ -149,3 +149,26 @@ def test_inception5h_named_source_uses_cached_port(monkeypatch, tmp_path):
     model = load_weights_arg("inception5h")
     assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "inception5h.safetensors").is_file()
     assert torch.equal(model.state_dict()["fc.weight"], sd["fc.weight"])
+
+
+def test_graphdef_pb_converts_to_the_same_model(tmp_path):
+    from googlenet.pretrained.graphdef import write_graphdef
+    from googlenet.pretrained.inception5h import from_file, layer_map
+
+    torch.manual_seed(1)
+    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    consts = {"input": torch.zeros(1)}
+    for port, mine in layer_map().items():
+        node = port.replace("_pre_relu_conv", "").replace("_pre_activation_matmul", "")
+        w = sd[f"{mine}.weight"]
+        consts[f"{node}_w"] = w.permute(2, 3, 1, 0) if w.dim() == 4 else w.t()  # TensorFlow: HWIO, in x out
+        consts[f"{node}_b"] = sd[f"{mine}.bias"]
+    pb = tmp_path / "tensorflow_inception_graph.pb"
+    write_graphdef(pb, consts)
+    model = from_file(pb)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    huge = tmp_path / "huge.pb"  # field 1 (node), length 3 GB, then 10 bytes
+    huge.write_bytes(bytes([0x0A, 0x80, 0x80, 0x80, 0x80, 0x0B]) + b"\x00" * 10)
+    with pytest.raises(googlenet.errors.UserError, match="is not a TensorFlow GraphDef"):
+        from_file(huge)

@@ -71,12 +71,32 @@ def from_state_dict(state: dict, *, source: str = "state dict", class_names: Opt
     return model.eval()
 
 
+def graph_to_port(consts: dict) -> dict:
+    """The graph's Const nodes (``conv2d0_w`` HWIO, ``conv2d0_b``, ..., ``softmax2_w`` in x out) renamed and laid out
+    as the port's state dict (OIHW convolutions, out x in linear), so one mapping serves both files."""
+    state = {}
+    for port in layer_map():
+        node = port.replace("_pre_relu_conv", "").replace("_pre_activation_matmul", "")
+        if f"{node}_w" in consts:
+            w = consts[f"{node}_w"]
+            state[f"{port}.weight"] = w.permute(3, 2, 0, 1).contiguous() if w.dim() == 4 else w.t().contiguous()
+        if f"{node}_b" in consts:
+            state[f"{port}.bias"] = consts[f"{node}_b"]
+    return state
+
+
 def from_file(path: str | os.PathLike, *, class_names: Optional[list[str]] = None) -> nn.Module:
     """The port's ``.pth`` state dict, read with ``torch.load(weights_only=True)`` (a pickle carrying code is refused
-    and never run)."""
-    from ..convert import read_checkpoint
+    and never run), or the original ``.pb`` GraphDef (its Const nodes)."""
+    if str(path).lower().endswith(".pb"):
+        from .graphdef import read_graphdef
 
-    return from_state_dict(read_checkpoint(path), source=printable(path), class_names=class_names)
+        state = graph_to_port(read_graphdef(path))
+    else:
+        from ..convert import read_checkpoint
+
+        state = read_checkpoint(path)
+    return from_state_dict(state, source=printable(path), class_names=class_names)
 
 
 def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
