@@ -172,3 +172,47 @@ def test_graphdef_pb_converts_to_the_same_model(tmp_path):
     huge.write_bytes(bytes([0x0A, 0x80, 0x80, 0x80, 0x80, 0x0B]) + b"\x00" * 10)
     with pytest.raises(googlenet.errors.UserError, match="is not a TensorFlow GraphDef"):
         from_file(huge)
+
+
+def test_inception5h_preprocessing_applied_exactly_once_and_exports(tmp_path, capsys):
+    """predict equals the model on the image made by hand as the graph expects (resize 256, crop 224, RGB, 0..255,
+    minus 117); ONNX export of the SAME-padded arch agrees with ONNX Runtime."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    from googlenet.pretrained.inception5h import layer_map
+
+    torch.manual_seed(2)
+    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    port = {f"{t}.{p}": sd[f"{m}.{p}"] for t, m in layer_map().items() for p in ("weight", "bias")}
+    port["softmax2_pre_activation_matmul.weight"] = port["softmax2_pre_activation_matmul.weight"] * 30
+    pth = tmp_path / "inception5h.pth"
+    torch.save(port, pth)
+    out = tmp_path / "i5h.safetensors"
+    assert main(["convert", "--from", "inception5h", str(pth), str(out)]) == 0
+    rng = np.random.default_rng(1)
+    arr = (rng.integers(0, 120, (300, 400, 3)) + np.array([130, 60, 0])).astype(np.uint8)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(arr).save(photo)
+    capsys.readouterr()
+    assert main(["predict", str(photo), "--weights", str(out), "--json", "--topk", "3"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+    img = TF.center_crop(TF.resize(torch.from_numpy(arr).permute(2, 0, 1), [256], antialias=True), [224]).float()
+    model = googlenet.load_model(out).eval()
+    with torch.no_grad():
+        logits = model((img - 117)[None])
+        probs = torch.softmax(logits, 1)[0]
+        top = torch.topk(probs, 3)
+        assert [t["index"] for t in got] == top.indices.tolist()
+        assert max(abs(t["prob"] - p) for t, p in zip(got, top.values.tolist())) < 1e-5
+        assert probs.max() > 2 / 1008  # not uniform: the ranking means something
+        for wrong in (img.flip(0) - 117, img - 234, img / 255):  # BGR, mean twice, 0..1 scale
+            assert rel(model(wrong[None]), logits) > 1e-3
+    onnx_path = tmp_path / "i5h.onnx"
+    assert main(["export", "--weights", str(out), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(None, {session.get_inputs()[0].name: (img - 117)[None].numpy()})[0]
+    with torch.no_grad():
+        assert rel(torch.from_numpy(ort_logits), model((img - 117)[None])) < 1e-4

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "needed) into the paper's googlenet, aux heads included, with BVLC's "
                                    "preprocessing (BGR, 0..255, mean 104/117/123). inception5h: the PyTorch "
                                    "port's inception5h.pth "
-                                   "(weights_only=True) or the graph's .pb (Const nodes) into googlenet_inception5h (RGB, 0..255, minus 117).")
+                                   "(weights_only=True) or the graph's .pb (Const nodes) into googlenet_inception5h "
+                                   "(RGB, 0..255, minus 117).")
     p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True,
                    help="checkpoint origin")
     p.add_argument("input", metavar="IN")
