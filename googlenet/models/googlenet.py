@@ -181,17 +181,18 @@ class GoogLeNet(nn.Module):
             size, alpha, beta, k = cfg.lrn
             return LocalResponseNorm(int(size), alpha=alpha, beta=beta, k=k) if cfg.norm == "lrn" else nn.Identity()
 
-        self.block_out: dict[str, int] = {}
+        block_out = {}  # block -> output channels (a local: TorchScript need not see it)
 
         def inception(block: str, in_channels: int, *table1: int) -> Inception:
             # in_channels follows the previous block's real output, so a row override (inception5h's 4a) carries on.
-            in_channels = self.block_out.get(_PREVIOUS.get(block, ""), in_channels)
+            in_channels = block_out.get(_PREVIOUS.get(block, ""), in_channels)
             row = tuple(widths.get(block, table1))
-            self.block_out[block] = row[0] + row[2] + row[4] + row[5]
+            block_out[block] = row[0] + row[2] + row[4] + row[5]
             return Inception(in_channels, *row, cfg=cfg)
 
         # Table 1, row by row. Stride-2 max pools round up (Caffe's ceil rounding) to give 112-56-28-14-7.
-        self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3, same=cfg.padding == "same", **bn)  # conv1 7x7/2: 112x112x64
+        same = cfg.padding == "same"
+        self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3, same=same, **bn)  # conv1 7x7/2: 112x112x64
         self.maxpool1 = max_pool(3, 2, cfg)  # max pool 3x3/2: 56x56x64
         self.lrn1 = lrn()  # Figure 3: LocalRespNorm after the first pool
         self.conv2 = BasicConv2d(64, 64, 1, **bn)  # conv2, "3x3 reduce" 64: 56x56x64
@@ -216,8 +217,8 @@ class GoogLeNet(nn.Module):
         self.inception5b = inception("5b", 832, 384, 192, 384, 48, 128, 128)  # 7x7x1024
 
         # Auxiliary heads on the outputs of 4a and 4d; used for the training loss only.
-        self.aux1: Optional[InceptionAux] = InceptionAux(self.block_out["4a"], num_classes, cfg=cfg) if aux_logits else None
-        self.aux2: Optional[InceptionAux] = InceptionAux(self.block_out["4d"], num_classes, cfg=cfg) if aux_logits else None
+        self.aux1: Optional[InceptionAux] = InceptionAux(block_out["4a"], num_classes, cfg=cfg) if aux_logits else None
+        self.aux2: Optional[InceptionAux] = InceptionAux(block_out["4d"], num_classes, cfg=cfg) if aux_logits else None
 
         # avg pool 7x7/1 at 224; adaptive so that any input size from 64 up works.
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # 1x1x1024
