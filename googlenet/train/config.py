@@ -35,6 +35,10 @@ class TrainConfig:
     data: Optional[str] = None  # None: the embedded Fashion-MNIST subset; "fashion-mnist"; or an ImageFolder DIR
     out: str = "runs/train"
     recipe: str = DEFAULT_RECIPE
+    # fine-tuning (googlenet/finetune): start from weights, freeze part, a separate lr for the new heads
+    init: Optional[str] = None  # weights file, torchvision-layout .pth, or torchvision | bvlc | inception5h
+    freeze: str = "none"  # none | trunk | LAYER (everything up to and including LAYER)
+    head_lr_mult: float = 1.0  # the per-class classifier layers train at lr * head_lr_mult
     # schedule
     epochs: int = 4
     batch_size: int = 64  # global batch (split across DDP ranks)
@@ -138,7 +142,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = type(default)
     if default is None:  # Optional[...] fields
         kind = {"grad_clip": float, "resize_size": int, "max_train_images": int, "max_eval_images": int,
-                "data": str}[key]
+                "data": str, "init": str}[key]
     try:
         if kind is bool:
             if not isinstance(value, bool):
@@ -204,7 +208,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     need(cfg.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, got {cfg.augment!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    for key in ("lr", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
+    for key in ("lr", "head_lr_mult", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
         v = getattr(cfg, key)
         need(math.isfinite(v) and v > 0, f"{key} must be a positive finite number, got {v}")
     for key in ("weight_decay", "warmup_epochs", "label_smoothing", "aux_weight", "min_lr_ratio", "color_jitter",
