@@ -22,7 +22,7 @@ from ..models import create_model
 from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
-from .data import build_data, global_batches, shard, skipped_as_dicts
+from .data import balanced_batches, build_data, global_batches, shard, skipped_as_dicts
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
 from .step import TrainStep
@@ -213,14 +213,17 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                         device=d.device, grad_clip=cfg.grad_clip, all_finite=d.all_true if d.ddp else None)
     inject_nan = int(os.environ.get("GOOGLENET_TEST_NAN_AT_STEP", "-1"))  # test hook: poison one step's input
 
+    for note in data.notes:
+        say(note)
     say(f"training {cfg.arch} on {data.name}: {n_train} images, {len(data.held_out)} held out, "
         f"{len(data.class_names)} classes, {cfg.epochs} epochs, global batch {cfg.batch_size} on {d.world} "
         f"process(es), lr {peak_lr:g}, {cfg.precision}{', channels_last' if cfg.channels_last else ''}")
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, d.rank)
-        plan = shard(global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch),
-                     d.rank, d.world)
+        batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
+            if cfg.balance else global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+        plan = shard(batches, d.rank, d.world)
         model.train()
         if cfg.freeze != "none":
             from ..finetune import keep_frozen_in_eval
