@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-eval-images", type=positive_int, help="use a fixed subset of this many held-out images")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (the recipes' default): bf16 where this machine runs it faster, else fp32")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,

@@ -11,7 +11,8 @@ flips is torchvision's. Then:
 * crop, antialiased bilinear resize (torch's uint8 SIMD kernel), flip and normalise on uint8 / one float pass.
 
 Any file that is not a plain RGB / grayscale JPEG without EXIF rotation (PNG, CMYK, rotated photos...) goes
-through ``googlenet.data.images.load_image``, which handles every odd case, and then the same crop.
+through ``googlenet.data.images.decode_image_bytes`` (``load_image``'s decoder), which handles every odd case,
+and then the same crop.
 
 Wiring into training: ``ImageFolderDataset(samples, load=train_transform(size, mean, std))`` replaces
 ``ImageFolderDataset(samples, paper-style transform)``: same items (``(image, label)`` or ``Skipped``), usable with
@@ -33,7 +34,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .images import MAX_PIXELS, BadImage, load_image
+from ..fileio import Unreadable, read_image_file
+from .images import MAX_PIXELS, BadImage, decode_image_bytes
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _EXIF_ORIENTATION = 0x0112
@@ -63,12 +65,9 @@ class FastRandomResizedCrop:
 
     def __call__(self, path: str | os.PathLike) -> Tensor:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BadImage("file not found") from None
-        except OSError as e:
-            raise BadImage(f"cannot read: {e.strerror or e}") from None
+            data = read_image_file(path)  # the same rules as load_image: regular files only, bounded
+        except Unreadable as e:
+            raise BadImage(str(e)) from None
         header = self._plain_jpeg_size(data) if data[:3] == _JPEG_MAGIC else None
         if header is not None:
             height, width = header
@@ -77,7 +76,7 @@ class FastRandomResizedCrop:
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
-        img = load_image(path, max_pixels=self.max_pixels)
+        img = decode_image_bytes(data, max_pixels=self.max_pixels)  # the bytes already read: no second open
         if header is None or tuple(img.shape[-2:]) != header:
             params = self._params(img.shape[-2], img.shape[-1])
         top, left, h, w = params

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .lrn import local_response_norm
+
 
 class GoogLeNetOutputs(NamedTuple):
     """What ``model(x, with_aux=True)`` returns. aux1 is the head on 4a, aux2 the head on 4d (None when off)."""
@@ -45,11 +47,18 @@ class ArchConfig:
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
-    """Caffe's LRN, computed in fp32 whatever the input dtype: PyTorch's implementation has no bf16 CPU kernel
-    (avg_pool3d), and the sum of squared activations it takes can overflow fp16. Output has the input's dtype."""
+    """Caffe's LRN with the fast, exact kernel of ``lrn.py`` (a GEMM window sum and a written-out backward; fp32
+    inside for bf16/fp16 input; the native ONNX ``LRN`` op on export). TorchScript, which cannot call a custom
+    autograd function, runs PyTorch's own ``F.local_response_norm`` with the same result."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+        if torch.jit.is_scripting():
+            return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+        return self._fast(x)
+
+    @torch.jit.unused
+    def _fast(self, x: Tensor) -> Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
 class BasicConv2d(nn.Module):

@@ -12,17 +12,17 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from ..errors import UserError, one_line
+from ..fileio import MiB, Unreadable, read_bounded
 
 SCHEDULES = ("step", "poly", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTATIONS = ("paper", "flip", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_RECIPE = "fashion-quick"
 
 
@@ -79,7 +79,7 @@ class TrainConfig:
     # machine
     workers: int = 4
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
@@ -128,12 +128,13 @@ def load_recipe(name: str) -> dict:
 
 
 def load_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bounded(path, limit=MiB).decode("utf-8")  # a config is a few hundred bytes; 1 MiB is plenty
+    except Unreadable as e:
+        if str(e) == "file not found":
+            raise UserError(f"config file not found: {path}") from None
+        raise UserError(f"cannot read config file {path}: {e}") from None
+    except UnicodeDecodeError as e:
         raise UserError(f"cannot read config file {path}: {e}") from None
     return _read_yaml(text, str(path))
 

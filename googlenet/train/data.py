@@ -126,7 +126,7 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
             train, held = embedded.select(train, held, cfg.classes, cfg.per_class)
         # The 28x28 images are upsampled whole to input_size: resize to input_size, centre crop input_size.
         pre = {"input_size": cfg.input_size, "resize_size": cfg.input_size, "interpolation": "bilinear",
-               "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3}
+               "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3, "grayscale": True}
         return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True),
                          ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False),
                          list(train.class_names), pre)

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,7 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir
 from ..models import create_model
+from ..precision import resolve_precision, time_train_step
 from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
@@ -174,11 +176,11 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
 
         frozen = finetune.freeze(model, cfg.freeze)
         say(f"--freeze {cfg.freeze}: {len(frozen)} parameter tensors frozen")
-    if cfg.sync_bn and d.ddp:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(d.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and d.ddp:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
     peak_lr = cfg.peak_lr()
     optimizer = make_optimizer(cfg, model, peak_lr)
@@ -201,6 +203,18 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if start_epoch >= cfg.epochs:
             say(f"{path} already finished {start_epoch} epochs; nothing to train")
 
+    # After the checks that can fail (resume, data), before the config is saved: it records what ran. A resumed
+    # "auto" run keeps the precision its checkpoint ran with (a probe could tip the other way on a busy machine).
+    resumed_precision = (ck.get("config") or {}).get("precision") if path is not None else None
+    if cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16"):
+        cfg = replace(cfg, precision=resumed_precision)
+    precision, why = resolve_precision(cfg.precision, d.device, lambda p: time_train_step(
+        model, p, batch_size=max(1, min(32, cfg.batch_size // d.world)), input_size=cfg.input_size,
+        channels_last=cfg.channels_last, device=d.device))
+    if d.ddp and cfg.precision == "auto":  # every rank must run the same precision: bf16 only if all chose it
+        precision = precision if d.all_true(precision != "fp32") else "fp32"
+    cfg = replace(cfg, precision=precision)
+    say(f"precision {precision} ({why})")
     if d.main:
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     net: nn.Module = model
@@ -328,7 +342,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
 
 def start_epoch_of(path: Path) -> str:
     try:
-        return str(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return str(ckpt.load_checkpoint(path)["epoch"])
     except Exception:
         return "?"
 
