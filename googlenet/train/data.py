@@ -148,17 +148,7 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     if len(class_names) < 2:
         raise UserError(f"{printable(root / 'train')} has {len(class_names)} class folder; training needs at least 2")
     val_samples, _ = scan_image_folder(root / "val", class_names)
-    resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
-    pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
-           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if cfg.augment == "paper":
-        train_tf = paper_train_transform(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
-                                         ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
-    elif cfg.augment == "flip":
-        train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
-    else:
-        train_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
-    eval_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    train_tf, eval_tf, pre = _folder_transforms(cfg)
     train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
     val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
     return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device),
