@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "models given (an ensemble). Without --data: the embedded Fashion-MNIST held-out "
                                    "part. Under torchrun each rank scores its share and the counts are summed.")
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="weights file(s) or 'torchvision'; several make an ensemble")
+                   help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an ensemble")
     p.add_argument("--data", default=None, help="DIR/val/<class>/... or DIR/<class>/..., or 'fashion-mnist'; "
                                                 "default: the embedded held-out part")
     p.add_argument("--crops", choices=("1", "10", "144"), default="1", help="crop scheme (default 1)")
