@@ -264,8 +264,8 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
     """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
     through torchvision's own weights API when online, converted to ``googlenet_tv``); or "bvlc" (BVLC Caffe's
-    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``); or "inception5h"
-    (Google's DeepDream GoogLeNet, its PyTorch port fetched when online, converted to ``googlenet_inception5h``)."""
+    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``); or
+    "inception5h" (Google's TensorFlow GoogLeNet, lucent's PyTorch port, converted to ``googlenet_inception5h``)."""
     if str(spec) == "torchvision":
         from .convert import load_torchvision_pretrained
 

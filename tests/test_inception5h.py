@@ -1,218 +1,226 @@
-"""Google's inception5h through its PyTorch port: parity with lucent's InceptionV1 (an independent implementation
-of the graph) on the same random weights, the arch row's departures from Table 1, and hostile .pth files."""
+"""Google's inception5h -> googlenet_inception5h: parity with the PyTorch port's own module (lucent's InceptionV1)
+on the same random weights, with that module's LRN set to the graph's true parameters; labels; hostile .pth."""
 
-import json
-import pickle
+import importlib.util
+import sys
 import types
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import googlenet
 from googlenet.cli import main
-from googlenet.models import create_model
+from googlenet.inception5h import PREPROCESSING
+from googlenet.weights import load_model
+from tests.hostile import bare_hostile_pickle, hostile_pickle
 
-lucent_v1 = pytest.importorskip("lucent.modelzoo.inceptionv1.InceptionV1")
+# TensorFlow's LRN in the graph: depth_radius 5, bias 2, alpha 1e-4, beta 0.5 = PyTorch size 11, alpha 11e-4.
+TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)
 
-TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)  # the graph's depth_radius 5, alpha 1e-4, bias 2, beta 0.5
+
+def lucent_inceptionv1():
+    """lucent's InceptionV1 class, loaded from its two files only (the package's __init__ pulls in the rest of
+    lucent), with F.local_response_norm replaced by one that uses the graph's parameters: the port hard-codes
+    size 9, k 1, which is wrong (lucent PR 51)."""
+    spec = importlib.util.find_spec("lucent")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "modelzoo" / "inceptionv1"
+    package = types.ModuleType("lucent.modelzoo.inceptionv1")
+    package.__path__ = [str(root)]
+    saved = {k: sys.modules.get(k) for k in ("lucent", "lucent.modelzoo", "lucent.modelzoo.inceptionv1")}
+    for name in saved:
+        sys.modules[name] = types.ModuleType(name) if name != "lucent.modelzoo.inceptionv1" else package
+    try:
+        modules = {}
+        for name in ("helper_layers", "InceptionV1"):
+            s = importlib.util.spec_from_file_location(f"lucent.modelzoo.inceptionv1.{name}", root / f"{name}.py")
+            modules[name] = importlib.util.module_from_spec(s)
+            setattr(package, name, modules[name])
+            sys.modules[s.name] = modules[name]
+            s.loader.exec_module(modules[name])
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+    true_f = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
+    true_f.local_response_norm = lambda x, size, alpha, beta, k: F.local_response_norm(x, **TRUE_LRN)
+    modules["InceptionV1"].F = true_f
+    return modules["InceptionV1"].InceptionV1
 
 
-def lucent_model(monkeypatch) -> torch.nn.Module:
-    """lucent's InceptionV1 with random weights, its LRN set to the graph's true constants (lucent PR 51)."""
-    def true_lrn(x, size, alpha, beta, k):
-        assert (size, beta) == (9, 0.5)  # the port's wrong constants, which this replaces
-        return F.local_response_norm(x, **TRUE_LRN)
-
-    shim = types.SimpleNamespace(**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")})
-    shim.local_response_norm = true_lrn
-    monkeypatch.setattr(lucent_v1, "F", shim)
-    torch.manual_seed(0)
-    model = lucent_v1.InceptionV1(redirected_ReLU=False).eval()
-    with torch.no_grad():  # the default init leaves activations near zero deep in; scale so every layer matters
+def randomise_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.normal_(m.weight, std=(2.0 / m.weight[0].numel()) ** 0.5)
-                torch.nn.init.uniform_(m.bias, -0.1, 0.1)
-    return model
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.1)
+    return model.eval()
 
 
-def lucent_logits(model, x: torch.Tensor) -> torch.Tensor:
-    seen = {}
-    handle = model.softmax2_pre_activation_matmul.register_forward_hook(lambda m, i, o: seen.setdefault("z", o))
+@pytest.fixture(scope="module")
+def port(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inception5h")
+    theirs = randomise_(lucent_inceptionv1()(redirected_ReLU=False), seed=0)
+    torch.save(theirs.state_dict(), d / "inception5h.pth")
+    labels = d / "imagenet_comp_graph_label_strings.txt"
+    labels.write_text("dummy\nkit fox\nEnglish setter\ncrane\ncrane\n")  # the real file repeats names too
+    assert main(["convert", "--from", "inception5h", str(d / "inception5h.pth"), str(d / "i5h.safetensors"),
+                 "--labels", str(labels)]) == 0
+    return theirs, d / "i5h.safetensors"
+
+
+def test_converted_equals_lucent_port_with_true_lrn(port):
+    theirs, dst = port
+    ours = load_model(dst)
+    assert ours.metadata["arch"] == "googlenet_inception5h" and ours.num_classes == 1008
+    assert ours.inception4a(torch.zeros(1, 480, 14, 14)).shape[1] == 508  # 192 + 204 + 48 + 64
+    assert ours.preprocessing["mean"] == [117.0] * 3 and ours.preprocessing["pixel_range"] == 255
+    assert ours.class_names[:6] == ["dummy", "kit fox", "English setter", "crane", "crane (4)", "class_5"]
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 255 - 117
+    logits = {}
+    theirs.softmax2_pre_activation_matmul.register_forward_hook(lambda m, i, o: logits.update(out=o))
     with torch.no_grad():
-        model(x)
-    handle.remove()
-    return seen["z"]
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
-def test_converted_pth_equals_lucent_inceptionv1(monkeypatch, tmp_path, capsys):
-    theirs = lucent_model(monkeypatch)
-    pth = tmp_path / "inception5h.pth"
-    torch.save(theirs.state_dict(), pth)
-    labels = tmp_path / "imagenet_comp_graph_label_strings.txt"
-    labels.write_text("dummy\n" + "\n".join(f"label {i}" for i in range(1, 1008)) + "\n")
-    out = tmp_path / "inception5h.safetensors"
-    assert main(["convert", "--from", "inception5h", str(pth), str(out), "--labels", str(labels), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert info["arch"] == "googlenet_inception5h" and info["num_classes"] == 1008 and info["aux_logits"] is False
-    pre = info["preprocessing"]
-    assert (pre["channel_order"], pre["pixel_range"], pre["mean"], pre["std"]) == ("RGB", 255, [117.0] * 3, [1.0] * 3)
-    ours = googlenet.load_model(out).eval()
-    assert ours.class_names[0] == "dummy" and ours.class_names[1007] == "label 1007"
-
-    x = torch.rand(2, 3, 224, 224) * 255 - 117  # what the graph sees: RGB 0..255 minus 117
-    with torch.no_grad():
+        probs = theirs(x)
         got = ours(x)
-    want = lucent_logits(theirs, x)
-    assert got.shape == (2, 1008)
-    assert rel(got, want) < 1e-4
-    # The port's own (wrong) LRN constants give different logits: the test tells the two apart.
-    monkeypatch.setattr(lucent_v1, "F", F)
-    assert rel(got, lucent_logits(theirs, x)) > 1e-3
+    want = logits["out"]
+    rel = float((got - want).abs().max() / want.abs().max())
+    assert rel <= 1e-4, rel
+    assert torch.equal(got.argmax(1), probs.argmax(1)) and torch.allclose(torch.softmax(got, 1), probs, atol=1e-4)
 
 
-def test_same_padding_is_asymmetric_on_stride_2():
-    from googlenet.models.googlenet import same_padding
-
-    assert same_padding(224, 7, 2) == (2, 3)  # conv1 at 224: 2 before, 3 after (the port's F.pad(x, (2, 3, 2, 3)))
-    assert same_padding(112, 3, 2) == (0, 1)
-    assert same_padding(113, 3, 2) == (1, 1)  # odd sizes: TensorFlow's ceil(113 / 2) = 57
-    model = create_model("googlenet_inception5h", num_classes=1008, aux_logits=True).eval()
-    assert model.inception4a.branch2[1].conv.out_channels == 204
-    assert model.inception4b.branch1.conv.in_channels == 508 and model.aux1.conv.conv.in_channels == 508
-    assert model.inception5a.branch3[0].conv.out_channels == 48
-    lrn = model.lrn1
-    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (11, 11e-4, 0.5, 2.0)
-    with torch.no_grad():
-        out = model.maxpool1(model.conv1(torch.randn(1, 3, 113, 113)))
-    assert out.shape == (1, 64, 29, 29)  # 113 -> 57 -> 29 under SAME
+def test_port_lrn_constants_differ_from_the_graph(port):
+    """The check above would not hold with the port's own LRN (size 9, k 1): it is a real difference."""
+    theirs, dst = port
+    ours = load_model(dst)
+    x = torch.rand(1, 64, 56, 56) * 50
+    assert not torch.allclose(ours.lrn1(x), F.local_response_norm(x, 9, 9.99999974738e-05, 0.5, 1.0), rtol=1e-3)
 
 
-def test_hostile_pth_files_are_one_line(tmp_path, capsys):
-    class Boom:
-        def __reduce__(self):
-            return (open, (str(tmp_path / "pwned"), "w"))
+def test_asymmetric_same_padding_at_224():
+    from googlenet.models.googlenet import SamePad
 
-    code = tmp_path / "code.pth"
-    code.write_bytes(pickle.dumps({"conv2d0_pre_relu_conv.weight": Boom()}, protocol=2))
-    other = tmp_path / "other.pth"
-    state = {k: v for k, v in create_model("googlenet", num_classes=10, aux_logits=False).state_dict().items()}
-    torch.save(state, other)
-    misshapen = tmp_path / "misshapen.pth"
-    from googlenet.pretrained.inception5h import layer_map
-
-    fake = {}
-    model = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False)
-    sd = model.state_dict()
-    for theirs, mine in layer_map().items():
-        fake[f"{theirs}.weight"], fake[f"{theirs}.bias"] = sd[f"{mine}.weight"], sd[f"{mine}.bias"]
-    fake["mixed4a_3x3_pre_relu_conv.weight"] = torch.zeros(208, 96, 3, 3)  # the paper's 208, not the graph's 204
-    torch.save(fake, misshapen)
-    cases = {code: "nothing in it was run", other: "tensor 'conv2d0_pre_relu_conv.weight' is missing",
-             misshapen: "tensor 'mixed4a_3x3_pre_relu_conv.weight' has shape [208, 96, 3, 3], "
-                        "expected [204, 96, 3, 3]"}
-    for path, message in cases.items():
-        out = tmp_path / "out.safetensors"
-        assert main(["convert", "--from", "inception5h", str(path), str(out)]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and message in err, err
-        assert not out.exists()
-    assert not (tmp_path / "pwned").exists()
+    x = torch.ones(1, 1, 224, 224)
+    padded = SamePad(7, 2)(x)
+    assert padded.shape[-2:] == (229, 229)  # 2 before, 3 after
+    assert padded[0, 0, 2, 2] == 1 and padded[0, 0, 1, 2] == 0  # the image starts after 2 rows of padding
+    assert padded[0, 0, 225, 225] == 1 and padded[0, 0, 226, 225] == 0  # and 3 rows follow it
 
 
-def test_inception5h_named_source_offline_is_one_line(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("make", [hostile_pickle, bare_hostile_pickle])
+def test_pth_that_pickles_code_is_refused_unrun(tmp_path, capsys, make):
+    marker = tmp_path / "ran"
+    src = make(tmp_path / "evil.pth", marker)
+    assert main(["convert", "--from", "inception5h", str(src), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing in it was run" in err[0]
+    assert not marker.exists() and not (tmp_path / "o.safetensors").exists()
+
+
+def test_other_state_dict_names_first_missing_key(tmp_path, capsys):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    assert main(["convert", "--from", "inception5h", str(tmp_path / "other.pth"), str(tmp_path / "o.st")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"googlenet convert: error: {tmp_path / 'other.pth'} is not inception5h: it has no "
+                   f"conv2d0_pre_relu_conv.weight"]
+
+
+def test_preprocessing_is_rgb_255_minus_117():
+    from googlenet.data.transforms import model_input
+
+    img = torch.tensor([[[[10]], [[20]], [[30]]]], dtype=torch.uint8)
+    assert model_input(img, PREPROCESSING).flatten().tolist() == [10 - 117, 20 - 117, 30 - 117]
+
+
+def test_summary_names_the_departures_from_table_1():
+    from googlenet.summary import summarize
+
+    s = summarize("googlenet_inception5h", num_classes=1008)
+    assert s["departures"][:2] == ["inception_4a 3x3: 204 filters, Table 1 has 208",
+                                   "inception_5a 5x5_reduce: 48 filters, Table 1 has 32"]
+    assert any("SAME padding" in d for d in s["departures"]) and any("LRN size 11" in d for d in s["departures"])
+    rows = {r["name"]: r for r in s["rows"]}
+    assert rows["inception_4a"]["output"] == [508, 14, 14] and rows["conv1"]["patch"] == "7x7/2 SAME"
+    assert summarize("googlenet")["departures"] == []
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def graphdef(state: dict) -> bytes:
+    """A TensorFlow GraphDef with one Const node per weight, named and laid out as in tensorflow_inception_graph.pb
+    (conv weights H x W x in x out, the classifier in x out), plus a non-Const node the reader must skip."""
+    nodes = [field(1, field(1, b"input") + field(2, b"Placeholder"))]
+    for key, t in state.items():
+        module, suffix = key.rsplit(".", 1)
+        layer = "softmax2" if module.startswith("softmax2") else module[: -len("_pre_relu_conv")]
+        t = t.permute(2, 3, 1, 0) if t.ndim == 4 else t.t() if t.ndim == 2 else t
+        shape = field(2, b"".join(field(2, varint(1 << 3) + varint(d)) for d in t.shape))
+        tensor = varint(1 << 3) + varint(1) + shape + field(4, t.contiguous().numpy().astype("<f4").tobytes())
+        attr = field(5, field(1, b"value") + field(2, field(8, tensor))) + field(5, field(1, b"dtype") + field(2, b""))
+        nodes.append(field(1, field(1, f"{layer}_{suffix[0]}".encode()) + field(2, b"Const") + attr))
+    return b"".join(nodes)
+
+
+def test_graphdef_pb_converts_to_the_same_weights(port, tmp_path):
+    theirs, dst = port
+    pb = tmp_path / "tensorflow_inception_graph.pb"
+    pb.write_bytes(graphdef(theirs.state_dict()))
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "pb.safetensors")]) == 0
+    a, b = load_model(tmp_path / "pb.safetensors").state_dict(), load_model(dst).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):
+    pb = tmp_path / "huge.pb"
+    pb.write_bytes(varint(1 << 3 | 2) + varint(8 << 30) + b"\0" * 32)
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "claims 8,589,934,592 bytes" in err[0]
+
+
+def test_weights_inception5h_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):  # what an offline machine answers; the test never touches the network
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr("socket.create_connection", offline)
+    from PIL import Image
+
+    Image.new("RGB", (70, 70)).save(tmp_path / "p.png")
+    assert main(["predict", str(tmp_path / "p.png"), "--weights", "inception5h"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Network is unreachable" in err[0], err
+    assert "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth" in err[0]
+    assert "googlenet convert --from inception5h inception5h.pth inception5h.safetensors" in err[0]
+
+
+def test_weights_inception5h_from_hub_cache(port, tmp_path, monkeypatch):
+    """The port's file already in torch.hub's cache is converted once and used, without the network."""
+    theirs, dst = port
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    import googlenet.convert as conv
-
-    monkeypatch.setattr(conv, "_reachable", lambda host, port, timeout: "network unreachable")
-    assert main(["predict", str(tmp_path), "--weights", "inception5h"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "inception5h.pth" in err and "googlenet convert --from inception5h" in err
-
-
-def test_inception5h_named_source_uses_cached_port(monkeypatch, tmp_path):
-    from googlenet.pretrained.inception5h import layer_map
-    from googlenet.weights import load_weights_arg
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network touched"))
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
-    torch.save({f"{t}.{p}": sd[f"{m}.{p}"] for t, m in layer_map().items() for p in ("weight", "bias")},
-               cache / "inception5h.pth")
+    torch.save(theirs.state_dict(), cache / "inception5h.pth")
+    from googlenet.weights import load_weights_arg
+
     model = load_weights_arg("inception5h")
-    assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "inception5h.safetensors").is_file()
-    assert torch.equal(model.state_dict()["fc.weight"], sd["fc.weight"])
-
-
-def test_graphdef_pb_converts_to_the_same_model(tmp_path):
-    from googlenet.pretrained.graphdef import write_graphdef
-    from googlenet.pretrained.inception5h import from_file, layer_map
-
-    torch.manual_seed(1)
-    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
-    consts = {"input": torch.zeros(1)}
-    for port, mine in layer_map().items():
-        node = port.replace("_pre_relu_conv", "").replace("_pre_activation_matmul", "")
-        w = sd[f"{mine}.weight"]
-        consts[f"{node}_w"] = w.permute(2, 3, 1, 0) if w.dim() == 4 else w.t()  # TensorFlow: HWIO, in x out
-        consts[f"{node}_b"] = sd[f"{mine}.bias"]
-    pb = tmp_path / "tensorflow_inception_graph.pb"
-    write_graphdef(pb, consts)
-    model = from_file(pb)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, sd[k]), k
-    huge = tmp_path / "huge.pb"  # field 1 (node), length 3 GB, then 10 bytes
-    huge.write_bytes(bytes([0x0A, 0x80, 0x80, 0x80, 0x80, 0x0B]) + b"\x00" * 10)
-    with pytest.raises(googlenet.errors.UserError, match="is not a TensorFlow GraphDef"):
-        from_file(huge)
-
-
-def test_inception5h_preprocessing_applied_exactly_once_and_exports(tmp_path, capsys):
-    """predict equals the model on the image made by hand as the graph expects (resize 256, crop 224, RGB, 0..255,
-    minus 117); ONNX export of the SAME-padded arch agrees with ONNX Runtime."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    from googlenet.pretrained.inception5h import layer_map
-
-    torch.manual_seed(2)
-    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
-    port = {f"{t}.{p}": sd[f"{m}.{p}"] for t, m in layer_map().items() for p in ("weight", "bias")}
-    port["softmax2_pre_activation_matmul.weight"] = port["softmax2_pre_activation_matmul.weight"] * 30
-    pth = tmp_path / "inception5h.pth"
-    torch.save(port, pth)
-    out = tmp_path / "i5h.safetensors"
-    assert main(["convert", "--from", "inception5h", str(pth), str(out)]) == 0
-    rng = np.random.default_rng(1)
-    arr = (rng.integers(0, 120, (300, 400, 3)) + np.array([130, 60, 0])).astype(np.uint8)
-    photo = tmp_path / "photo.png"
-    Image.fromarray(arr).save(photo)
-    capsys.readouterr()
-    assert main(["predict", str(photo), "--weights", str(out), "--json", "--topk", "3"]) == 0
-    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
-    img = TF.center_crop(TF.resize(torch.from_numpy(arr).permute(2, 0, 1), [256], antialias=True), [224]).float()
-    model = googlenet.load_model(out).eval()
-    with torch.no_grad():
-        logits = model((img - 117)[None])
-        probs = torch.softmax(logits, 1)[0]
-        top = torch.topk(probs, 3)
-        assert [t["index"] for t in got] == top.indices.tolist()
-        assert max(abs(t["prob"] - p) for t, p in zip(got, top.values.tolist())) < 1e-5
-        assert probs.max() > 2 / 1008  # not uniform: the ranking means something
-        for wrong in (img.flip(0) - 117, img - 234, img / 255):  # BGR, mean twice, 0..1 scale
-            assert rel(model(wrong[None]), logits) > 1e-3
-    onnx_path = tmp_path / "i5h.onnx"
-    assert main(["export", "--weights", str(out), "--format", "onnx", "--out", str(onnx_path)]) == 0
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_logits = session.run(None, {session.get_inputs()[0].name: (img - 117)[None].numpy()})[0]
-    with torch.no_grad():
-        assert rel(torch.from_numpy(ort_logits), model((img - 117)[None])) < 1e-4
+    assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "googlenet_inception5h.safetensors").is_file()
+    reference = load_model(dst)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())

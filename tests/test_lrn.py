@@ -89,3 +89,25 @@ def test_onnx_export_is_the_native_lrn_op_and_onnxruntime_agrees(tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     assert abs(got - want).max() < 1e-4
+
+
+def test_export_onnx_native_or_decomposed_lrn(tmp_path):
+    # export writes the native op; the in-process ONNX Runtime sessions ask for the decomposition, which ORT's CPU
+    # runs faster; both agree with PyTorch.
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from googlenet.export import export_onnx
+    from googlenet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    counts = {}
+    for native in (True, False):
+        path = export_onnx(model, tmp_path / f"{native}.onnx", input_size=64, native_lrn=native)
+        counts[native] = sum(n.op_type == "LRN" for n in onnx.load(str(path)).graph.node)
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+        assert abs(got - ref).max() < 1e-4
+    assert counts == {True: 2, False: 0}

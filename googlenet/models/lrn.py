@@ -19,6 +19,9 @@ both parameter sets the archs use) is tested in tests/test_lrn.py.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -77,8 +80,29 @@ class LRNFunction(torch.autograd.Function):
         return g.op("LRN", x, alpha_f=alpha, beta_f=beta, bias_f=k, size_i=size)
 
 
+_onnx = threading.local()
+
+
+@contextlib.contextmanager
+def onnx_lrn(native: bool):
+    """Inside: ONNX export writes LRN as the native ``LRN`` op (native=True, the default) or as PyTorch's
+    decomposition into elementwise ops and a 3-D average pool (native=False). Why both: one ``LRN`` node is what
+    TensorRT, OpenVINO and readers of the graph expect, but ONNX Runtime's CPU ``LRN`` kernel is slow (38% of the
+    paper net's run time at 224; 18.5 img/s native vs 23.3 decomposed, BENCHMARKS.md), so the in-process ONNX
+    Runtime sessions (inference.build_ort_session) export the decomposition."""
+    previous = getattr(_onnx, "native", True)
+    _onnx.native = native
+    try:
+        yield
+    finally:
+        _onnx.native = previous
+
+
 def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
     """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it)."""
     if size % 2 != 1:
         raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
+    if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
+        xc = x.to(_compute_dtype(x))
+        return F.local_response_norm(xc, size, alpha, beta, k).to(x.dtype)
     return LRNFunction.apply(x, size, alpha, beta, k)
