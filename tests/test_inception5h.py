@@ -224,3 +224,53 @@ def test_weights_inception5h_from_hub_cache(port, tmp_path, monkeypatch):
     assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "googlenet_inception5h.safetensors").is_file()
     reference = load_model(dst)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_predict_feeds_rgb_255_minus_117_once_and_onnx_agrees(tmp_path, capsys):
+    """predict on a photo equals the model on the image made by hand as the graph expects (resize 256, crop 224,
+    RGB, 0..255, minus 117); BGR, the mean twice or a 0..1 scale would differ. ONNX export (SAME pads, TF LRN)
+    agrees with ONNX Runtime."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    import googlenet
+    from googlenet.cli import main
+    from googlenet.inception5h import port_key
+    from googlenet.models import create_model
+
+    torch.manual_seed(2)
+    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    sd["fc.weight"] = sd["fc.weight"] * 30  # a classifier whose softmax is far from uniform
+    pth = tmp_path / "inception5h.pth"
+    torch.save({port_key(k): v for k, v in sd.items()}, pth)
+    out = tmp_path / "i5h.safetensors"
+    assert main(["convert", "--from", "inception5h", str(pth), str(out)]) == 0
+    rng = np.random.default_rng(1)
+    arr = (rng.integers(0, 120, (300, 400, 3)) + np.array([130, 60, 0])).astype(np.uint8)  # coloured: order matters
+    photo = tmp_path / "photo.png"
+    Image.fromarray(arr).save(photo)
+    capsys.readouterr()
+    assert main(["predict", str(photo), "--weights", str(out), "--json", "--topk", "3"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+    img = TF.center_crop(TF.resize(torch.from_numpy(arr).permute(2, 0, 1), [256], antialias=True), [224]).float()
+    model = googlenet.load_model(out).eval()
+    rel = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
+    with torch.no_grad():
+        logits = model((img - 117)[None])
+        probs = torch.softmax(logits, 1)[0]
+        top = torch.topk(probs, 3)
+        assert [t["index"] for t in got] == top.indices.tolist()
+        assert max(abs(t["prob"] - p) for t, p in zip(got, top.values.tolist())) < 1e-5
+        assert probs.max() > 2 / 1008
+        for wrong in (img.flip(0) - 117, img - 234, img / 255):  # BGR, mean twice, 0..1 scale
+            assert rel(model(wrong[None]), logits) > 1e-3
+    onnx_path = tmp_path / "i5h.onnx"
+    assert main(["export", "--weights", str(out), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(None, {session.get_inputs()[0].name: (img - 117)[None].numpy()})[0]
+    assert rel(torch.from_numpy(ort_logits), logits) < 1e-4
