@@ -4,8 +4,8 @@ Reference: torchvision's ImageFolder recipe (PIL open + convert("RGB"), RandomRe
 ToTensor, Normalize). Project: ``googlenet.data.fast.FastRandomResizedCrop``. The paper recipe's full
 augmentation (random interpolation, ColorJitter, PCA lighting) is timed as well: train's previous path
 (``load_image`` + ``transforms.paper_train_transform``) against ``googlenet.data.fast.FastPaperCrop``.
-All on one thread (per core), over JPEGs the benchmark writes to a temp folder: photo-like 500x375 images (ImageNet's typical size) made of
-Fashion-MNIST garments upscaled onto smooth colour fields, quality 90.
+All on one thread (per core), over JPEGs the benchmark writes to a temp folder: photo-like 500x375 images
+(ImageNet's typical size) made of Fashion-MNIST garments upscaled onto smooth colour fields, quality 90.
 """
 
 from __future__ import annotations
