@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[export,explain,serve,test]"
+	# Test reference for inception5h: lucent's InceptionV1 file only. --no-deps: its requirements (kornia, ...) are
+	# not needed by that file and must not pull in another torch.
+	$(PY) -m pip install --quiet --no-deps "torch-lucent==0.1.8"
 	touch $(STAMP)
 
 train: $(STAMP)

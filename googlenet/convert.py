@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, one_line
+from .fileio import open_weights_file
 from .weights import attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model
 
 ARCH = "googlenet_tv"
@@ -54,12 +55,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     "module." prefix. Raises a one-line UserError for anything else.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings():
+        # A regular file within GOOGLENET_MAX_WEIGHTS_BYTES, read through the descriptor that was checked.
+        with open_weights_file(path, "checkpoint") as (f, _), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as e:
         text = str(e)
         if "Weights only load failed" in text:
@@ -122,7 +124,7 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_weights_file(path, "checkpoint") as (f, _):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -154,21 +156,33 @@ def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
 
 
 def _fetch(url: str, dst: Path, timeout: float) -> None:
+    # Checks the sha256 prefix in the file name (1378be20), as torchvision does.
+    fetch_to(url, dst, timeout, None, hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1))
+
+
+def fetch_to(url: str, dst: Path, timeout: float, help_line: Optional[str], hash_prefix: Optional[str] = None) -> None:
+    """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
+    failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
     from urllib.parse import urlparse
 
+    def offline(reason: str) -> UserError:
+        return UserError(_offline_help(reason) if help_line is None else f"cannot fetch {url} ({reason}): {help_line}")
+
     parts = urlparse(url)
-    problem = _reachable(parts.hostname or "", parts.port or 443, timeout)
+    problem = _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), timeout)
     if problem is not None:
-        raise UserError(_offline_help(problem))
+        raise offline(problem)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create cache folder {dst.parent}: {e.strerror or e}") from None
     print(f"downloading {url} to {dst}", file=sys.stderr)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)  # a stalled read fails instead of hanging
     try:
-        # Checks the sha256 prefix in the file name (1378be20) and writes through a temp file, as torchvision does.
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1),
-                                       progress=sys.stderr.isatty())
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix, progress=sys.stderr.isatty())
     except Exception as e:
-        raise UserError(_offline_help(one_line(e))) from None
+        raise offline(one_line(e)) from None
     finally:
         socket.setdefaulttimeout(previous)
 

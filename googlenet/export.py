@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .errors import UserError, one_line
 from .fileio import atomic_path
 from .models import unwrap_model
+from .models.lrn import onnx_lrn
 
 FORMATS = ("onnx", "torchscript")
 # MaxPool's ceil_mode arrived in opset 10; 11 is the oldest we test. 20 is the TorchScript exporter's newest.
@@ -133,16 +134,18 @@ def _write_torchscript(model: nn.Module, path: Path, input_size: int) -> None:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Optional[int] = None,
-                batch: Union[str, int] = "dynamic", opset: Optional[int] = None, dynamo: bool = False) -> Path:
+                batch: Union[str, int] = "dynamic", opset: Optional[int] = None, dynamo: bool = False,
+                native_lrn: bool = True) -> Path:
     """Writes ``model`` (eval mode, no aux heads) as ONNX to ``path`` atomically and checks it with onnx.checker.
 
     input_size: the H = W the graph is traced at (default ``model.preprocessing["input_size"]`` or 224; the spatial
     size is fixed in the graph). batch: "dynamic" (any N) or a fixed N. opset: default 17 (18 with dynamo).
+    native_lrn: LRN layers as ONNX's ``LRN`` op, or decomposed (faster on ONNX Runtime's CPU; see models/lrn.py).
     """
     input_size = resolve_input_size(model, input_size)
     batch = check_batch(batch)
     opset = check_opset(opset, dynamo)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, onnx_lrn(native_lrn):
         _write_onnx(model, tmp, input_size, batch, opset, dynamo)
     return Path(path)
 

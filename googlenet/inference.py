@@ -157,7 +157,8 @@ def build_ort_session(model: nn.Module, input_size: int, precision: str = "fp32"
 
     with tempfile.TemporaryDirectory(prefix="googlenet-ort-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        export_onnx(model, path, input_size=input_size, batch="dynamic")
+        # LRN decomposed: ONNX Runtime's CPU LRN kernel is slower than the elementwise ops (models/lrn.py).
+        export_onnx(model, path, input_size=input_size, batch="dynamic", native_lrn=False)
         if precision == "int8":
             path = quantize_int8(path, calibration, os.path.join(tmp, "model.int8.onnx"))
         # Read into memory so the temp folder can go; the session keeps no file handle.

@@ -34,10 +34,14 @@ WIDTH_NAMES = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
 def _rows(model: nn.Module) -> list[tuple[str, list[str], str]]:
     """(row name, module names, patch size/stride) in Table 1 order, read off the built model."""
     def pool(m: nn.Module) -> str:
+        if isinstance(m, nn.Sequential):  # TensorFlow SAME padding: a pad module, then the pool
+            m = m[-1]
+            return f"{m.kernel_size}x{m.kernel_size}/{m.stride} SAME"
         return f"{m.kernel_size}x{m.kernel_size}/{m.stride}"
 
     k5 = model.inception3a.branch3[1].conv.kernel_size[0]
-    rows = [("conv1", ["conv1"], "7x7/2"), ("pool1", ["maxpool1", "lrn1"], pool(model.maxpool1)),
+    conv1 = "7x7/2 SAME" if not isinstance(model.conv1.pad, nn.Identity) else "7x7/2"
+    rows = [("conv1", ["conv1"], conv1), ("pool1", ["maxpool1", "lrn1"], pool(model.maxpool1)),
             ("conv2", ["conv2", "conv3"], "3x3/1"), ("pool2", ["lrn2", "maxpool2"], pool(model.maxpool2))]
     for stage, pool_name in (("3", "maxpool3"), ("4", "maxpool4"), ("5", None)):
         for tag in [t for t in _INCEPTION_WIDTHS if t[0] == stage]:
@@ -148,7 +152,31 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
         "total": total,
         "conv_and_linear_layers": n_param_layers,
         "flagged": [r.name for r in rows.values() if r.flagged],
+        "departures": departures(model, rows),
     }
+
+
+PAPER_LRN = (5, 1e-4, 0.75, 1.0)  # Caffe's, which the paper's Figure 3 implies (SPEC section 1)
+
+
+def departures(model: nn.Module, rows: dict) -> list[str]:
+    """Where the built network departs from Table 1 / Figure 3 (widths, padding, LRN), as sentences."""
+    out = []
+    for tag, widths in _INCEPTION_WIDTHS.items():
+        got = rows[f"inception_{tag}"].widths
+        for name, want in zip(WIDTH_NAMES, widths):
+            if got[name] != want:
+                out.append(f"inception_{tag} {name}: {got[name]} filters, Table 1 has {want}")
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and cfg.padding == "same":
+        out.append("TensorFlow SAME padding on conv1 and the stride-2 max pools (asymmetric: conv1 pads 2 before "
+                   "and 3 after at 224), where Caffe pads symmetrically and rounds the pools up")
+    if cfg is not None and cfg.norm == "lrn" and tuple(cfg.lrn) != PAPER_LRN:
+        out.append(f"LRN size {cfg.lrn[0]}, alpha {cfg.lrn[1]:g}, beta {cfg.lrn[2]:g}, k {cfg.lrn[3]:g}; Caffe's "
+                   f"is size 5, alpha 1e-4, beta 0.75, k 1")
+    if model.num_classes != 1000:
+        out.append(f"{model.num_classes} classes, Table 1 has 1000")
+    return out
 
 
 def _row_json(r: Row) -> dict:
@@ -185,4 +213,6 @@ def format_table(summary: dict) -> str:
               f"conv + linear layers: {summary['conv_and_linear_layers']}; rows that differ from the paper's "
               f"printed values: {', '.join(summary['flagged']) or 'none'} (paper params: weights in K=1024; "
               f"ops: multiply-adds in M=10^6)"]
+    if summary.get("departures"):
+        lines += ["departs from Table 1 / Figure 3:"] + [f"  - {d}" for d in summary["departures"]]
     return "\n".join(lines)

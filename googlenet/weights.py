@@ -13,13 +13,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 import torch
 from torch import nn
 
 from .errors import UserError, one_line
-from .fileio import atomic_path
+from .fileio import atomic_path, open_weights_file
 from .models import GoogLeNet, arch_options, create_model, list_models, unwrap_model
 
 FORMAT = "googlenet-weights"
@@ -71,14 +71,51 @@ def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> Pa
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a weights file, checked; raises UserError when the file is not one of ours."""
+    with open_weights_file(path) as (f, name):
+        return _read_metadata(f, name, Path(path))
+
+
+# safetensors' own bound on the JSON header (its MAX_HEADER_SIZE).
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def safetensors_layout_error(f: BinaryIO) -> Optional[str]:
+    """Why an open file cannot be a complete safetensors file, from its header alone, or None.
+
+    safetensors checks the same when it opens the file; checking first gives a plain reason ("truncated: 1,024
+    bytes, the header declares 26,735,124") and reads at most the header, which is bounded by the file size.
+    """
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    try:
+        if len(head) < 8:
+            return f"{size:,} bytes, too short for a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, SAFETENSORS_MAX_HEADER):
+            return f"its first 8 bytes declare a {n:,}-byte header, more than the file's {size:,} bytes"
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except Exception:
+            return None  # not a layout question: safetensors names the fault
+        declared = 8 + n + max(ends, default=0)
+        if declared != size:
+            return (f"{'truncated' if declared > size else 'extra bytes'}: the file has {size:,} bytes, its header "
+                    f"declares {declared:,}")
+        return None
+    finally:
+        f.seek(0)
+
+
+def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
+        fault = safetensors_layout_error(f)
+        if fault is not None:
+            raise ValueError(fault)
+        with safe_open(name, framework="pt") as st:
+            raw = (st.metadata() or {}).get(METADATA_KEY)
     except Exception as e:  # SafetensorError, OSError, ...: a pickle, a truncated or corrupt file
         hint = ""
         if path.suffix in (".pth", ".pt", ".pkl", ".bin", ".ckpt"):
@@ -147,7 +184,19 @@ def check_preprocessing(pre: Any, source: str) -> dict:
             raise UserError(f"{source}: preprocessing {key} must be 3 finite numbers"
                             f"{' above 0' if key == 'std' else ''}, got {v!r}")
         stats[key] = [float(x) for x in v]
-    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats}
+    # What the model was trained on (old files lack these keys and get the defaults): channel order, the pixel scale
+    # mean/std apply to (1: pixels in 0..1, torchvision's convention; 255: 0..255, Caffe's), and grey input.
+    order = pre.get("channel_order", "RGB")
+    if order not in ("RGB", "BGR"):
+        raise UserError(f"{source}: preprocessing channel_order must be 'RGB' or 'BGR', got {order!r}")
+    scale = pre.get("pixel_range", 1)
+    if isinstance(scale, bool) or scale not in (1, 255):
+        raise UserError(f"{source}: preprocessing pixel_range must be 1 or 255, got {scale!r}")
+    grey = pre.get("grayscale", False)
+    if not isinstance(grey, bool):
+        raise UserError(f"{source}: preprocessing grayscale must be true or false, got {grey!r}")
+    return {**pre, "input_size": size, "resize_size": resize, "interpolation": interp, **stats,
+            "channel_order": order, "pixel_range": int(scale), "grayscale": grey}
 
 
 def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
@@ -156,9 +205,15 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
 
     ``arch`` / ``num_classes``, when given, are what the caller expects: a file that differs is refused.
     """
+    with open_weights_file(path) as (f, name):  # one open file, checked once, for the metadata and the tensors
+        return _load_model(f, name, Path(path), arch, num_classes, map_location)
+
+
+def _load_model(f: BinaryIO, name: str, path: Path, arch: Optional[str], num_classes: Optional[int],
+                map_location: str | torch.device) -> nn.Module:
     from safetensors.torch import load_file
 
-    meta = read_metadata(path)
+    meta = _read_metadata(f, name, path)
     if arch is not None and meta["arch"] != arch:
         raise UserError(f"{path} holds arch {meta['arch']}, not {arch}")
     if num_classes is not None and meta["num_classes"] != num_classes:
@@ -171,7 +226,7 @@ def load_model(path: str | os.PathLike, *, arch: Optional[str] = None, num_class
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: invalid model options: {e}") from None
     try:
-        state = load_file(str(path), device=str(map_location))
+        state = load_file(name, device=str(map_location))
     except Exception as e:
         raise UserError(f"{path}: cannot read tensors: {one_line(e)}") from None
     load_state_dict_checked(model, state, source=str(path), assign=True)
@@ -207,10 +262,20 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
 
 
 def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
-    """What a ``--weights`` flag names: a weights file, or "torchvision" (torchvision's ImageNet weights, fetched
-    through torchvision's own weights API when online, converted to ``googlenet_tv``)."""
+    """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
+    through torchvision's own weights API when online, converted to ``googlenet_tv``); or "bvlc" (BVLC Caffe's
+    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``); or
+    "inception5h" (Google's TensorFlow GoogLeNet, lucent's PyTorch port, converted to ``googlenet_inception5h``)."""
     if str(spec) == "torchvision":
         from .convert import load_torchvision_pretrained
 
         return load_torchvision_pretrained()
+    if str(spec) == "bvlc":
+        from .pretrained.bvlc import load_bvlc_pretrained
+
+        return load_bvlc_pretrained()
+    if str(spec) == "inception5h":
+        from .pretrained.inception5h import load_inception5h_pretrained
+
+        return load_inception5h_pretrained()
     return load_model(spec)

@@ -131,3 +131,19 @@ def hostile_pickle(path: Path, marker: Path) -> Path:
 def bare_hostile_pickle(path: Path, marker: Path) -> Path:
     path.write_bytes(pickle.dumps({"fc.weight": _RunsCode(marker)}))
     return path
+
+
+SPARSE_SIZE = 3 << 30  # "a sparse 3 GB file": truncate() sets the size, no disk blocks are used
+
+
+def sparse_file(path: Path, size: int = SPARSE_SIZE) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def noise_png(path: Path, seed: int = 0, size: tuple[int, int] = (48, 40)) -> Path:
+    """A small valid PNG (width x height ``size``) of seeded noise: distinct seeds give distinct files."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path

@@ -82,7 +82,7 @@ def test_bench_data_smoke_json(capsys):
     assert set(out) >= {"machine", "versions", "results"}
     assert {"cpu", "cores", "threads", "gpu"} <= set(out["machine"])
     roles = sorted(r["role"] for r in out["results"])
-    assert roles == ["project", "reference"]
+    assert roles == ["project", "project", "reference", "reference"]  # plain and full paper augmentation
     for r in out["results"]:
         assert {"name", "role", "precision", "batch_size", "images_per_s", "ms_per_batch", "spread"} <= set(r)
         assert r["images_per_s"] > 0 and r["batch_size"] == 3

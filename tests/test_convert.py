@@ -78,7 +78,8 @@ def test_convert_matches_torchvision(tmp_path, capsys, tv_model, aux):
     assert ours.aux_logits == aux
     assert ours.class_names == imagenet_classes() and ours.class_names[0] == "tench"
     assert ours.preprocessing == {"input_size": 224, "resize_size": 256, "interpolation": "bilinear",
-                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                  "channel_order": "RGB", "pixel_range": 1, "grayscale": False}
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = reference(x), ours(x)

@@ -113,3 +113,65 @@ def format_table(rows: list[dict], notes: list[str]) -> str:
                      f"{r['images_per_s']:>8.1f} {r['ms_per_batch']:>9.1f} {r['spread']:>6.2f}  {'; '.join(extra)}")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+def matmul_peak(precision: str, size: int = 2048, seconds: float = 1.5) -> float:
+    """The machine's attainable GFLOP/s in ``precision`` right now: the best of repeated size^3 matmuls (oneDNN /
+    MKL GEMM, the kernel convolutions reduce to). Measured in the same process as the rows it is compared with."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(dtype)
+    b = torch.randn(size, size, generator=g).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best, started = float("inf"), time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False, train_mode: bool = False) -> int:
+    """Multiply-adds of one image through ``model`` (convolutions and linear layers), counted with forward hooks.
+    with_aux: our models' aux heads; train_mode: for models that run their aux heads in train mode (torchvision)."""
+    import copy
+
+    counter = {"macs": 0}
+
+    def hook(mod, inp, out) -> None:
+        if isinstance(mod, torch.nn.Conv2d):
+            counter["macs"] += out.numel() * (mod.in_channels // mod.groups) * mod.weight[0, 0].numel()
+        elif isinstance(mod, torch.nn.Linear):
+            counter["macs"] += out.numel() * mod.in_features
+
+    m = copy.deepcopy(model).float().train(train_mode)
+    handles = [mod.register_forward_hook(hook) for mod in m.modules()
+               if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            x = torch.randn(2, 3, input_size, input_size)  # 2: BatchNorm in train mode needs more than one value
+            m(x, with_aux=True) if with_aux and _takes_with_aux(m) else m(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return counter["macs"] // 2  # two images went through
+
+
+def _takes_with_aux(model: torch.nn.Module) -> bool:
+    import inspect
+
+    return "with_aux" in inspect.signature(model.forward).parameters
+
+
+def add_compute(rows: list[dict], macs: dict[str, int], flops_per_mac: float, peaks: dict[str, float]) -> None:
+    """Adds to each row its achieved GFLOP/s (``flops_per_mac`` x multiply-adds x images/s: 2 for inference, 6 for a
+    training step, forward + backward) and that as a fraction of the matmul peak of its precision (int8 rows:
+    against the fp32 peak, the only GEMM peak PyTorch measures here). ``macs`` maps row name -> MACs per image."""
+    for r in rows:
+        if r["name"] not in macs or "images_per_s" not in r:
+            continue
+        r["macs_per_image"] = macs[r["name"]]
+        r["gflops"] = round(flops_per_mac * macs[r["name"]] * r["images_per_s"] / 1e9, 1)
+        peak = peaks.get(r["precision"]) or peaks.get("fp32")
+        if peak:
+            r["of_peak"] = round(r["gflops"] / peak, 3)

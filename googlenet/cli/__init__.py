@@ -14,10 +14,11 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import UserError
+from ..fileio import check_limits
 
 # Order shown in --help.
-COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "layers", "visualize", "dream",
-            "explain")
+COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve", "layers",
+            "visualize", "dream", "explain")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -51,6 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     debug = os.environ.get("GOOGLENET_DEBUG") == "1"
     try:
+        check_limits()  # GOOGLENET_MAX_IMAGE_BYTES / _WEIGHTS_BYTES / _PIXELS: docs/safe-files.md
         return int(args.func(args) or 0)
     except UserError as e:
         if debug:

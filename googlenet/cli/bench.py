@@ -1,4 +1,4 @@
-"""``googlenet bench infer|train|data``: the project's fast paths beside the references, in one process."""
+"""``googlenet bench infer|train|data|serve|lrn``: the project's fast paths beside the references, in one process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs the project's paths and the references in one process, alternating them "
                                    "round by round after a warm-up, and prints the median and spread of each. "
                                    "Compare ratios within one run: absolute figures drift with the machine's load.")
-    p.add_argument("what", choices=("infer", "train", "data"), help="which path to time")
+    p.add_argument("what", choices=("infer", "train", "data", "serve", "lrn"), help="which path to time")
     p.add_argument("--arch", default="googlenet_tv", help="project architecture (random weights) when no --weights")
     p.add_argument("--weights", help="infer: a weights file (a model trained on the embedded set gives the "
                                      "top-1 agreement of bf16 / int8 with fp32) or 'torchvision'")
@@ -33,6 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="intra-op threads for PyTorch and ONNX Runtime alike (default: PyTorch's, one per core); "
                         "1 gives steadier figures on a machine other jobs share")
     p.add_argument("--files", type=positive_int, default=64, help="data: JPEGs per round")
+    serve = p.add_argument_group("serve (load test with hey against 127.0.0.1)")
+    serve.add_argument("--image", help="serve: the image every request sends (default: a held-out Fashion-MNIST one)")
+    serve.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 4, 16])
+    serve.add_argument("--requests", type=positive_int, default=200, help="serve: requests per concurrency level")
+    serve.add_argument("--max-batch", type=positive_int, default=8, help="serve: --max-batch of the batching run")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0)
+    serve.add_argument("--backend", default="onnxruntime", help="serve: the server's backend (default onnxruntime)")
+    serve.add_argument("--abuse", type=int, default=50, help="serve: hostile requests during the top level (0: none)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run)
 
@@ -70,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
         rows, notes = bench_train(arch=args.arch, batch_size=batch_size, input_size=args.input_size,
                                   precisions=args.precision or ("fp32", "bf16"), rounds=args.rounds,
                                   compile=args.compile, progress=progress)
+    elif args.what == "serve":
+        return _serve(args, progress)
+    elif args.what == "lrn":
+        from ..bench.lrn import bench_lrn
+
+        rows, notes = bench_lrn(batch_size=batch_size, input_size=args.input_size, rounds=args.rounds,
+                                progress=progress)
     else:
         from ..bench.data import bench_data
 
@@ -97,3 +112,28 @@ def _model(args: argparse.Namespace):
     if args.arch not in list_models():
         raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
     return create_model(args.arch, num_classes=1000).eval(), False
+
+
+def _serve(args: argparse.Namespace, progress) -> int:
+    from ..bench.common import machine, versions
+    from ..bench.serve import bench_serve, format_rows
+    from ..errors import UserError
+
+    if not args.weights:
+        raise UserError("bench serve needs --weights (the file the server serves)")
+    precision = (args.precision or ["fp32"])[0]
+    rows, notes, extra = bench_serve(weights=args.weights, image=args.image, concurrency=args.concurrency,
+                                     requests=args.requests, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                     precision=precision, backend=args.backend, abuse=args.abuse, progress=progress)
+    if args.json:
+        print(json.dumps({"benchmark": "serve", "machine": machine(), "versions": versions(), "results": rows,
+                          "notes": notes, **extra}))
+    else:
+        m = machine()
+        print(f"{m['cpu']}, {m['cores']} cores, load {m['load_average']}")
+        print(format_rows(rows))
+        for note in notes:
+            print(note)
+        if extra["abuse"]:
+            print("abuse:", json.dumps(extra["abuse"]))
+    return 0

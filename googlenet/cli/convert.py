@@ -1,4 +1,4 @@
-"""``googlenet convert --from torchvision IN.pth OUT.safetensors``: torchvision checkpoint -> our weights file."""
+"""``googlenet convert --from torchvision|caffe|inception5h IN OUT.safetensors``: another project's weights -> our weights file."""
 
 from __future__ import annotations
 
@@ -7,28 +7,74 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="torchvision GoogLeNet checkpoint (.pth) -> googlenet weights (.safetensors)",
-                       description="Reads a state dict of torchvision's GoogLeNet (e.g. googlenet-1378be20.pth) with "
-                                   "torch.load(weights_only=True), so a pickle carrying code is refused and never "
-                                   "run, and writes a googlenet_tv weights file with transform_input on, ImageNet "
-                                   "class names and torchvision's preprocessing (resize 256, crop 224).")
-    p.add_argument("--from", dest="source", choices=("torchvision",), required=True, help="checkpoint origin")
-    p.add_argument("input", metavar="IN.pth")
+    p = sub.add_parser("convert", help="torchvision .pth, BVLC Caffe .caffemodel or inception5h .pth/.pb -> googlenet weights",
+                       description="torchvision: reads a state dict of torchvision's GoogLeNet (e.g. "
+                                   "googlenet-1378be20.pth) with torch.load(weights_only=True), so a pickle carrying "
+                                   "code is refused and never run, and writes googlenet_tv weights with "
+                                   "transform_input on, ImageNet class names and torchvision's preprocessing. caffe: "
+                                   "reads BVLC's bvlc_googlenet.caffemodel (Caffe's binary NetParameter, no Caffe "
+                                   "needed) into the paper's googlenet, aux heads included, with BVLC's "
+                                   "preprocessing (BGR, 0..255, mean 104/117/123). inception5h: reads Google's "
+                                   "GoogLeNet (lucent's PyTorch port inception5h.pth, weights only, or the TensorFlow "
+                                   "graph tensorflow_inception_graph.pb, no TensorFlow needed) into "
+                                   "googlenet_inception5h (RGB, 0..255, minus 117; 1008 classes).")
+    p.add_argument("--from", dest="source", choices=("torchvision", "caffe", "inception5h"), required=True, help="checkpoint origin")
+    p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT.safetensors")
     p.add_argument("--drop-aux", action="store_true",
                    help="leave out the aux heads (untrained in torchvision's published weights)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: ImageNet's for 1000 classes; inception5h: "
+                        "imagenet_comp_graph_label_strings.txt, line i = output i, else class_0..class_1007)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_torchvision
+def _labels(path: str) -> list[str]:
+    from ..errors import UserError
+    from ..fileio import Unreadable, printable, read_bounded
 
-    model = convert_torchvision(args.input, args.output, aux_logits=False if args.drop_aux else None)
+    try:
+        text = read_bounded(path, limit=16 * 1024 * 1024).decode("utf-8")
+    except Unreadable as e:
+        raise UserError(f"cannot read --labels {printable(path)}: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--labels {printable(path)} is not UTF-8 text") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+
+    aux = False if args.drop_aux else None
+    if args.source == "inception5h":
+        from ..inception5h import convert_inception5h
+
+        if args.drop_aux:
+            raise UserError("--drop-aux: the inception5h port has no aux heads to drop")
+        # Its label file is read there: line i names output i, so blank lines count (unlike _labels).
+        model = convert_inception5h(args.input, args.output, labels=args.labels)
+    elif args.source == "caffe":
+        from ..pretrained.bvlc import convert_caffe
+
+        labels = _labels(args.labels) if args.labels else None
+        if labels is not None:
+            from ..pretrained.bvlc import from_caffemodel
+
+            n = from_caffemodel(args.input, aux_logits=False).num_classes
+            if len(labels) != n:
+                raise UserError(f"--labels has {len(labels)} names for {n} classes")
+        model = convert_caffe(args.input, args.output, aux_logits=aux, class_names=labels)
+    else:
+        from ..convert import convert_torchvision
+
+        if args.labels is not None:
+            raise UserError("--labels is for --from caffe or inception5h (torchvision's weights carry ImageNet's "
+                            "classes)")
+        model = convert_torchvision(args.input, args.output, aux_logits=aux)
     trunk = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("aux1.", "aux2.")))
     info = {"output": str(args.output), "arch": model.metadata["arch"], "num_classes": model.num_classes,
             "aux_logits": model.aux_logits, "parameters_without_aux": trunk,
-            "sha256_of_input": model.metadata["source"]["sha256"]}
+            "sha256_of_input": model.metadata["source"]["sha256"], "preprocessing": model.metadata["preprocessing"]}
     if args.json:
         print(json.dumps(info))
     else:

@@ -41,12 +41,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "models given (an ensemble). Without --data: the embedded Fashion-MNIST held-out "
                                    "part. Under torchrun each rank scores its share and the counts are summed.")
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="weights file(s) or 'torchvision'; several make an ensemble")
+                   help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an ensemble")
     p.add_argument("--data", default=None, help="DIR/val/<class>/... or DIR/<class>/..., or 'fashion-mnist'; "
                                                 "default: the embedded held-out part")
     p.add_argument("--crops", choices=("1", "10", "144"), default="1", help="crop scheme (default 1)")
     p.add_argument("--report", action="store_true",
-                   help="the paper's Table 3 grid: 1..n models x 1/10/144 crops, error and cost")
+                   help="the paper's Table 3 grid: 1..n models x 1/10/144 crops, error and cost; plus per-class "
+                        "accuracy and the confusion matrix (CSV and PNG) in --report-dir")
+    p.add_argument("--report-dir", default="eval_report", metavar="DIR",
+                   help="where --report writes per_class.csv, confusion.csv, confusion.png (default eval_report)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="crops per forward pass (default 64)")
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="image-decoding processes (default 0 for the embedded data, 2 for a folder)")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (0 if args.data is None else 2)
     schemes = ("1", "10", "144") if args.report else (args.crops,)
     result = evaluate(ensemble, base, schemes, indices=spread(len(base), args.max_images),
-                      batch_size=args.batch_size, workers=workers)
+                      batch_size=args.batch_size, workers=workers,
+                      confusion_scheme=args.crops if args.report else None)
     rank, world = distributed()
     if world > 1:
         import torch.distributed as dist
@@ -80,6 +84,23 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         out["report"] = [result.row(k, s) for k in range(1, result.models + 1) for s in schemes]
         print(format_report(result))
+        if result.confusion is not None:
+            from ..evaluate.confusion import write_report
+
+            names = ensemble.class_names or [str(i) for i in range(result.confusion.shape[0])]
+            rep = write_report(result.confusion, names, args.report_dir,
+                               f"{name}: {out['images']} images, {args.crops} crop(s)")
+            out["per_class"] = rep["classes"]
+            out.update(per_class_csv=rep["per_class"], confusion_csv=rep["confusion_csv"],
+                       confusion_png=rep["confusion_png"])
+            if not args.json:
+                print("per-class top-1:")
+                for r in rep["classes"]:
+                    acc = f"{100 * r['accuracy']:6.2f}%" if r["accuracy"] is not None else "   n/a"
+                    print(f"  {r['class']:<24} {acc} of {r['images']:>5}"
+                          + (f"  (most often taken for {r['most_confused_with']})" if r["most_confused_with"] else ""))
+                print(f"confusion matrix: {rep['confusion_csv']}, {rep['confusion_png']}; per class: "
+                      f"{rep['per_class']}")
     if not args.json:
         print(f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
               f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "

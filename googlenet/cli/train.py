@@ -20,10 +20,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--recipe", help="paper | caffe-quick | fashion-quick (default) | bn-modern")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (overrides the recipe)")
     g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; or "
-                                  "DIR with DIR/train/<class>/* and DIR/val/<class>/*")
+                                  "DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
+    g.add_argument("--val-fraction", type=positive_float, help="one-folder DIR/<class>/* (no train/, val/): held-out "
+                                                                "share, split by a hash of each path (default 0.2)")
+    g.add_argument("--balance", action="store_true", default=None, help="class-balanced sampling")
+    g.add_argument("--classes", help="embedded data only: class indices to train on, e.g. 0-4 or 5,7,9")
+    g.add_argument("--per-class", type=positive_int, help="embedded data only: the first N training images per class")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/train)")
     g.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint; auto: OUT/last.pt if present")
     g.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+    g = p.add_argument_group("fine-tuning (see docs/finetuning.md; --recipe finetune)")
+    g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
+                                               "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
+                                               "size default to the source's")
+    g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train the classifiers only; LAYER: freeze "
+                                                                  "everything up to and including that module")
+    g.add_argument("--head-lr-mult", type=positive_float, help="learning-rate multiplier for the classifier layers")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=positive_int)
     g.add_argument("--batch-size", type=positive_int, help="global batch (split across processes)")
@@ -39,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-eval-images", type=positive_int, help="use a fixed subset of this many held-out images")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (the recipes' default): bf16 where this machine runs it faster, else fp32")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
@@ -48,13 +61,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
-             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "sync_bn")
+             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
+             "per_class", "val_fraction", "balance")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train.config import resolve
 
-    cfg = resolve(args.recipe, args.config, {k: getattr(args, k) for k in FLAG_KEYS})
+    overrides = {k: getattr(args, k) for k in FLAG_KEYS}
+    if args.init and not args.arch:
+        from ..finetune import init_arch
+
+        overrides["arch"] = init_arch(args.init)  # the source's arch, unless --arch says otherwise
+    if args.init and not args.input_size and not args.config:
+        from ..finetune import init_input_size
+
+        overrides["input_size"] = init_input_size(args.init)  # the size the source was trained at
+    cfg = resolve(args.recipe, args.config, overrides)
     summary = _train_reporting_peer_failures(cfg, args.resume)
     import os
 

@@ -13,6 +13,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -59,6 +60,41 @@ def load_fashion(name: str = "fashion-mnist-subset") -> tuple[ArrayDataset, Arra
     xtr, ytr, xte, yte = (torch.from_numpy(np.ascontiguousarray(p)) for p in parts)
     return (ArrayDataset(xtr, ytr.long(), list(CLASS_NAMES), f"{name}/train"),
             ArrayDataset(xte, yte.long(), list(CLASS_NAMES), f"{name}/held-out"))
+
+
+def parse_classes(spec: str, n: int) -> list[int]:
+    """ "0-4" / "5,7,9" / "0-2,8" -> sorted class indices, each in 0..n-1."""
+    picked: set[int] = set()
+    try:
+        for part in str(spec).split(","):
+            lo, _, hi = part.strip().partition("-")
+            a, b = int(lo), int(hi) if hi else int(lo)
+            if not 0 <= a <= b < n:
+                raise ValueError
+            picked.update(range(a, b + 1))
+    except ValueError:
+        raise UserError(f"--classes {spec!r}: expected indices in 0..{n - 1} such as 0-4 or 5,7,9") from None
+    if len(picked) < 2:
+        raise UserError(f"--classes {spec!r}: training needs at least 2 classes")
+    return sorted(picked)
+
+
+def select(train: ArrayDataset, held: ArrayDataset, classes: Optional[str],
+           per_class: Optional[int]) -> tuple[ArrayDataset, ArrayDataset]:
+    """A class subset (labels renumbered 0..k-1, names kept) and/or the first ``per_class`` training images of each
+    class (in file order: deterministic, the same for every seed). The held-out side keeps all its images of the
+    chosen classes. Used by the transfer experiment of docs/finetuning.md."""
+    keep = parse_classes(classes, len(train.class_names)) if classes is not None else list(range(len(train.class_names)))
+    remap = torch.full((len(train.class_names),), -1, dtype=torch.long)
+    remap[torch.tensor(keep)] = torch.arange(len(keep))
+    names = [train.class_names[i] for i in keep]
+
+    def part(data: ArrayDataset, limit: Optional[int]) -> ArrayDataset:
+        idx = [torch.nonzero(data.labels == c).flatten()[:limit] for c in keep]
+        idx = torch.cat(idx).sort().values
+        return ArrayDataset(data.images[idx], remap[data.labels[idx]], names, data.name)
+
+    return part(train, per_class), part(held, None)
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -11,7 +11,8 @@ flips is torchvision's. Then:
 * crop, antialiased bilinear resize (torch's uint8 SIMD kernel), flip and normalise on uint8 / one float pass.
 
 Any file that is not a plain RGB / grayscale JPEG without EXIF rotation (PNG, CMYK, rotated photos...) goes
-through ``googlenet.data.images.load_image``, which handles every odd case, and then the same crop.
+through ``googlenet.data.images.decode_image_bytes`` (``load_image``'s decoder), which handles every odd case,
+and then the same crop.
 
 Wiring into training: ``ImageFolderDataset(samples, load=train_transform(size, mean, std))`` replaces
 ``ImageFolderDataset(samples, paper-style transform)``: same items (``(image, label)`` or ``Skipped``), usable with
@@ -33,7 +34,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .images import MAX_PIXELS, BadImage, load_image
+from ..fileio import Unreadable, read_image_file
+from .images import MAX_PIXELS, BadImage, decode_image_bytes
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _EXIF_ORIENTATION = 0x0112
@@ -63,12 +65,9 @@ class FastRandomResizedCrop:
 
     def __call__(self, path: str | os.PathLike) -> Tensor:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BadImage("file not found") from None
-        except OSError as e:
-            raise BadImage(f"cannot read: {e.strerror or e}") from None
+            data = read_image_file(path)  # the same rules as load_image: regular files only, bounded
+        except Unreadable as e:
+            raise BadImage(str(e)) from None
         header = self._plain_jpeg_size(data) if data[:3] == _JPEG_MAGIC else None
         if header is not None:
             height, width = header
@@ -77,7 +76,7 @@ class FastRandomResizedCrop:
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
-        img = load_image(path, max_pixels=self.max_pixels)
+        img = decode_image_bytes(data, max_pixels=self.max_pixels)  # the bytes already read: no second open
         if header is None or tuple(img.shape[-2:]) != header:
             params = self._params(img.shape[-2], img.shape[-1])
         top, left, h, w = params
@@ -152,3 +151,33 @@ def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.40
     """The fast equivalent of torchvision's RandomResizedCrop + RandomHorizontalFlip + ToTensor + Normalize,
     taking a file path (not a decoded image)."""
     return FastRandomResizedCrop(size, mean, std, scale=scale, ratio=ratio, flip=flip, normalize=normalize)
+
+
+class FastPaperCrop(FastRandomResizedCrop):
+    """The paper recipe (``transforms.paper_train_transform``) on the fast decoder: the same crop sampler, an
+    interpolation drawn from ``INTERPOLATIONS`` after the crop (PaperCrop's order), the flip, then ColorJitter,
+    PCA lighting and Normalize from ``googlenet.data.transforms`` itself, so the photometric distortions are the
+    very same objects. Only the decode differs (DCT-scaled for large crops, as in FastRandomResizedCrop)."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
+                 ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1) -> None:
+        from .transforms import Lighting, Normalize
+
+        super().__init__(size, mean, std, scale=scale, ratio=ratio, flip=True, normalize=False)
+        self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
+                       if color_jitter > 0 else None)
+        self.lighting = Lighting(lighting)
+        self.norm = Normalize(mean, std)
+
+    def _resize(self, crop: Tensor) -> Tensor:
+        from .transforms import INTERPOLATIONS, resize
+
+        mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
+        # contiguous first: the DCT-scaled decode is a channels-last view, which F.interpolate runs slower here
+        return resize(crop.contiguous().float().div_(255), (self.size, self.size), mode).clamp_(0, 1)
+
+    def _finish(self, crop: Tensor) -> Tensor:
+        x = super()._finish(crop)  # flip; float [0, 1] from _resize
+        if self.jitter is not None:
+            x = self.jitter(x)
+        return self.norm(self.lighting(x))

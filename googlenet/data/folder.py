@@ -3,6 +3,9 @@
 A file that cannot be decoded is skipped, not fatal: the dataset yields a marker instead of a sample, the collate
 function drops it and passes its path and reason on, and the caller reports the count and names at the end. This
 works the same with worker processes, since the report travels inside the batch.
+
+Folders are walked by ``googlenet.data.scan`` (each real folder once, no cycles, each file once) and files are read
+by ``googlenet.data.images.load_image`` (regular files only, bounded): see docs/safe-files.md.
 """
 
 from __future__ import annotations
@@ -16,29 +19,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..fileio import printable
 from .images import BadImage, load_image
-
-
-def printable(path: str | os.PathLike) -> str:
-    """A path as text that can always be printed or put in JSON (non-UTF-8 bytes become \\xNN escapes)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+from .scan import Skipped, ancestors, scan_folder, scan_tree
 
 
 @dataclass(frozen=True)
 class Sample:
     path: str
     label: int
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file that was not used, and why."""
-
-    path: str
-    reason: str
-
-    def as_dict(self) -> dict:
-        return {"file": printable(self.path), "error": self.reason}
+    skip: Optional[str] = None  # why the scan left this path out: the dataset yields it as Skipped, to be reported
 
 
 def find_split(root: str | os.PathLike, split: str) -> Path:
@@ -51,37 +41,58 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
     return root / split if (root / split).is_dir() else root
 
 
-def _visible(entry: os.DirEntry) -> bool:
-    return not entry.name.startswith(".")
+def _class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
+    """Visible folders directly under ``root`` (links to folders included), sorted; a link that leads back to
+    ``root`` or above it, or to a class folder already listed, is left out with its reason."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+    except OSError as e:
+        raise UserError(f"cannot read folder {printable(root)}: {e.strerror or e}") from None
+    enclosing = ancestors(root)
+    by_key: dict[tuple[int, int], os.DirEntry] = {}
+    skipped = []
+    for e in entries:
+        st = e.stat()  # follows the link: is_dir() above succeeded, so this does too
+        key = (st.st_dev, st.st_ino)
+        if key in enclosing:
+            skipped.append(Skipped(e.path, f"link to a folder that contains it (a cycle): {printable(enclosing[key])}"))
+        elif key in by_key and (not by_key[key].is_symlink() or e.is_symlink()):
+            skipped.append(Skipped(e.path, f"link to a class folder already scanned: {printable(by_key[key].path)}"))
+        else:
+            if key in by_key:  # a link came first in name order; the real folder names the class
+                skipped.append(Skipped(by_key[key].path,
+                                       f"link to a class folder already scanned: {printable(e.path)}"))
+            by_key[key] = e
+    return sorted(e.name for e in by_key.values()), skipped
 
 
 def scan_classes(root: str | os.PathLike) -> list[str]:
     """Class folder names under ``root``, sorted (the label order, as torchvision's ImageFolder)."""
     root = Path(root)
-    try:
-        with os.scandir(root) as it:
-            names = sorted(e.name for e in it if _visible(e) and e.is_dir())
-    except OSError as e:
-        raise UserError(f"cannot read folder {printable(root)}: {e.strerror or e}") from None
+    names, _ = _class_folders(root)
     if not names:
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     return names
 
 
 def scan_files(folder: str | os.PathLike) -> list[str]:
-    """Every visible regular file under ``folder``, recursively, sorted. Non-images are kept, to be reported."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-    return out
+    """Every visible regular file under ``folder``, recursively, each once, sorted. Non-images are kept, to be
+    reported when they fail to decode; ``scan_folder`` also returns what the walk itself left out, and why."""
+    return scan_folder(folder)[0]
 
 
 def scan_image_folder(root: str | os.PathLike,
                       class_names: Optional[Sequence[str]] = None) -> tuple[list[Sample], list[str]]:
     """Samples of ``root/<class>/...`` and the class names. With ``class_names`` (a model's), labels follow those
-    names, and a folder class the model does not know is an error."""
-    found = scan_classes(root)
+    names, and a folder class the model does not know is an error.
+
+    What the scan leaves out (cycles, duplicates, dangling links, FIFOs, devices) comes back as samples with a
+    ``skip`` reason, so that it is reported with the files that fail to decode, by every caller."""
+    root = Path(root)
+    found, left_out = _class_folders(root)
+    if not found:
+        raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     if class_names is None:
         class_names = found
         index = {c: i for i, c in enumerate(found)}
@@ -92,9 +103,14 @@ def scan_image_folder(root: str | os.PathLike,
         if unknown:
             raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
                             f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
-    samples = [Sample(path, index[c]) for c in found for path in scan_files(Path(root) / c)]
+    files, skipped = scan_tree([root / c for c in found])
+    samples = [Sample(f.path, index[found[f.root]]) for f in files]
+    left_out += skipped
     if not samples:
-        raise UserError(f"no files found under {printable(root)}")
+        first = f" ({len(left_out)} left out, e.g. {printable(left_out[0].path)}: {left_out[0].reason})" \
+            if left_out else ""
+        raise UserError(f"no files found under {printable(root)}{first}")
+    samples += [Sample(s.path, -1, skip=s.reason) for s in left_out]
     return samples, list(class_names)
 
 
@@ -119,6 +135,8 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         s = self.samples[index]
+        if s.skip is not None:
+            return Skipped(s.path, s.skip)
         try:
             img = self.load(s.path) if self.load else load_image(s.path, draft_size=self.draft_size)
             if self.transform is not None:

@@ -4,13 +4,13 @@ JPEGs go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, faster than PIL)
 torchvision refuses (CMYK, progressive oddities), goes through Pillow. Odd files are converted rather than dropped:
 grayscale, CMYK, palette, RGBA / LA (composited over white), 16-bit, animated (first frame), EXIF-rotated. A file
 larger than ``max_pixels`` is refused from its header alone, before any pixel is decoded (decompression bombs).
+Files are read through ``googlenet.fileio.read_image_file``: regular files only, at most GOOGLENET_MAX_IMAGE_BYTES.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -18,9 +18,10 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import one_line
+from ..fileio import PIXELS_ENV, Unreadable, byte_limit, read_image_file
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
-MAX_PIXELS = int(os.environ.get("GOOGLENET_MAX_PIXELS", 89_478_485))
+MAX_PIXELS = byte_limit(PIXELS_ENV, 89_478_485, strict=False)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
                     ".jfif", ".jpe")
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -42,20 +43,14 @@ def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
 
     draft_size: when given, a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that still covers that
     (width, height): much faster when the image will be shrunk anyway.
-    Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file.
+    Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file, and for anything that is not a
+    regular file (a device, FIFO, socket, folder, dangling link): those are refused before a byte is read.
     """
-    path = Path(path)
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BadImage("file not found") from None
-    except IsADirectoryError:
-        raise BadImage("is a directory") from None
-    except OSError as e:
-        raise BadImage(f"cannot read: {e.strerror or e}") from None
-    if not data:
-        raise BadImage("empty file (0 bytes)")
+        data = read_image_file(path)  # regular files only, at most GOOGLENET_MAX_IMAGE_BYTES
+    except Unreadable as e:
+        raise BadImage(str(e)) from None
     return decode_image_bytes(data, max_pixels=limit, draft_size=draft_size)
 
 
@@ -63,6 +58,8 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
                        draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
     import io
 
+    if not data:
+        raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own bound applies below

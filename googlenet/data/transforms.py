@@ -143,3 +143,23 @@ def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: boo
         x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
     x = (x - mean) / std
     return x.expand(-1, 3, -1, -1).contiguous()
+
+
+def model_input(crops: Tensor, pre: dict) -> Tensor:
+    """uint8 RGB crops (N x 3 x S x S) -> the tensor a model was trained on, as its weights' preprocessing says.
+
+    The one place that applies, in order: grey conversion (``grayscale``: luminance replicated to 3 channels, for
+    models trained on grey images), the pixel scale (``pixel_range`` 1: 0..1 as torchvision; 255: 0..255 as
+    Caffe), the channel order (``channel_order`` "BGR": Caffe's), then mean and std, which are given in the model's
+    own channel order and pixel scale (BVLC: mean 104, 117, 123 in BGR, std 1). Each step is applied exactly once.
+    """
+    x = crops.float()
+    if pre.get("grayscale", False):
+        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3)
+    if pre.get("pixel_range", 1) == 1:
+        x = x.div_(255)
+    if pre.get("channel_order", "RGB") == "BGR":
+        x = x.flip(-3)
+    mean = torch.tensor(pre.get("mean", (0.0, 0.0, 0.0)), dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(pre.get("std", (1.0, 1.0, 1.0)), dtype=x.dtype).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)

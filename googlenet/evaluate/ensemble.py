@@ -1,8 +1,8 @@
 """Crops of images through one or more models: softmax averaged over crops, then over models (paper section 7).
 
 ``CropDataset`` turns any source of 3 x H x W uint8 images into the crops every model needs (cut once per distinct
-geometry, so an ensemble of models trained alike shares them); ``Ensemble`` normalises them with each model's own
-mean/std and batches them through ``googlenet.inference.optimize_for_inference``.
+geometry, so an ensemble of models trained alike shares them); ``Ensemble`` turns them into each model's own input
+(``googlenet.data.transforms.model_input``: pixel scale, channel order, mean/std) and batches them through ``googlenet.inference.optimize_for_inference``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..data.folder import Skipped
 from ..data.images import BadImage
+from ..data.transforms import model_input
 from ..errors import UserError
 from .crops import check_scheme, crop_boxes, default_resize, interpolation_mode, make_crops
 
@@ -106,13 +107,7 @@ class Ensemble:
         self.num_classes = int(first.num_classes)
         self.class_names = first.class_names
         self.predictors = [optimize_for_inference(m, precision=precision, backend=backend) for m in models]
-        self.stats = []
-        for m in models:
-            pre = m.preprocessing
-            mean, std = list(pre.get("mean", (0.0,) * 3)), list(pre.get("std", (1.0,) * 3))
-            if len(mean) == 1:
-                mean, std = mean * 3, std * 3
-            self.stats.append((mean, std))
+        self.preprocessing = [dict(m.preprocessing) for m in models]
 
     def views(self, scheme: str) -> list[View]:
         return [view_for(m, scheme) for m in self.models]
@@ -120,12 +115,12 @@ class Ensemble:
     def probs(self, items: list, scheme: str, batch_size: int) -> Tensor:
         """items: CropDataset outputs -> n_models x n_images x classes, each the mean softmax over the crops."""
         out = []
-        for view, predictor, (mean, std) in zip(self.views(scheme), self.predictors, self.stats):
+        for view, predictor, pre in zip(self.views(scheme), self.predictors, self.preprocessing):
             crops = torch.cat([item[2][view] for item in items])  # (n_images * n_crops) x 3 x S x S uint8
             per_image = len(crops) // len(items)
             chunks = []
             for start in range(0, len(crops), batch_size):
-                x = TF.normalize(crops[start:start + batch_size].float().div_(255), mean, std)
+                x = model_input(crops[start:start + batch_size], pre)  # scale, channel order, mean/std: once
                 chunks.append(torch.softmax(predictor(x).float(), dim=1))
             out.append(torch.cat(chunks).view(len(items), per_image, -1).mean(dim=1))
         return torch.stack(out)

@@ -34,6 +34,7 @@ class EvalResult:
     skipped: list[dict] = field(default_factory=list)
     probs: Optional[torch.Tensor] = None  # images x classes (all models, first scheme), when keep_probs
     indices: Optional[list[int]] = None  # which base items the rows of probs are
+    confusion: Optional[torch.Tensor] = None  # true class x predicted class counts (all models, confusion_scheme)
 
     def row(self, k: int, scheme: str) -> dict:
         c1, c5 = self.counts[(k, scheme)]
@@ -60,7 +61,8 @@ def distributed() -> tuple[int, int]:
 
 
 def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: Optional[Sequence[int]] = None,
-             batch_size: int = 64, workers: int = 0, keep_probs: bool = False, progress: bool = True) -> EvalResult:
+             batch_size: int = 64, workers: int = 0, keep_probs: bool = False, progress: bool = True,
+             confusion_scheme: Optional[str] = None) -> EvalResult:
     """Scores ``base`` (items ``(3 x H x W uint8, label)`` or ``Skipped``) for every scheme and every k <= n models.
 
     batch_size: crops per forward pass; a loader batch holds enough images to fill it with the largest scheme.
@@ -78,6 +80,7 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
     images = 0
     skipped: list[Skipped] = []
     kept_probs, kept_index = [], []
+    confusion: Optional[torch.Tensor] = None
     from tqdm import tqdm
 
     # disable=None shows the bar on a terminal only, so logs and pipes get no carriage-return noise.
@@ -97,6 +100,11 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
             for k in range(n_models):
                 counts[k, j, 0] += int(topk_correct(running[k], labels, 1).sum())
                 counts[k, j, 1] += int(topk_correct(running[k], labels, 5).sum())
+            if scheme == confusion_scheme:
+                if confusion is None:
+                    confusion = torch.zeros(probs.shape[-1], probs.shape[-1], dtype=torch.long)
+                pred = running[-1].argmax(dim=1)
+                confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
             if keep_probs and j == 0:
                 kept_probs.append(probs.mean(dim=0))
                 kept_index += [item[0] for item in items]
@@ -108,6 +116,13 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
         total = torch.tensor([images], dtype=torch.long)
         dist.all_reduce(counts)
         dist.all_reduce(total)
+        if confusion_scheme is not None:
+            sizes: list = [None] * world
+            dist.all_gather_object(sizes, None if confusion is None else confusion.shape[0])
+            n = next((x for x in sizes if x is not None), None)
+            if n is not None:
+                confusion = confusion if confusion is not None else torch.zeros(n, n, dtype=torch.long)
+                dist.all_reduce(confusion)
         images = int(total)
         gathered: list = [None] * world
         dist.all_gather_object(gathered, skipped_dicts)
@@ -115,6 +130,7 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
     result = EvalResult(images=images, models=n_models, schemes=tuple(schemes), skipped=skipped_dicts,
                         counts={(k + 1, s): (int(counts[k, j, 0]), int(counts[k, j, 1]))
                                 for k in range(n_models) for j, s in enumerate(schemes)})
+    result.confusion = confusion
     if keep_probs and kept_probs:
         result.probs, result.indices = torch.cat(kept_probs), kept_index
     return result

@@ -9,7 +9,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.folder import ImageFolderDataset, Sample, Skipped, printable, scan_files
+from ..data.folder import ImageFolderDataset, Sample, Skipped, printable
+from ..data.scan import scan_tree
 from .ensemble import CropDataset, Ensemble, collate_list
 
 
@@ -25,15 +26,27 @@ def class_names(ensemble: Ensemble) -> list[str]:
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[dict]]:
-    """Files named, and every file under the folders named (recursively, sorted); missing paths as errors."""
-    files, errors = [], []
-    for arg in inputs:
-        if os.path.isdir(arg):
-            found = scan_files(arg)
-            if not found:
+    """Files named, and every file under the folders named (recursively, sorted, each once); missing paths and what
+    the folder scan left out (cycles, duplicates, dangling links, FIFOs, devices) as errors.
+
+    A path named outright is kept whatever it is: reading it (``load_image``) refuses a device or FIFO by its type,
+    with the reason, before reading a byte."""
+    is_folder = [os.path.isdir(arg) for arg in inputs]
+    found, left_out = scan_tree([arg for arg, d in zip(inputs, is_folder) if d])
+    under: dict[int, list[str]] = {}
+    for f in found:
+        under.setdefault(f.root, []).append(f.path)
+    files: list[str] = []
+    errors = [{"image": printable(s.path), "error": s.reason} for s in left_out]
+    folder_index = 0
+    for arg, d in zip(inputs, is_folder):
+        if d:
+            files += under.get(folder_index, [])
+            reported = any(s.path == arg or s.path.startswith(os.path.join(arg, "")) for s in left_out)
+            if folder_index not in under and not reported:
                 errors.append({"image": printable(arg), "error": "folder holds no files"})
-            files += found
-        elif os.path.exists(arg):
+            folder_index += 1
+        elif os.path.lexists(arg):  # a dangling link too: reading it says so
             files.append(arg)
         else:
             errors.append({"image": printable(arg), "error": "file not found"})

@@ -1,12 +1,15 @@
 """GoogLeNet (Inception v1), Szegedy et al., "Going deeper with convolutions", arXiv 1409.4842.
 
-One network class serves three architectures, each a table of choices (``ARCHS`` at the bottom):
+One network class serves four architectures, each a table of choices (``ARCHS`` at the bottom):
 
 * ``googlenet``     the paper's Figure 3 and Table 1: conv biases, LocalResponseNorm in the stem, a true 5x5 branch,
                     auxiliary heads with the paper's 5x5/3 average pool, Caffe's initialisation.
 * ``googlenet_bn``  the same topology with BatchNorm after every convolution (no LRN, no conv bias): trains easily.
 * ``googlenet_tv``  torchvision's ``GoogLeNet``: same module names (so its state dict loads as is), its 3x3 "5x5"
                     branch, its 2x2 pool before 5a, its adaptive aux pool, dropout 0.2 and ``transform_input``.
+* ``googlenet_inception5h``  Google's TensorFlow GoogLeNet (``tensorflow_inception_graph.pb`` of DeepDream; Lucid's
+                    and the Distill Circuits' "InceptionV1"): the paper's network with 204 filters in 4a's 3x3
+                    branch, TensorFlow SAME padding, TF's LRN parameters and 1008 classes.
 
 Shape comments are for a 224x224 input, where the paper's geometry (112-56-28-14-7) holds exactly.
 """
@@ -19,6 +22,8 @@ from typing import NamedTuple, Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .lrn import local_response_norm
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -42,29 +47,71 @@ class ArchConfig:
     transform_input: bool = False  # torchvision's ImageNet-normalised -> [-1, 1] remapping
     init: str = "caffe"  # "caffe": xavier + bias 0.2 (bvlc_googlenet train_val); "torchvision": trunc normal 0.01
     bn_eps: float = 1e-3  # torchvision's BasicConv2d uses 0.001
+    # "caffe": symmetric conv padding, stride-2 max pools rounding up (ceil); "same": TensorFlow SAME padding on the
+    # stride-2 layers (conv1 and the max pools), asymmetric: conv1 pads 2 before and 3 after at 224.
+    padding: str = "caffe"
+    lrn: tuple = (5, 1e-4, 0.75, 1.0)  # LocalResponseNorm (size, alpha, beta, k); Caffe's
+    # Table 1's rows for 4a and 5a (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj); inception5h departs in both:
+    # 4a's 3x3 has 204 filters (4a outputs 508), 5a's 5x5 reduce has 48.
+    inception4a: tuple = (192, 96, 208, 16, 48, 64)
+    inception5a: tuple = (256, 160, 320, 32, 128, 128)
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
-    """Caffe's LRN, computed in fp32 whatever the input dtype: PyTorch's implementation has no bf16 CPU kernel
-    (avg_pool3d), and the sum of squared activations it takes can overflow fp16. Output has the input's dtype."""
+    """Caffe's LRN with the fast, exact kernel of ``lrn.py`` (a GEMM window sum and a written-out backward; fp32
+    inside for bf16/fp16 input; the native ONNX ``LRN`` op on export). TorchScript, which cannot call a custom
+    autograd function, runs PyTorch's own ``F.local_response_norm`` with the same result."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+        if torch.jit.is_scripting():
+            return F.local_response_norm(x.float(), self.size, self.alpha, self.beta, self.k).to(x.dtype)
+        return self._fast(x)
+
+    @torch.jit.unused
+    def _fast(self, x: Tensor) -> Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class SamePad(nn.Module):
+    """TensorFlow's SAME padding for a ``kernel``/``stride`` window: output ceil(n / stride), the padding split with
+    the extra pixel after (so asymmetric on stride-2 layers). Computed from the input size, as TF does; ``value``
+    -inf for max pools. Parameter-free, so state dict keys do not change."""
+
+    def __init__(self, kernel: int, stride: int, value: float = 0.0) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.value = kernel, stride, value
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads: list[int] = []
+        for n in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+            total = max((-(-n // self.stride) - 1) * self.stride + self.kernel - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads, value=self.value)
+
+
+def max_pool(kernel: int, stride: int, padding: str) -> nn.Module:
+    """A stride-2 max pool: Caffe's (ceil rounding, no padding) or TensorFlow's SAME (pad -inf, floor rounding)."""
+    if padding == "same":
+        return nn.Sequential(SamePad(kernel, stride, float("-inf")), nn.MaxPool2d(kernel, stride=stride))
+    return nn.MaxPool2d(kernel, stride=stride, ceil_mode=True)
 
 
 class BasicConv2d(nn.Module):
     """conv -> (BatchNorm) -> ReLU. The paper follows every convolution, reduce and projection included, by ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 *, batch_norm: bool, bn_eps: float = 1e-3) -> None:
+                 *, batch_norm: bool, bn_eps: float = 1e-3, same: bool = False) -> None:
         super().__init__()
+        # same: TensorFlow SAME padding computed from the input size instead of a fixed ``padding``.
+        self.pad = SamePad(kernel_size, stride) if same else nn.Identity()
+        padding = 0 if same else padding
         # With BatchNorm the conv bias is redundant (BN's shift replaces it), as in torchvision.
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                               bias=not batch_norm)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps) if batch_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
+        return F.relu(self.bn(self.conv(self.pad(x))), inplace=True)
 
 
 class Inception(nn.Module):
@@ -129,39 +176,43 @@ class GoogLeNet(nn.Module):
 
         def lrn() -> nn.Module:
             # Caffe's LRN: size 5, alpha 1e-4, beta 0.75, k 1, across channels; PyTorch divides alpha by size the
-            # same way Caffe does.
-            return LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if cfg.norm == "lrn" else nn.Identity()
+            # same way Caffe does. TensorFlow's (inception5h): depth_radius 5, bias 2, alpha 1e-4, beta 0.5, i.e.
+            # size 11 and alpha 11e-4 in these terms (TF does not divide alpha by the window).
+            size, alpha, beta, k = cfg.lrn
+            return LocalResponseNorm(size, alpha=alpha, beta=beta, k=k) if cfg.norm == "lrn" else nn.Identity()
 
         def inception(*widths: int) -> Inception:
             return Inception(*widths, cfg=cfg)
 
         # Table 1, row by row. Stride-2 max pools round up (Caffe's ceil rounding) to give 112-56-28-14-7.
-        self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3, **bn)  # conv1 7x7/2: 112x112x64
-        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # max pool 3x3/2: 56x56x64
+        same = cfg.padding == "same"
+        self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3, same=same, **bn)  # conv1 7x7/2: 112x112x64
+        self.maxpool1 = max_pool(3, 2, cfg.padding)  # max pool 3x3/2: 56x56x64
         self.lrn1 = lrn()  # Figure 3: LocalRespNorm after the first pool
         self.conv2 = BasicConv2d(64, 64, 1, **bn)  # conv2, "3x3 reduce" 64: 56x56x64
         self.conv3 = BasicConv2d(64, 192, 3, padding=1, **bn)  # conv2 3x3/1: 56x56x192
         self.lrn2 = lrn()  # Figure 3: LocalRespNorm before the second pool
-        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # max pool 3x3/2: 28x28x192
+        self.maxpool2 = max_pool(3, 2, cfg.padding)  # max pool 3x3/2: 28x28x192
 
         #                               in  #1x1 #3x3r #3x3 #5x5r #5x5 pool
         self.inception3a = inception(192, 64, 96, 128, 16, 32, 32)  # 28x28x256
         self.inception3b = inception(256, 128, 128, 192, 32, 96, 64)  # 28x28x480
-        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # 14x14x480
+        self.maxpool3 = max_pool(3, 2, cfg.padding)  # 14x14x480
 
-        self.inception4a = inception(480, 192, 96, 208, 16, 48, 64)  # 14x14x512
-        self.inception4b = inception(512, 160, 112, 224, 24, 64, 64)  # 14x14x512
+        self.inception4a = inception(480, *cfg.inception4a)  # 14x14x512 (inception5h: 508)
+        out4a = sum(cfg.inception4a) - cfg.inception4a[1] - cfg.inception4a[3]  # 1x1 + 3x3 + 5x5 + pool proj
+        self.inception4b = inception(out4a, 160, 112, 224, 24, 64, 64)  # 14x14x512
         self.inception4c = inception(512, 128, 128, 256, 24, 64, 64)  # 14x14x512
         self.inception4d = inception(512, 112, 144, 288, 32, 64, 64)  # 14x14x528
         self.inception4e = inception(528, 256, 160, 320, 32, 128, 128)  # 14x14x832
         # Paper: 3x3/2. torchvision: 2x2/2 (a TF-slim port); both give 7x7 at 224.
-        self.maxpool4 = nn.MaxPool2d(cfg.pool4_kernel, stride=2, ceil_mode=True)  # 7x7x832
+        self.maxpool4 = max_pool(cfg.pool4_kernel, 2, cfg.padding)  # 7x7x832
 
-        self.inception5a = inception(832, 256, 160, 320, 32, 128, 128)  # 7x7x832
+        self.inception5a = inception(832, *cfg.inception5a)  # 7x7x832
         self.inception5b = inception(832, 384, 192, 384, 48, 128, 128)  # 7x7x1024
 
         # Auxiliary heads on the outputs of 4a and 4d; used for the training loss only.
-        self.aux1: Optional[InceptionAux] = InceptionAux(512, num_classes, cfg=cfg) if aux_logits else None
+        self.aux1: Optional[InceptionAux] = InceptionAux(out4a, num_classes, cfg=cfg) if aux_logits else None
         self.aux2: Optional[InceptionAux] = InceptionAux(528, num_classes, cfg=cfg) if aux_logits else None
 
         # avg pool 7x7/1 at 224; adaptive so that any input size from 64 up works.
@@ -273,6 +324,10 @@ ARCHS: dict[str, ArchConfig] = {
     "googlenet_bn": ArchConfig(norm="bn", init="caffe"),
     "googlenet_tv": ArchConfig(norm="bn", branch3_kernel=3, pool4_kernel=2, aux_pool="adaptive", dropout=0.2,
                                init="torchvision"),
+    # The TensorFlow graph's own choices (inception5h); see docs/weights.md. Its aux heads are the paper's.
+    "googlenet_inception5h": ArchConfig(padding="same", lrn=(11, 11e-4, 0.5, 2.0),
+                                        inception4a=(192, 96, 204, 16, 48, 64),
+                                        inception5a=(256, 160, 320, 48, 128, 128)),
 }
 
 # Options a caller may set per arch (create_model's **options), with the ArchConfig field each maps to.

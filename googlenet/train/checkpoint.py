@@ -8,13 +8,14 @@ kill -9 while saving leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..errors import UserError, one_line
-from ..fileio import atomic_path
+from ..fileio import atomic_path, open_weights_file
 
 FORMAT = "googlenet-checkpoint"
 VERSION = 1
@@ -42,10 +43,12 @@ def save_checkpoint(path: str | os.PathLike, **fields) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with open_weights_file(path, "checkpoint") as (f, _), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
+            ck = torch.load(f, map_location=map_location, weights_only=True)  # a regular file, bounded
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"{path} is not a readable checkpoint: {one_line(e, 200)}") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
@@ -60,6 +63,6 @@ def resume_path(spec: Optional[str], out: str | os.PathLike) -> Optional[Path]:
     if spec == "auto":
         p = Path(out) / "last.pt"
         return p if p.is_file() else None
-    if not Path(spec).is_file():
+    if not os.path.lexists(spec):  # anything else that exists (a FIFO, a folder) is refused by load_checkpoint
         raise UserError(f"checkpoint not found: {spec}")
     return Path(spec)

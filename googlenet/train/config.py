@@ -12,17 +12,17 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from ..errors import UserError, one_line
+from ..fileio import MiB, Unreadable, read_bounded
 
 SCHEDULES = ("step", "poly", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTATIONS = ("paper", "flip", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_RECIPE = "fashion-quick"
 
 
@@ -35,6 +35,14 @@ class TrainConfig:
     data: Optional[str] = None  # None: the embedded Fashion-MNIST subset; "fashion-mnist"; or an ImageFolder DIR
     out: str = "runs/train"
     recipe: str = DEFAULT_RECIPE
+    val_fraction: float = 0.2  # one-folder --data DIR (no train/ and val/): the held-out share (googlenet/data/split)
+    balance: bool = False  # class-balanced sampling: each class drawn equally often (with replacement)
+    classes: Optional[str] = None  # embedded data only: a class subset by index, e.g. "0-4" or "5,7,9"
+    per_class: Optional[int] = None  # embedded data only: the first N training images of each class
+    # fine-tuning (googlenet/finetune): start from weights, freeze part, a separate lr for the new heads
+    init: Optional[str] = None  # weights file, torchvision-layout .pth, or torchvision | bvlc | inception5h
+    freeze: str = "none"  # none | trunk | LAYER (everything up to and including LAYER)
+    head_lr_mult: float = 1.0  # the per-class classifier layers train at lr * head_lr_mult
     # schedule
     epochs: int = 4
     batch_size: int = 64  # global batch (split across DDP ranks)
@@ -71,7 +79,7 @@ class TrainConfig:
     # machine
     workers: int = 4
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
@@ -120,12 +128,13 @@ def load_recipe(name: str) -> dict:
 
 
 def load_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bounded(path, limit=MiB).decode("utf-8")  # a config is a few hundred bytes; 1 MiB is plenty
+    except Unreadable as e:
+        if str(e) == "file not found":
+            raise UserError(f"config file not found: {path}") from None
+        raise UserError(f"cannot read config file {path}: {e}") from None
+    except UnicodeDecodeError as e:
         raise UserError(f"cannot read config file {path}: {e}") from None
     return _read_yaml(text, str(path))
 
@@ -138,7 +147,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = type(default)
     if default is None:  # Optional[...] fields
         kind = {"grad_clip": float, "resize_size": int, "max_train_images": int, "max_eval_images": int,
-                "data": str}[key]
+                "data": str, "init": str, "classes": str, "per_class": int}[key]
     try:
         if kind is bool:
             if not isinstance(value, bool):
@@ -204,13 +213,14 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     need(cfg.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, got {cfg.augment!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    for key in ("lr", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
+    for key in ("lr", "head_lr_mult", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
         v = getattr(cfg, key)
         need(math.isfinite(v) and v > 0, f"{key} must be a positive finite number, got {v}")
     for key in ("weight_decay", "warmup_epochs", "label_smoothing", "aux_weight", "min_lr_ratio", "color_jitter",
                 "lighting"):
         v = getattr(cfg, key)
         need(math.isfinite(v) and v >= 0, f"{key} must be >= 0, got {v}")
+    need(0 < cfg.val_fraction < 1, f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     need(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
     need(cfg.label_smoothing < 1, f"label_smoothing must be < 1, got {cfg.label_smoothing}")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (0 turns averaging off), got {cfg.ema_decay}")
@@ -225,7 +235,7 @@ def validate(cfg: TrainConfig) -> None:
     lo, hi = cfg.crop_ratio
     need(0 < lo <= hi, f"crop_ratio must satisfy 0 < min <= max, got {list(cfg.crop_ratio)}")
     need(cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}")
-    for key in ("max_train_images", "max_eval_images"):
+    for key in ("max_train_images", "max_eval_images", "per_class"):
         v = getattr(cfg, key)
         need(v is None or v >= 1, f"{key} must be at least 1, got {v}")
     need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data import embedded
+from ..data.fast import FastPaperCrop, FastRandomResizedCrop
 from ..data.folder import ImageFolderDataset, Skipped, collate_skipping, find_split, printable, scan_image_folder
 from ..data.transforms import array_batch, eval_transform, flip_train_transform, paper_train_transform
 from ..errors import UserError
@@ -42,6 +43,16 @@ def global_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epo
     return list(order.split(batch_size))
 
 
+def balanced_batches(labels: Tensor, batch_size: int, *, seed: int = 0, epoch: int = 0) -> list[Tensor]:
+    """--balance: len(labels) draws with replacement, each class equally likely (weight 1 / class count), seeded by
+    (seed, epoch) like global_batches, so a resumed epoch draws the same images."""
+    counts = torch.bincount(labels)
+    weights = 1.0 / counts[labels].double()
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.multinomial(weights, len(labels), replacement=True, generator=g)
+    return list(order.split(batch_size))
+
+
 def shard(batches: list[Tensor], rank: int, world: int) -> list[Tensor]:
     """This rank's part of each global batch (possibly empty when a batch has fewer images than ranks)."""
     return [b[rank::world] for b in batches]
@@ -53,6 +64,7 @@ class ArraySource:
     def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool) -> None:
         self.images = data.images[indices]
         self.labels = data.labels[indices]
+        self.targets = self.labels
         self.size = cfg.input_size
         self.augment = cfg.augment if train else "none"
         if self.augment == "paper":
@@ -79,7 +91,10 @@ class FolderSource:
     """An ImageFolder split decoded by DataLoader worker processes; broken files come back as ``Skipped``."""
 
     def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device) -> None:
-        self.dataset = ImageFolderDataset(samples, transform)
+        # The fast decoder takes the path itself (decode and crop in one step), so it is the dataset's loader.
+        fast = isinstance(transform, FastRandomResizedCrop)
+        self.dataset = ImageFolderDataset(samples, None if fast else transform, load=transform if fast else None)
+        self.targets = torch.tensor([s.label for s in samples], dtype=torch.long)
         self.class_names = class_names
         self.workers = cfg.workers
         self.pin = device.type == "cuda"
@@ -110,17 +125,23 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     if cfg.data is None or cfg.data in embedded.NAMES:
         name = cfg.data or "fashion-mnist-subset"
         train, held = embedded.load_fashion(name)
+        if cfg.classes is not None or cfg.per_class is not None:
+            train, held = embedded.select(train, held, cfg.classes, cfg.per_class)
         # The 28x28 images are upsampled whole to input_size: resize to input_size, centre crop input_size.
         pre = {"input_size": cfg.input_size, "resize_size": cfg.input_size, "interpolation": "bilinear",
-               "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3}
+               "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3, "grayscale": True}
         return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True),
                          ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False),
                          list(train.class_names), pre)
+    if cfg.classes is not None or cfg.per_class is not None:
+        raise UserError("--classes and --per-class apply to the embedded Fashion-MNIST data only")
     return _folder_data(cfg, device)
 
 
 def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     root = Path(cfg.data)
+    if root.is_dir() and not (root / "train").exists() and not (root / "val").exists():
+        return _one_folder_data(cfg, device, root)
     find_split(root, "train")  # one-line errors for a missing path or a file
     for split in ("train", "val"):
         if not (root / split).is_dir():
@@ -130,21 +151,48 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     if len(class_names) < 2:
         raise UserError(f"{printable(root / 'train')} has {len(class_names)} class folder; training needs at least 2")
     val_samples, _ = scan_image_folder(root / "val", class_names)
-    resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
-    pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
-           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if cfg.augment == "paper":
-        train_tf = paper_train_transform(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
-                                         ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
-    elif cfg.augment == "flip":
-        train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
-    else:
-        train_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
-    eval_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    train_tf, eval_tf, pre = _folder_transforms(cfg)
     train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
     val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
     return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device),
                      FolderSource(val_samples, class_names, eval_tf, cfg, device=device), class_names, pre)
+
+
+def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> TrainData:
+    """DIR/<class>/* split by path hash (googlenet/data/split.py); the lists go to the run folder."""
+    from ..data.split import imbalance_note, split_folder, write_lists
+    from ..fileio import ensure_dir
+
+    train_samples, val_samples, class_names, counts = split_folder(root, cfg.val_fraction)
+    if len(class_names) < 2:
+        raise UserError(f"{printable(root)} has {len(class_names)} class folder; training needs at least 2")
+    ensure_dir(Path(cfg.out))
+    write_lists(Path(cfg.out), root, train_samples, val_samples, class_names)
+    notes = ["class counts (train/val): " + ", ".join(f"{printable(c)} {v['train']}/{v['val']}"
+                                                      for c, v in counts.items())]
+    note = imbalance_note(counts)
+    if note:
+        notes.append(note)
+    tf = _folder_transforms(cfg)
+    train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
+    val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
+    return TrainData(f"{printable(root)} (one-folder split, val {cfg.val_fraction:g})",
+                     FolderSource(train_samples, class_names, tf[0], cfg, device=device),
+                     FolderSource(val_samples, class_names, tf[1], cfg, device=device), class_names, tf[2], notes)
+
+
+def _folder_transforms(cfg: TrainConfig):
+    resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
+    pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
+           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if cfg.augment == "paper":  # the fast decoder with the same recipe: decodes only what the crop needs
+        train_tf = FastPaperCrop(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
+                                 ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
+    elif cfg.augment == "flip":
+        train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        train_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    return train_tf, eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD), pre
 
 
 def skipped_as_dicts(skipped: list[Skipped]) -> list[dict]:

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,10 +20,11 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir
 from ..models import create_model
+from ..precision import resolve_precision, time_train_step
 from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
-from .data import build_data, global_batches, shard, skipped_as_dicts
+from .data import balanced_batches, build_data, global_batches, shard, skipped_as_dicts
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
 from .step import TrainStep
@@ -65,12 +67,22 @@ class EMA:
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     # No weight decay on biases and norm parameters (1-d tensors): Caffe's train_val sets decay_mult 0 on biases.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Frozen parameters (--freeze) are left out; the per-class heads get lr * head_lr_mult ("lr_mult").
+    from ..finetune import head_parameter_names
+
+    heads = head_parameter_names(model) if cfg.head_lr_mult != 1.0 else set()
+    groups = []
+    for is_head in (False, True):
+        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad and (k in heads) == is_head]
+        mult = cfg.head_lr_mult if is_head else 1.0
+        groups += [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_mult": mult},
+                   {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0, "lr_mult": mult}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise UserError("--freeze left no parameter to train")
     # One fused kernel for all parameters where torch has one: AdamW's step on the 13M parameters takes 8 ms
     # instead of 33 ms (foreach) on the 2-core CPU, about 9% of the default run.
-    fused = {"fused": True} if decay[0].device.type in ("cpu", "cuda") else {}
+    fused = {"fused": True} if groups[0]["params"][0].device.type in ("cpu", "cuda") else {}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), **fused)
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
@@ -146,12 +158,29 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     # Every rank makes the same steps: ceil(images / global batch) per epoch.
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
 
-    model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
-    if cfg.sync_bn and d.ddp:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    started_from = None
+    if cfg.init:
+        from .. import finetune
+
+        source = finetune.load_init(cfg.init)
+        model = finetune.build_from(source, cfg.arch, len(data.class_names), spec=cfg.init)
+        started_from = finetune.apply_init(model, source, data.class_names, spec=cfg.init)
+        del source
+    else:
+        model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
+    if started_from:
+        say(f"initialised from {cfg.init}: {started_from['carried_classes']} of {len(data.class_names)} classes "
+            f"carried over{', heads replaced' if started_from['heads_replaced'] else ''}")
+    if cfg.freeze != "none":
+        from .. import finetune
+
+        frozen = finetune.freeze(model, cfg.freeze)
+        say(f"--freeze {cfg.freeze}: {len(frozen)} parameter tensors frozen")
     model.to(d.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and d.ddp:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
     peak_lr = cfg.peak_lr()
     optimizer = make_optimizer(cfg, model, peak_lr)
@@ -174,6 +203,18 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if start_epoch >= cfg.epochs:
             say(f"{path} already finished {start_epoch} epochs; nothing to train")
 
+    # After the checks that can fail (resume, data), before the config is saved: it records what ran. A resumed
+    # "auto" run keeps the precision its checkpoint ran with (a probe could tip the other way on a busy machine).
+    resumed_precision = (ck.get("config") or {}).get("precision") if path is not None else None
+    if cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16"):
+        cfg = replace(cfg, precision=resumed_precision)
+    precision, why = resolve_precision(cfg.precision, d.device, lambda p: time_train_step(
+        model, p, batch_size=max(1, min(32, cfg.batch_size // d.world)), input_size=cfg.input_size,
+        channels_last=cfg.channels_last, device=d.device))
+    if d.ddp and cfg.precision == "auto":  # every rank must run the same precision: bf16 only if all chose it
+        precision = precision if d.all_true(precision != "fp32") else "fp32"
+    cfg = replace(cfg, precision=precision)
+    say(f"precision {precision} ({why})")
     if d.main:
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     net: nn.Module = model
@@ -186,15 +227,22 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                         device=d.device, grad_clip=cfg.grad_clip, all_finite=d.all_true if d.ddp else None)
     inject_nan = int(os.environ.get("GOOGLENET_TEST_NAN_AT_STEP", "-1"))  # test hook: poison one step's input
 
+    for note in data.notes:
+        say(note)
     say(f"training {cfg.arch} on {data.name}: {n_train} images, {len(data.held_out)} held out, "
         f"{len(data.class_names)} classes, {cfg.epochs} epochs, global batch {cfg.batch_size} on {d.world} "
         f"process(es), lr {peak_lr:g}, {cfg.precision}{', channels_last' if cfg.channels_last else ''}")
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, d.rank)
-        plan = shard(global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch),
-                     d.rank, d.world)
+        batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
+            if cfg.balance else global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+        plan = shard(batches, d.rank, d.world)
         model.train()
+        if cfg.freeze != "none":
+            from ..finetune import keep_frozen_in_eval
+
+            keep_frozen_in_eval(model)
         loss_sum, correct, seen, epoch_skipped, t0 = 0.0, 0, 0, [], time.perf_counter()
         bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
         for images, labels, bad in data.train.batches(plan):
@@ -206,7 +254,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                 bar.update(1)
                 continue
             for group in optimizer.param_groups:
-                group["lr"] = peak_lr * lr_factor(cfg, step, steps_per_epoch)
+                group["lr"] = peak_lr * lr_factor(cfg, step, steps_per_epoch) * group.get("lr_mult", 1.0)
             if n_local == 0:  # a rank without images still joins the gradient all-reduce, with weight 0
                 images = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
                 labels = torch.zeros(1, dtype=torch.long)
@@ -278,7 +326,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         export = ema.module if ema is not None else model
         save_model(export, weights, arch=cfg.arch, class_names=data.class_names, preprocessing=data.preprocessing,
                    training={"recipe": cfg.recipe, "data": data.name, "epochs": len(history),
-                             "top1": final.get("top1"), "top5": final.get("top5"), "ema": ema is not None})
+                             "top1": final.get("top1"), "top5": final.get("top5"), "ema": ema is not None,
+                             "init": started_from, "freeze": cfg.freeze, "head_lr_mult": cfg.head_lr_mult})
     d.barrier()
     images_per_s = train_images / train_time if train_time else None
     return {"weights": str(weights), "checkpoint": str(out / "last.pt"), "metrics": str(out / "metrics.csv"),
@@ -293,7 +342,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
 
 def start_epoch_of(path: Path) -> str:
     try:
-        return str(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return str(ckpt.load_checkpoint(path)["epoch"])
     except Exception:
         return "?"
 

@@ -1,0 +1,42 @@
+"""``googlenet bench lrn``: the fast LRN beside ``F.local_response_norm`` at the paper network's two LRN sites.
+
+Site 1 follows pool1 (64 channels at input/4), site 2 follows conv2's 3x3 (192 channels at input/4). Each contender
+is one forward and backward pass of both sites on a channels_last batch (the training layout), fp32, with the
+Caffe parameters (5, 1e-4, 0.75, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.lrn import local_response_norm
+from .common import Contender, add_ratios, row, run_rounds
+
+REFERENCE = "F.local_response_norm (PyTorch)"
+
+
+def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
+              progress=None) -> tuple[list[dict], list[str]]:
+    side = -(-(-(-input_size // 2) // 2))  # conv1 stride 2 then ceil-mode pool stride 2: 224 -> 56, 64 -> 16
+    g = torch.Generator().manual_seed(0)
+    sites = [torch.randn(batch_size, c, side, side, generator=g).relu().contiguous(memory_format=torch.channels_last)
+             for c in (64, 192)]
+
+    def step(fn):
+        def run():
+            for x in sites:
+                x = x.detach().requires_grad_()
+                fn(x, 5, 1e-4, 0.75, 1.0).sum().backward()
+        return run
+
+    contenders = [Contender(REFERENCE, "reference", "fp32", batch_size, step(F.local_response_norm)),
+                  Contender("googlenet.models.lrn (fast LRN)", "project", "fp32", batch_size,
+                            step(local_response_norm))]
+    run_rounds(contenders, rounds, progress=progress)
+    rows = [row(c) for c in contenders]
+    add_ratios(rows, REFERENCE)
+    notes = [f"forward + backward of both LRN sites of the paper's googlenet at input {input_size}x{input_size}: "
+             f"{batch_size} x 64 x {side} x {side} and {batch_size} x 192 x {side} x {side}, channels_last fp32",
+             "goal: fast LRN >= 10x F.local_response_norm"]
+    return rows, notes

@@ -1,0 +1,78 @@
+"""Per-class accuracy and the confusion matrix of an evaluation (``googlenet eval --report``): CSV and PNG."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from ..fileio import atomic_path, atomic_write_text, ensure_dir
+
+
+def per_class_rows(confusion: torch.Tensor, class_names: list[str]) -> list[dict]:
+    """One row per class: images, correct, accuracy (None for a class with no image), most confused with."""
+    rows = []
+    for i, name in enumerate(class_names):
+        total = int(confusion[i].sum())
+        off = confusion[i].clone()
+        off[i] = 0
+        worst = int(off.argmax()) if int(off.sum()) else None
+        rows.append({"class": name, "images": total, "correct": int(confusion[i, i]),
+                     "accuracy": int(confusion[i, i]) / total if total else None,
+                     "most_confused_with": class_names[worst] if worst is not None else ""})
+    return rows
+
+
+def write_report(confusion: torch.Tensor, class_names: list[str], out: str | Path, title: str) -> dict:
+    """OUT/per_class.csv, OUT/confusion.csv (rows: true class, columns: predicted) and OUT/confusion.png."""
+    out = ensure_dir(out)
+    rows = per_class_rows(confusion, class_names)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "per_class.csv", buf.getvalue())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["true \\ predicted", *class_names])
+    for name, counts in zip(class_names, confusion.tolist()):
+        w.writerow([name, *counts])
+    atomic_write_text(out / "confusion.csv", buf.getvalue())
+    _plot(confusion, class_names, out / "confusion.png", title)
+    return {"per_class": str(out / "per_class.csv"), "confusion_csv": str(out / "confusion.csv"),
+            "confusion_png": str(out / "confusion.png"), "classes": rows}
+
+
+def _plot(confusion: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp(min=1)  # row-normalised: recall per class
+    side = min(2 + 0.45 * n, 40)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    show_labels = n <= 60  # beyond that the names overlap into noise
+    ax.set_xticks(range(n) if show_labels else [])
+    ax.set_yticks(range(n) if show_labels else [])
+    if show_labels:
+        ax.set_xticklabels(class_names, rotation=90, fontsize=8)
+        ax.set_yticklabels(class_names, fontsize=8)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if int(confusion[i, j]):
+                    ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)

@@ -1,0 +1,108 @@
+"""Local response normalisation across channels (Caffe's LRN, AlexNet section 3.3), fast and exact.
+
+    y_c = x_c / (k + alpha / n * sum_{c' in window(c)} x_c'^2) ** beta,   window(c) = [c - n//2, c + n//2]
+
+``F.local_response_norm`` computes the window sum by padding a 5-D view and running ``avg_pool3d`` across
+channels, and lets autograd differentiate every step: on the CPU that is the slowest layer of the paper's network
+(56% of a training step at 224x224) and has no bf16 kernel. Here:
+
+* the window sum is one GEMM in channels_last (a banded C x C 1x1 convolution: oneDNN's fastest path) or n
+  shifted in-place adds in NCHW;
+* the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and pow):
+  dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d), with d = k + alpha / n * window_sum(x^2);
+* bf16 and fp16 inputs are computed in fp32 (the sum of squares can overflow fp16) and returned in their dtype;
+* ONNX export emits the native ``LRN`` operator (same formula, odd sizes), so ONNX Runtime runs its own kernel.
+
+Hand-written because PyTorch has no fused LRN kernel; parity with ``F.local_response_norm`` (forward and gradient,
+both parameter sets the archs use) is tested in tests/test_lrn.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+    """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept."""
+    channels = sq.shape[1]
+    if channels > 1 and sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last):
+        # One GEMM: a 1x1 convolution with a banded C x C weight; scale and shift ride along as weight and bias.
+        idx = torch.arange(channels, device=sq.device)
+        band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(sq.dtype).mul_(scale)
+        bias = torch.full((channels,), shift, dtype=sq.dtype, device=sq.device) if shift else None
+        return F.conv2d(sq, band.view(channels, channels, 1, 1), bias)
+    half = size // 2
+    pad = [0, 0] * (sq.dim() - 2) + [half, size - 1 - half]
+    padded = F.pad(sq, pad)
+    out = padded[:, 0:channels].clone()
+    for i in range(1, size):
+        out += padded[:, i:i + channels]
+    if scale != 1.0:
+        out.mul_(scale)
+    if shift:
+        out.add_(shift)
+    return out
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+
+
+class LRNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+        xc = x.to(_compute_dtype(x))
+        denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
+        scale = denom.pow(-beta)  # d^-beta
+        y = xc * scale
+        ctx.save_for_backward(xc, y, scale, denom)
+        ctx.constants = (size, alpha, beta)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d): five passes over the tensor.
+        xc, y, scale, denom = ctx.saved_tensors
+        size, alpha, beta = ctx.constants
+        g = grad.to(xc.dtype)
+        spread = window_sum((g * y).div_(denom), size)
+        gx = (g * scale).addcmul_(xc, spread, value=-2.0 * alpha * beta / size)
+        return gx.to(grad.dtype), None, None, None, None
+
+    @staticmethod
+    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
+        # ONNX LRN: square_sum over [c - floor((size-1)/2), c + ceil((size-1)/2)], x / (bias + alpha/size * sum)^beta.
+        return g.op("LRN", x, alpha_f=alpha, beta_f=beta, bias_f=k, size_i=size)
+
+
+_onnx = threading.local()
+
+
+@contextlib.contextmanager
+def onnx_lrn(native: bool):
+    """Inside: ONNX export writes LRN as the native ``LRN`` op (native=True, the default) or as PyTorch's
+    decomposition into elementwise ops and a 3-D average pool (native=False). Why both: one ``LRN`` node is what
+    TensorRT, OpenVINO and readers of the graph expect, but ONNX Runtime's CPU ``LRN`` kernel is slow (38% of the
+    paper net's run time at 224; 18.5 img/s native vs 23.3 decomposed, BENCHMARKS.md), so the in-process ONNX
+    Runtime sessions (inference.build_ort_session) export the decomposition."""
+    previous = getattr(_onnx, "native", True)
+    _onnx.native = native
+    try:
+        yield
+    finally:
+        _onnx.native = previous
+
+
+def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
+    """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it)."""
+    if size % 2 != 1:
+        raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
+    if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
+        xc = x.to(_compute_dtype(x))
+        return F.local_response_norm(xc, size, alpha, beta, k).to(x.dtype)
+    return LRNFunction.apply(x, size, alpha, beta, k)

@@ -1,0 +1,133 @@
+"""BVLC's GoogLeNet (``bvlc_googlenet.caffemodel``, Caffe model zoo, unrestricted use) as the paper's ``googlenet``.
+
+BVLC's network is exactly ours (it is what our model file follows), aux heads included. Its layers map one to one:
+
+    conv1/7x7_s2 -> conv1           conv2/3x3_reduce -> conv2        conv2/3x3 -> conv3
+    inception_{3a..5b}/{1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj} -> inception{..}.branch{1, 2.0, 2.1, 3.0,
+    3.1, 4.1}
+    loss1/{conv, fc, classifier} -> aux1.{conv, fc1, fc2}   loss2/... -> aux2   loss3/classifier -> fc
+
+Each layer holds [weight, bias] in PyTorch's layout already (Caffe's convolutions are out x in x kh x kw, its inner
+products out x in, flattened C-H-W as ``torch.flatten`` does). The file says nothing of its input; BVLC's
+deploy.prototxt and model zoo page do: BGR channel order, pixels 0..255, per-channel mean (104, 117, 123) in BGR order,
+no std, resize 256, centre crop 224; the 1000 classes in the sorted-synset order (torchvision's order).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..fileio import printable
+from .caffe import first_mismatch, read_caffemodel
+
+ARCH = "googlenet"
+URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
+SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"  # BVLC model zoo readme
+PREPROCESSING = {"input_size": 224, "resize_size": 256, "interpolation": "bilinear", "mean": [104.0, 117.0, 123.0],
+                 "std": [1.0, 1.0, 1.0], "channel_order": "BGR", "pixel_range": 255}
+BLOCKS = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+BRANCHES = {"1x1": "branch1", "3x3_reduce": "branch2.0", "3x3": "branch2.1", "5x5_reduce": "branch3.0",
+            "5x5": "branch3.1", "pool_proj": "branch4.1"}
+
+
+def layer_map(aux: bool = True) -> dict[str, str]:
+    """BVLC layer name -> our module holding its weight and bias, in network order."""
+    names = {"conv1/7x7_s2": "conv1.conv", "conv2/3x3_reduce": "conv2.conv", "conv2/3x3": "conv3.conv"}
+    for block in BLOCKS:
+        for caffe, ours in BRANCHES.items():
+            names[f"inception_{block}/{caffe}"] = f"inception{block}.{ours}.conv"
+    if aux:
+        for i in (1, 2):
+            names.update({f"loss{i}/conv": f"aux{i}.conv.conv", f"loss{i}/fc": f"aux{i}.fc1",
+                          f"loss{i}/classifier": f"aux{i}.fc2"})
+    names["loss3/classifier"] = "fc"
+    return names
+
+
+def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = None,
+                    class_names: Optional[list[str]] = None) -> nn.Module:
+    """The ``googlenet`` model holding a BVLC-layout caffemodel's weights (eval mode, metadata attached).
+
+    aux_logits: None keeps the aux heads when the file has them. A file of another network is refused with one
+    line naming the first missing or misshapen layer.
+    """
+    from ..models import create_model
+
+    net_name, layers = read_caffemodel(path)
+    if "loss3/classifier" not in layers:
+        raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): layer 'loss3/classifier' "
+                        f"is missing")
+    classifier = layers["loss3/classifier"][0]
+    if classifier.dim() != 2 or classifier.shape[1] != 1024:
+        raise UserError(f"{printable(path)}: layer 'loss3/classifier' has weight shape {list(classifier.shape)}, "
+                        f"expected [classes, 1024]")
+    num_classes = int(classifier.shape[0])
+    has_aux = all(f"loss{i}/{p}" in layers for i in (1, 2) for p in ("conv", "fc", "classifier"))
+    aux = has_aux if aux_logits is None else aux_logits
+    if aux and not has_aux:
+        raise UserError(f"{printable(path)} has no aux heads (loss1/*, loss2/*); convert with --drop-aux")
+    model = create_model(ARCH, num_classes=num_classes, aux_logits=aux)
+    state = model.state_dict()
+    mapping = layer_map(aux)
+    expected = {caffe: [tuple(state[f"{ours}.weight"].shape), tuple(state[f"{ours}.bias"].shape)]
+                for caffe, ours in mapping.items()}
+    problem = first_mismatch(expected, layers)
+    if problem is not None:
+        raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): {problem}")
+    new_state = {}
+    for caffe, ours in mapping.items():
+        weight, bias = layers[caffe]
+        new_state[f"{ours}.weight"], new_state[f"{ours}.bias"] = weight, bias
+    model.load_state_dict(new_state, strict=True)
+    if class_names is None and num_classes == 1000:
+        from ..data.imagenet import imagenet_classes
+
+        class_names = imagenet_classes()
+    model.class_names = class_names
+    model.preprocessing = dict(PREPROCESSING)
+    return model.eval()
+
+
+def convert_caffe(src: str | os.PathLike, dst: str | os.PathLike, *, aux_logits: Optional[bool] = None,
+                  class_names: Optional[list[str]] = None) -> nn.Module:
+    from ..convert import _sha256
+    from ..weights import attach_metadata, read_metadata, save_model
+
+    model = from_caffemodel(src, aux_logits=aux_logits, class_names=class_names)
+    save_model(model, dst, arch=ARCH, class_names=model.class_names, preprocessing=model.preprocessing,
+               source={"from": "caffe", "network": "bvlc_googlenet", "file": Path(src).name,
+                       "sha256": _sha256(Path(src))})
+    attach_metadata(model, read_metadata(dst))
+    return model
+
+
+def load_bvlc_pretrained(*, timeout: float = 20.0) -> nn.Module:
+    """BVLC's weights as ``googlenet``: the converted file from the cache, else the caffemodel from the cache,
+    else downloaded from BVLC's server (online), else one line saying what to download and how to convert it."""
+    from ..convert import fetch_to
+    from ..weights import load_model
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    caffemodel = cache / "bvlc_googlenet.caffemodel"
+    converted = cache / "bvlc_googlenet.safetensors"
+    if converted.is_file():
+        try:
+            return load_model(converted, arch=ARCH)
+        except UserError:
+            pass  # damaged: convert again
+    if not caffemodel.is_file():
+        help_line = (f"download {URL} on a connected machine, then run 'googlenet convert --from caffe "
+                     f"bvlc_googlenet.caffemodel bvlc_googlenet.safetensors' and pass --weights "
+                     f"bvlc_googlenet.safetensors")
+        fetch_to(URL, caffemodel, timeout, help_line)
+    model = from_caffemodel(caffemodel)
+    try:
+        return convert_caffe(caffemodel, converted)
+    except (OSError, UserError):
+        return model

@@ -1,0 +1,145 @@
+"""Caffe's binary ``NetParameter``, read with the ``protobuf`` package from the few message types it needs.
+
+The schema is the subset of caffe.proto (BVLC/caffe, src/caffe/proto/caffe.proto) that holds learned weights:
+
+    NetParameter      1 name, 2 layers (V1LayerParameter, legacy), 100 layer (LayerParameter)
+    LayerParameter    1 name, 2 type, 7 blobs (BlobProto)
+    V1LayerParameter  4 name, 5 type (enum), 6 blobs (BlobProto)
+    BlobProto         1 num, 2 channels, 3 height, 4 width (legacy shape), 5 data (packed float), 7 shape
+    BlobShape         1 dim (packed int64)
+
+Every other field is skipped as unknown, as protobuf does. protobuf checks each length field against the bytes that
+remain, so a file that claims a gigabyte-long blob fails to parse instead of allocating it; the file itself is read
+through ``googlenet.fileio`` (a regular file, at most GOOGLENET_MAX_WEIGHTS_BYTES).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import UserError, one_line
+from ..fileio import WEIGHTS_BYTES_ENV, Unreadable, max_weights_bytes, printable, read_bounded
+
+
+@functools.lru_cache(maxsize=1)
+def messages() -> dict:
+    """The message classes of the schema above, built from a FileDescriptorProto declared here."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="googlenet_caffe_subset.proto", package="googlenet_caffe",
+                                             syntax="proto2")
+
+    def message(name: str, *fields: tuple) -> None:
+        m = fdp.message_type.add(name=name)
+        for number, fname, ftype, label, type_name, packed in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                f.type_name = f".googlenet_caffe.{type_name}"
+            if packed:
+                f.options.packed = True
+
+    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    message("BlobShape", (1, "dim", F.TYPE_INT64, rep, None, True))
+    message("BlobProto", (1, "num", F.TYPE_INT32, opt, None, False), (2, "channels", F.TYPE_INT32, opt, None, False),
+            (3, "height", F.TYPE_INT32, opt, None, False), (4, "width", F.TYPE_INT32, opt, None, False),
+            (5, "data", F.TYPE_FLOAT, rep, None, True), (7, "shape", F.TYPE_MESSAGE, opt, "BlobShape", False))
+    message("LayerParameter", (1, "name", F.TYPE_STRING, opt, None, False),
+            (2, "type", F.TYPE_STRING, opt, None, False), (7, "blobs", F.TYPE_MESSAGE, rep, "BlobProto", False))
+    # V1's type is an enum in caffe.proto; read as an int (the same wire format) to need no enum table.
+    message("V1LayerParameter", (4, "name", F.TYPE_STRING, opt, None, False),
+            (5, "type", F.TYPE_INT32, opt, None, False), (6, "blobs", F.TYPE_MESSAGE, rep, "BlobProto", False))
+    message("NetParameter", (1, "name", F.TYPE_STRING, opt, None, False),
+            (2, "layers", F.TYPE_MESSAGE, rep, "V1LayerParameter", False),
+            (100, "layer", F.TYPE_MESSAGE, rep, "LayerParameter", False))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"googlenet_caffe.{name}"))
+            for name in ("BlobShape", "BlobProto", "LayerParameter", "V1LayerParameter", "NetParameter")}
+
+
+def blob_to_tensor(blob, where: str) -> torch.Tensor:
+    """A BlobProto as a float32 tensor of its declared shape (``shape.dim``, or legacy num/channels/height/width)."""
+    if blob.HasField("shape"):
+        shape = [int(d) for d in blob.shape.dim]
+    else:
+        shape = [int(blob.num), int(blob.channels), int(blob.height), int(blob.width)]
+        while len(shape) > 1 and shape[0] == 1:  # legacy 4-D shapes pad with leading 1s (an FC bias is 1x1x1xN)
+            shape = shape[1:]
+    if any(d < 0 for d in shape):
+        raise UserError(f"{where}: negative blob dimension {shape}")
+    count = int(np.prod(shape)) if shape else 0
+    if count != len(blob.data):
+        raise UserError(f"{where}: blob declares shape {shape} ({count} values) but holds {len(blob.data)}")
+    return torch.from_numpy(np.asarray(blob.data, dtype=np.float32).reshape(shape).copy())
+
+
+def read_caffemodel(path: str | os.PathLike) -> tuple[str, dict[str, list[torch.Tensor]]]:
+    """(net name, {layer name: [blob tensors]}) of a ``.caffemodel``; layers without blobs are left out.
+
+    Accepts the ``layer`` field and the legacy V1 ``layers`` field. Raises a one-line UserError for anything that
+    is not a readable Caffe NetParameter.
+    """
+    from google.protobuf.message import DecodeError
+
+    try:
+        data = read_bounded(path, limit=max_weights_bytes(), env=WEIGHTS_BYTES_ENV)
+    except Unreadable as e:
+        if str(e) == "file not found":
+            raise UserError(f"caffemodel not found: {printable(path)}") from None
+        raise UserError(f"cannot read caffemodel {printable(path)}: {e}") from None
+    net = messages()["NetParameter"]()
+    try:
+        net.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise UserError(f"{printable(path)} is not a Caffe model (NetParameter): {one_line(e, 200)}") from None
+    finally:
+        del data
+    layers: dict[str, list[torch.Tensor]] = {}
+    for layer in list(net.layer) + list(net.layers):
+        if len(layer.blobs) == 0:
+            continue
+        name = str(layer.name)
+        if name in layers:
+            raise UserError(f"{printable(path)}: layer {name!r} appears twice")
+        layers[name] = [blob_to_tensor(b, f"{printable(path)}: layer {name!r}") for b in layer.blobs]
+    if not layers:
+        raise UserError(f"{printable(path)} holds no layer with weights: not a trained Caffe model")
+    return str(net.name), layers
+
+
+def write_caffemodel(path: str | os.PathLike, layers: dict[str, list[torch.Tensor]], *, name: str = "",
+                     legacy: bool = False, legacy_shapes: bool = False) -> None:
+    """Writes ``layers`` as a Caffe NetParameter (tests and tools: a caffemodel without Caffe).
+
+    legacy: V1 ``layers`` field; legacy_shapes: num/channels/height/width instead of ``shape``."""
+    m = messages()
+    net = m["NetParameter"](name=name)
+    for layer_name, blobs in layers.items():
+        layer = net.layers.add(name=layer_name, type=4) if legacy else net.layer.add(name=layer_name, type="Convolution")
+        for t in blobs:
+            blob = layer.blobs.add()
+            if legacy_shapes:
+                dims = [1] * (4 - t.dim()) + list(t.shape)
+                blob.num, blob.channels, blob.height, blob.width = (int(d) for d in dims)
+            else:
+                blob.shape.dim.extend(int(d) for d in t.shape)
+            blob.data.extend(t.detach().float().reshape(-1).tolist())
+    with open(path, "wb") as f:
+        f.write(net.SerializeToString())
+
+
+def first_mismatch(expected: dict[str, list[tuple[int, ...]]], layers: dict[str, list[torch.Tensor]]) -> Optional[str]:
+    """The first expected layer that is missing or misshapen, as a sentence; None when all fit."""
+    for name, shapes in expected.items():
+        if name not in layers:
+            return f"layer {name!r} is missing"
+        got = [tuple(t.shape) for t in layers[name]]
+        if got != [tuple(s) for s in shapes]:
+            return f"layer {name!r} has blob shapes {got}, expected {[tuple(s) for s in shapes]}"
+    return None

@@ -1,0 +1,196 @@
+"""BVLC's GoogLeNet from a .caffemodel: parity with OpenCV's Caffe importer (an independent engine) running BVLC's
+deploy prototxt, the preprocessing applied exactly once through predict/eval/export/int8, and hostile files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import googlenet
+from googlenet.cli import main
+from googlenet.pretrained.caffe import write_caffemodel
+from tests.bvlc_fixture import deploy, random_weights
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def caffe_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bvlc")
+    _, shapes = deploy(224)  # aux heads included
+    weights = random_weights(shapes)
+    model_path = folder / "bvlc_googlenet.caffemodel"
+    write_caffemodel(model_path, weights, name="GoogleNet")
+    return folder, model_path, weights
+
+
+def opencv_forward(folder, model_path, input_size, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    text, _ = deploy(input_size)
+    proto = folder / f"deploy_{input_size}.prototxt"
+    proto.write_text(text)
+    net = cv2.dnn.readNetFromCaffe(str(proto), str(model_path))
+    net.setInput(x)
+    return [np.asarray(o) for o in net.forward(outputs)]
+
+
+def rel(a, b) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_converted_caffemodel_equals_opencv(caffe_files, tmp_path, capsys):
+    folder, model_path, _ = caffe_files
+    out = tmp_path / "bvlc.safetensors"
+    assert main(["convert", "--from", "caffe", str(model_path), str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["arch"] == "googlenet" and info["num_classes"] == 1000 and info["aux_logits"] is True
+    assert info["preprocessing"]["channel_order"] == "BGR" and info["preprocessing"]["pixel_range"] == 255
+    assert info["preprocessing"]["mean"] == [104.0, 117.0, 123.0]
+    model = googlenet.load_model(out).eval()
+    assert model.class_names[0] == "tench" and len(model.class_names) == 1000
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32) * 50
+    logits, aux1, aux2, trunk = opencv_forward(folder, model_path, 224, x, ["loss3/classifier", "loss1/classifier",
+                                                                            "loss2/classifier", "inception_5b/output"])
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x), with_aux=True)
+    assert rel(ours.logits.numpy(), logits.reshape(1, -1)) < 1e-4
+    assert rel(ours.aux1.numpy(), aux1.reshape(1, -1)) < 1e-4
+    assert rel(ours.aux2.numpy(), aux2.reshape(1, -1)) < 1e-4
+    # The trunk at two other input sizes (the classifier's 7x7 pool is for 224 only).
+    for size in (160, 288):
+        x = rng.standard_normal((1, 3, size, size)).astype(np.float32) * 50
+        (trunk,) = opencv_forward(folder, model_path, size, x, ["inception_5b/output"])
+        feats = {}
+        handle = model.inception5b.register_forward_hook(lambda m, i, o: feats.setdefault("t", o))
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+        handle.remove()
+        assert feats["t"].shape == trunk.shape
+        assert rel(feats["t"].numpy(), trunk) < 1e-4
+
+
+def test_legacy_v1_layers_and_legacy_shapes_read_the_same(caffe_files, tmp_path):
+    _, model_path, weights = caffe_files
+    legacy = tmp_path / "legacy.caffemodel"
+    write_caffemodel(legacy, weights, legacy=True, legacy_shapes=True)
+    a = googlenet.pretrained.bvlc.from_caffemodel(model_path)
+    b = googlenet.pretrained.bvlc.from_caffemodel(legacy)
+    for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+@pytest.mark.slow
+def test_preprocessing_applied_exactly_once(caffe_files, tmp_path, capsys):
+    """predict on a photo equals the model run on the image made by hand as Caffe would: resize 256, centre crop
+    224, RGB -> BGR, 0..255, minus (104, 117, 123). Twice or not at all would not match."""
+    from torchvision.transforms.v2 import functional as TF
+
+    _, _, weights = caffe_files
+    model_path = tmp_path / "soft.caffemodel"  # a small classifier: softmax far from one-hot, so probs compare
+    soft = {**weights, "loss3/classifier": [w * s for w, s in zip(weights["loss3/classifier"], (3e-3, 0.0))]}
+    write_caffemodel(model_path, soft)
+    out = tmp_path / "bvlc.safetensors"
+    assert main(["convert", "--from", "caffe", str(model_path), str(out), "--drop-aux"]) == 0
+    rng = np.random.default_rng(1)
+    photo = tmp_path / "photo.png"
+    arr = np.zeros((300, 400, 3), np.uint8)
+    arr[..., 0], arr[..., 1], arr[..., 2] = 250, 120, 10  # strongly coloured: the channel order matters
+    arr = (arr * 0.6 + rng.integers(0, 100, arr.shape)).astype(np.uint8)
+    Image.fromarray(arr).save(photo)
+    capsys.readouterr()
+    assert main(["predict", str(photo), "--weights", str(out), "--json", "--topk", "3"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+
+    img = TF.center_crop(TF.resize(torch.from_numpy(arr).permute(2, 0, 1), [256], antialias=True), [224])
+    x = img.float().flip(0) - torch.tensor([104.0, 117.0, 123.0]).view(3, 1, 1)
+    model = googlenet.load_model(out).eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(x.unsqueeze(0)), 1)[0]
+    top = torch.topk(probs, 3)
+    assert [t["index"] for t in got] == top.indices.tolist()
+    assert max(abs(t["prob"] - p) for t, p in zip(got, top.values.tolist())) < 1e-5
+    assert probs.max() < 0.5  # not saturated: a wrong input would show in the probabilities
+    for wrong in (img.float() - torch.tensor([104.0, 117.0, 123.0]).view(3, 1, 1),  # no BGR flip
+                  img.float().flip(0) - 2 * torch.tensor([104.0, 117.0, 123.0]).view(3, 1, 1),  # mean twice
+                  img.float().flip(0) / 255):  # torchvision's 0..1 scale
+        with torch.no_grad():
+            assert (torch.softmax(model(wrong[None]), 1)[0] - probs).abs().max() > 1e-4
+
+    # export to ONNX carries the preprocessing; ONNX Runtime on the same input agrees.
+    onnx_path = tmp_path / "bvlc.onnx"
+    assert main(["export", "--weights", str(out), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    import onnx
+    import onnxruntime as ort
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert json.loads(meta["googlenet.preprocessing"])["channel_order"] == "BGR"
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(None, {session.get_inputs()[0].name: x.unsqueeze(0).numpy()})[0]
+    with torch.no_grad():
+        assert rel(ort_logits, model(x.unsqueeze(0)).numpy()) < 1e-4
+    # eval on a folder and predict with 144 crops and the int8 path run on it.
+    data = tmp_path / "data" / "val"
+    for c in ("tench", "goldfish"):
+        (data / c).mkdir(parents=True)
+        Image.fromarray(arr).save(data / c / "a.png")
+    assert main(["eval", "--weights", str(out), "--data", str(tmp_path / "data"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 2
+    assert main(["predict", str(photo), "--weights", str(out), "--crops", "144", "--json"]) == 0
+    assert main(["predict", str(photo), "--weights", str(out), "--precision", "int8", "--backend", "onnxruntime",
+                 "--json"]) == 0
+    int8_top = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+    assert len(int8_top) == 5
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def test_hostile_caffemodels_are_one_line(caffe_files, tmp_path, capsys):
+    _, model_path, weights = caffe_files
+    truncated = tmp_path / "truncated.caffemodel"
+    truncated.write_bytes(model_path.read_bytes()[:100_000])
+    huge = tmp_path / "huge.caffemodel"  # field 100 (layer), length 3 GB, then 10 bytes
+    huge.write_bytes(_varint(100 << 3 | 2) + _varint(3 * 1024 ** 3) + b"\x00" * 10)
+    other = tmp_path / "alexnet.caffemodel"
+    write_caffemodel(other, {"conv1": [torch.zeros(96, 3, 11, 11), torch.zeros(96)],
+                             "loss3/classifier": [torch.zeros(1000, 1024), torch.zeros(1000)]})
+    misshapen = tmp_path / "misshapen.caffemodel"
+    bad = dict(weights)
+    bad["inception_4c/5x5"] = [torch.zeros(64, 24, 3, 3), torch.zeros(64)]  # torchvision's 3x3 "5x5"
+    write_caffemodel(misshapen, bad)
+    text = tmp_path / "notes.caffemodel"
+    text.write_text("not protobuf at all \xff")
+    cases = {truncated: "not a Caffe model", huge: "not a Caffe model", other: "layer 'conv1/7x7_s2' is missing",
+             misshapen: "layer 'inception_4c/5x5' has blob shapes [(64, 24, 3, 3), (64,)], expected",
+             tmp_path / "missing.caffemodel": "caffemodel not found"}
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for path, message in cases.items():
+        capsys.readouterr()
+        assert main(["convert", "--from", "caffe", str(path), str(tmp_path / "out.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and err.startswith("googlenet convert: error: "), err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 3 GB allocation
+    assert not (tmp_path / "out.safetensors").exists()
+    assert main(["convert", "--from", "caffe", str(text), str(tmp_path / "out.safetensors")]) == 2
+
+
+def test_bvlc_named_source_offline_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import googlenet.convert as conv
+
+    monkeypatch.setattr(conv, "_reachable", lambda host, port, timeout: "network unreachable")
+    assert main(["predict", str(tmp_path), "--weights", "bvlc"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bvlc_googlenet.caffemodel" in err and "googlenet convert --from caffe" in err

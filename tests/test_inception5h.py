@@ -1,0 +1,276 @@
+"""Google's inception5h -> googlenet_inception5h: parity with the PyTorch port's own module (lucent's InceptionV1)
+on the same random weights, with that module's LRN set to the graph's true parameters; labels; hostile .pth."""
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from googlenet.cli import main
+from googlenet.inception5h import PREPROCESSING
+from googlenet.weights import load_model
+from tests.hostile import bare_hostile_pickle, hostile_pickle
+
+# TensorFlow's LRN in the graph: depth_radius 5, bias 2, alpha 1e-4, beta 0.5 = PyTorch size 11, alpha 11e-4.
+TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)
+
+
+def lucent_inceptionv1():
+    """lucent's InceptionV1 class, loaded from its two files only (the package's __init__ pulls in the rest of
+    lucent), with F.local_response_norm replaced by one that uses the graph's parameters: the port hard-codes
+    size 9, k 1, which is wrong (lucent PR 51)."""
+    spec = importlib.util.find_spec("lucent")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "modelzoo" / "inceptionv1"
+    package = types.ModuleType("lucent.modelzoo.inceptionv1")
+    package.__path__ = [str(root)]
+    saved = {k: sys.modules.get(k) for k in ("lucent", "lucent.modelzoo", "lucent.modelzoo.inceptionv1")}
+    for name in saved:
+        sys.modules[name] = types.ModuleType(name) if name != "lucent.modelzoo.inceptionv1" else package
+    try:
+        modules = {}
+        for name in ("helper_layers", "InceptionV1"):
+            s = importlib.util.spec_from_file_location(f"lucent.modelzoo.inceptionv1.{name}", root / f"{name}.py")
+            modules[name] = importlib.util.module_from_spec(s)
+            setattr(package, name, modules[name])
+            sys.modules[s.name] = modules[name]
+            s.loader.exec_module(modules[name])
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+    true_f = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
+    true_f.local_response_norm = lambda x, size, alpha, beta, k: F.local_response_norm(x, **TRUE_LRN)
+    modules["InceptionV1"].F = true_f
+    return modules["InceptionV1"].InceptionV1
+
+
+def randomise_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inception5h")
+    theirs = randomise_(lucent_inceptionv1()(redirected_ReLU=False), seed=0)
+    torch.save(theirs.state_dict(), d / "inception5h.pth")
+    labels = d / "imagenet_comp_graph_label_strings.txt"
+    labels.write_text("dummy\nkit fox\nEnglish setter\ncrane\ncrane\n")  # the real file repeats names too
+    assert main(["convert", "--from", "inception5h", str(d / "inception5h.pth"), str(d / "i5h.safetensors"),
+                 "--labels", str(labels)]) == 0
+    return theirs, d / "i5h.safetensors"
+
+
+def test_converted_equals_lucent_port_with_true_lrn(port):
+    theirs, dst = port
+    ours = load_model(dst)
+    assert ours.metadata["arch"] == "googlenet_inception5h" and ours.num_classes == 1008
+    assert ours.inception4a(torch.zeros(1, 480, 14, 14)).shape[1] == 508  # 192 + 204 + 48 + 64
+    assert ours.preprocessing["mean"] == [117.0] * 3 and ours.preprocessing["pixel_range"] == 255
+    assert ours.class_names[:6] == ["dummy", "kit fox", "English setter", "crane", "crane (4)", "class_5"]
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 255 - 117
+    logits = {}
+    theirs.softmax2_pre_activation_matmul.register_forward_hook(lambda m, i, o: logits.update(out=o))
+    with torch.no_grad():
+        probs = theirs(x)
+        got = ours(x)
+    want = logits["out"]
+    rel = float((got - want).abs().max() / want.abs().max())
+    assert rel <= 1e-4, rel
+    assert torch.equal(got.argmax(1), probs.argmax(1)) and torch.allclose(torch.softmax(got, 1), probs, atol=1e-4)
+
+
+def test_port_lrn_constants_differ_from_the_graph(port):
+    """The check above would not hold with the port's own LRN (size 9, k 1): it is a real difference."""
+    theirs, dst = port
+    ours = load_model(dst)
+    x = torch.rand(1, 64, 56, 56) * 50
+    assert not torch.allclose(ours.lrn1(x), F.local_response_norm(x, 9, 9.99999974738e-05, 0.5, 1.0), rtol=1e-3)
+
+
+def test_asymmetric_same_padding_at_224():
+    from googlenet.models.googlenet import SamePad
+
+    x = torch.ones(1, 1, 224, 224)
+    padded = SamePad(7, 2)(x)
+    assert padded.shape[-2:] == (229, 229)  # 2 before, 3 after
+    assert padded[0, 0, 2, 2] == 1 and padded[0, 0, 1, 2] == 0  # the image starts after 2 rows of padding
+    assert padded[0, 0, 225, 225] == 1 and padded[0, 0, 226, 225] == 0  # and 3 rows follow it
+
+
+@pytest.mark.parametrize("make", [hostile_pickle, bare_hostile_pickle])
+def test_pth_that_pickles_code_is_refused_unrun(tmp_path, capsys, make):
+    marker = tmp_path / "ran"
+    src = make(tmp_path / "evil.pth", marker)
+    assert main(["convert", "--from", "inception5h", str(src), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing in it was run" in err[0]
+    assert not marker.exists() and not (tmp_path / "o.safetensors").exists()
+
+
+def test_other_state_dict_names_first_missing_key(tmp_path, capsys):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    assert main(["convert", "--from", "inception5h", str(tmp_path / "other.pth"), str(tmp_path / "o.st")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"googlenet convert: error: {tmp_path / 'other.pth'} is not inception5h: it has no "
+                   f"conv2d0_pre_relu_conv.weight"]
+
+
+def test_preprocessing_is_rgb_255_minus_117():
+    from googlenet.data.transforms import model_input
+
+    img = torch.tensor([[[[10]], [[20]], [[30]]]], dtype=torch.uint8)
+    assert model_input(img, PREPROCESSING).flatten().tolist() == [10 - 117, 20 - 117, 30 - 117]
+
+
+def test_summary_names_the_departures_from_table_1():
+    from googlenet.summary import summarize
+
+    s = summarize("googlenet_inception5h", num_classes=1008)
+    assert s["departures"][:2] == ["inception_4a 3x3: 204 filters, Table 1 has 208",
+                                   "inception_5a 5x5_reduce: 48 filters, Table 1 has 32"]
+    assert any("SAME padding" in d for d in s["departures"]) and any("LRN size 11" in d for d in s["departures"])
+    rows = {r["name"]: r for r in s["rows"]}
+    assert rows["inception_4a"]["output"] == [508, 14, 14] and rows["conv1"]["patch"] == "7x7/2 SAME"
+    assert summarize("googlenet")["departures"] == []
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def graphdef(state: dict) -> bytes:
+    """A TensorFlow GraphDef with one Const node per weight, named and laid out as in tensorflow_inception_graph.pb
+    (conv weights H x W x in x out, the classifier in x out), plus a non-Const node the reader must skip."""
+    nodes = [field(1, field(1, b"input") + field(2, b"Placeholder"))]
+    for key, t in state.items():
+        module, suffix = key.rsplit(".", 1)
+        layer = "softmax2" if module.startswith("softmax2") else module[: -len("_pre_relu_conv")]
+        t = t.permute(2, 3, 1, 0) if t.ndim == 4 else t.t() if t.ndim == 2 else t
+        shape = field(2, b"".join(field(2, varint(1 << 3) + varint(d)) for d in t.shape))
+        tensor = varint(1 << 3) + varint(1) + shape + field(4, t.contiguous().numpy().astype("<f4").tobytes())
+        attr = field(5, field(1, b"value") + field(2, field(8, tensor))) + field(5, field(1, b"dtype") + field(2, b""))
+        nodes.append(field(1, field(1, f"{layer}_{suffix[0]}".encode()) + field(2, b"Const") + attr))
+    return b"".join(nodes)
+
+
+def test_graphdef_pb_converts_to_the_same_weights(port, tmp_path):
+    theirs, dst = port
+    pb = tmp_path / "tensorflow_inception_graph.pb"
+    pb.write_bytes(graphdef(theirs.state_dict()))
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "pb.safetensors")]) == 0
+    a, b = load_model(tmp_path / "pb.safetensors").state_dict(), load_model(dst).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):
+    pb = tmp_path / "huge.pb"
+    pb.write_bytes(varint(1 << 3 | 2) + varint(8 << 30) + b"\0" * 32)
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "claims 8,589,934,592 bytes" in err[0]
+
+
+def test_weights_inception5h_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):  # what an offline machine answers; the test never touches the network
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr("socket.create_connection", offline)
+    from PIL import Image
+
+    Image.new("RGB", (70, 70)).save(tmp_path / "p.png")
+    assert main(["predict", str(tmp_path / "p.png"), "--weights", "inception5h"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Network is unreachable" in err[0], err
+    assert "ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth" in err[0]
+    assert "googlenet convert --from inception5h inception5h.pth inception5h.safetensors" in err[0]
+
+
+def test_weights_inception5h_from_hub_cache(port, tmp_path, monkeypatch):
+    """The port's file already in torch.hub's cache is converted once and used, without the network."""
+    theirs, dst = port
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network touched"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(theirs.state_dict(), cache / "inception5h.pth")
+    from googlenet.weights import load_weights_arg
+
+    model = load_weights_arg("inception5h")
+    assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "googlenet_inception5h.safetensors").is_file()
+    reference = load_model(dst)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_predict_feeds_rgb_255_minus_117_once_and_onnx_agrees(tmp_path, capsys):
+    """predict on a photo equals the model on the image made by hand as the graph expects (resize 256, crop 224,
+    RGB, 0..255, minus 117); BGR, the mean twice or a 0..1 scale would differ. ONNX export (SAME pads, TF LRN)
+    agrees with ONNX Runtime."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    import googlenet
+    from googlenet.cli import main
+    from googlenet.inception5h import port_key
+    from googlenet.models import create_model
+
+    torch.manual_seed(2)
+    sd = create_model("googlenet_inception5h", num_classes=1008, aux_logits=False).state_dict()
+    sd["fc.weight"] = sd["fc.weight"] * 30  # a classifier whose softmax is far from uniform
+    pth = tmp_path / "inception5h.pth"
+    torch.save({port_key(k): v for k, v in sd.items()}, pth)
+    out = tmp_path / "i5h.safetensors"
+    assert main(["convert", "--from", "inception5h", str(pth), str(out)]) == 0
+    rng = np.random.default_rng(1)
+    arr = (rng.integers(0, 120, (300, 400, 3)) + np.array([130, 60, 0])).astype(np.uint8)  # coloured: order matters
+    photo = tmp_path / "photo.png"
+    Image.fromarray(arr).save(photo)
+    capsys.readouterr()
+    assert main(["predict", str(photo), "--weights", str(out), "--json", "--topk", "3"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+    img = TF.center_crop(TF.resize(torch.from_numpy(arr).permute(2, 0, 1), [256], antialias=True), [224]).float()
+    model = googlenet.load_model(out).eval()
+    rel = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
+    with torch.no_grad():
+        logits = model((img - 117)[None])
+        probs = torch.softmax(logits, 1)[0]
+        top = torch.topk(probs, 3)
+        assert [t["index"] for t in got] == top.indices.tolist()
+        assert max(abs(t["prob"] - p) for t, p in zip(got, top.values.tolist())) < 1e-5
+        assert probs.max() > 2 / 1008
+        for wrong in (img.flip(0) - 117, img - 234, img / 255):  # BGR, mean twice, 0..1 scale
+            assert rel(model(wrong[None]), logits) > 1e-3
+    onnx_path = tmp_path / "i5h.onnx"
+    assert main(["export", "--weights", str(out), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(None, {session.get_inputs()[0].name: (img - 117)[None].numpy()})[0]
+    assert rel(torch.from_numpy(ort_logits), logits) < 1e-4

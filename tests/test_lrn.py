@@ -1,0 +1,113 @@
+"""The fast LRN against PyTorch's ``F.local_response_norm`` (the independent reference): forward and gradient for
+both parameter sets the archs use, NCHW and channels_last, bf16 autocast, and its ONNX export as the native LRN op
+run by ONNX Runtime."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from googlenet.models.lrn import local_response_norm
+
+# (size, alpha, beta, k): Caffe's (the paper's googlenet) and TensorFlow's depth_radius 5, bias 2, alpha 1e-4,
+# beta 0.5 in PyTorch's terms (inception5h).
+PARAMS = [(5, 1e-4, 0.75, 1.0), (11, 11e-4, 0.5, 2.0), (3, 2e-3, 0.9, 0.5)]
+
+
+@pytest.mark.parametrize("size,alpha,beta,k", PARAMS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_forward_and_gradient_equal_pytorch(size, alpha, beta, k, layout):
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 24, 7, 9, generator=g, dtype=torch.float64) * 20  # large enough that the sum matters
+    grad_out = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref_x = x.clone().requires_grad_()
+    ref = F.local_response_norm(ref_x, size, alpha, beta, k)
+    (ref_grad,) = torch.autograd.grad(ref, ref_x, grad_out)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        ours_x = x.to(dtype).requires_grad_()
+        ours = local_response_norm(ours_x, size, alpha, beta, k)
+        (ours_grad,) = torch.autograd.grad(ours, ours_x, grad_out.to(dtype))
+        assert ours.dtype == dtype and ours.shape == x.shape
+        rel = ((ours.double() - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
+        assert rel < tol, (dtype, rel)
+        grad_rel = ((ours_grad.double() - ref_grad).abs().max() / ref_grad.abs().max()).item()
+        assert grad_rel < tol, (dtype, grad_rel)
+
+
+def test_gradcheck_and_the_sum_is_really_across_channels():
+    x = torch.randn(1, 9, 2, 3, dtype=torch.float64, requires_grad=True) * 10
+    assert torch.autograd.gradcheck(lambda z: local_response_norm(z, 5, 0.5, 0.75, 1.0), (x.detach().requires_grad_(),))
+    # A spike in channel 4 dims channels 2..6 only (window 5), nothing else.
+    spike = torch.zeros(1, 9, 1, 1, dtype=torch.float64)
+    spike[0, 4] = 100.0
+    base = torch.ones(1, 9, 1, 1, dtype=torch.float64)
+    y = local_response_norm(base + spike, 5, 1.0, 1.0, 1.0) * (base + spike)
+    changed = (local_response_norm(base + spike, 5, 1.0, 1.0, 1.0) != local_response_norm(base, 5, 1.0, 1.0, 1.0))
+    assert changed.view(-1).nonzero().view(-1).tolist() == [2, 3, 4, 5, 6]
+    assert torch.isfinite(y).all()
+
+
+def test_bf16_and_fp16_are_computed_in_fp32_and_returned_in_their_dtype():
+    x = torch.randn(2, 16, 5, 5) * 300  # squares overflow fp16 (65504) if summed in fp16
+    ref = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
+    for dtype in (torch.bfloat16, torch.float16):
+        y = local_response_norm(x.to(dtype).requires_grad_(), 5, 1e-4, 0.75, 1.0)
+        assert y.dtype == dtype and torch.isfinite(y.float()).all()
+        assert (y.float() - ref).abs().max() <= 0.02 * ref.abs().max()
+        y.float().sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = local_response_norm(x.bfloat16(), 5, 1e-4, 0.75, 1.0)
+    assert out.dtype == torch.bfloat16
+
+
+def test_even_size_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        local_response_norm(torch.ones(1, 4, 2, 2), 4)
+
+
+@pytest.mark.slow
+def test_onnx_export_is_the_native_lrn_op_and_onnxruntime_agrees(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import googlenet
+    from googlenet.export import export_onnx
+
+    torch.manual_seed(0)
+    model = googlenet.create_model("googlenet", num_classes=10, aux_logits=False).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=64)
+    graph = onnx.load(str(path)).graph
+    lrn = [n for n in graph.node if n.op_type == "LRN"]
+    assert len(lrn) == 2
+    attrs = {a.name: (a.f if a.type == onnx.AttributeProto.FLOAT else a.i) for a in lrn[0].attribute}
+    assert attrs["size"] == 5 and attrs["alpha"] == pytest.approx(1e-4) and attrs["beta"] == pytest.approx(0.75)
+    assert attrs["bias"] == pytest.approx(1.0)
+    assert not any(n.op_type in ("AveragePool", "Pad") for n in graph.node)  # no decomposed LRN left
+    x = torch.randn(3, 3, 64, 64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert abs(got - want).max() < 1e-4
+
+
+def test_export_onnx_native_or_decomposed_lrn(tmp_path):
+    # export writes the native op; the in-process ONNX Runtime sessions ask for the decomposition, which ORT's CPU
+    # runs faster; both agree with PyTorch.
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from googlenet.export import export_onnx
+    from googlenet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    counts = {}
+    for native in (True, False):
+        path = export_onnx(model, tmp_path / f"{native}.onnx", input_size=64, native_lrn=native)
+        counts[native] = sum(n.op_type == "LRN" for n in onnx.load(str(path)).graph.node)
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+        assert abs(got - ref).max() < 1e-4
+    assert counts == {True: 2, False: 0}

@@ -1,0 +1,126 @@
+"""The dynamic batcher on its own: batches fill up to max_batch, wait at most max_wait, a full queue refuses at
+once (503), a request past its deadline gives up (504) and its work is skipped, kinds never share a batch."""
+
+import asyncio
+import time
+
+import pytest
+
+from googlenet.serve.batcher import Batcher, QueueFull
+
+
+def run_with(batcher_kwargs, coro_fn, delay=0.0):
+    calls = []
+
+    def run(kind, payloads):
+        calls.append((kind, list(payloads)))
+        time.sleep(delay)
+        return [f"{kind}:{p}" for p in payloads]
+
+    async def main():
+        b = Batcher(run, **batcher_kwargs)
+        b.start()
+        try:
+            return await coro_fn(b)
+        finally:
+            await b.stop()
+
+    return asyncio.run(main()), calls
+
+
+def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer():
+    async def go(b):
+        return await asyncio.gather(*(b.submit("images", i, 1, 10) for i in range(8)))
+
+    results, calls = run_with(dict(max_batch=4, max_wait_ms=200, max_queue=64), go)
+    assert results == [f"images:{i}" for i in range(8)]
+    assert [len(p) for _, p in calls] == [4, 4]
+
+
+def test_batch_of_one_when_batching_is_off_and_kinds_are_not_mixed():
+    async def go(b):
+        return await asyncio.gather(b.submit("images", 1, 1, 10), b.submit("tensor", 2, 1, 10),
+                                    b.submit("images", 3, 1, 10))
+
+    results, calls = run_with(dict(max_batch=8, max_wait_ms=50, max_queue=64), go)
+    assert results == ["images:1", "tensor:2", "images:3"]
+    assert [k for k, _ in calls] == ["images", "tensor", "images"]
+
+    results, calls = run_with(dict(max_batch=1, max_wait_ms=50, max_queue=64),
+                              lambda b: asyncio.gather(*(b.submit("images", i, 1, 10) for i in range(3))))
+    assert [len(p) for _, p in calls] == [1, 1, 1]
+
+
+def test_a_lone_request_runs_at_once_and_waits_only_for_arrivals():
+    async def alone(b):
+        t = time.perf_counter()
+        await b.submit("images", 0, 1, 10)
+        return time.perf_counter() - t
+
+    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), alone)
+    assert waited < 0.25, "a request with nothing else arriving was held back"
+
+    async def with_arrival(b):
+        arrival = b.arrival().__enter__()  # another request is being decoded and never comes (it failed)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, arrival.done)
+        t = time.perf_counter()
+        await b.submit("images", 0, 1, 10)
+        return time.perf_counter() - t
+
+    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), with_arrival)
+    assert 0.08 <= waited < 0.29, "waits while another request arrives, and stops waiting when it is gone"
+
+    async def joined(b):
+        with b.arrival() as arrival:
+            first = asyncio.ensure_future(b.submit("images", 0, 1, 10))
+            await asyncio.sleep(0.05)
+            second = await b.submit("images", 1, 1, 10, arrival)
+        return [await first, second]
+
+    results, calls = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), joined)
+    assert results == ["images:0", "images:1"] and [len(p) for _, p in calls] == [2]
+
+
+def test_full_queue_refuses_and_deadline_gives_up():
+    async def go(b):
+        first = asyncio.ensure_future(b.submit("images", 0, 1, 10))  # runs for 0.3 s
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(b.submit("images", i, 1, 10)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await b.submit("images", 3, 1, 10)
+        b.max_queue = 3  # room for one more, which gives up before its turn
+        with pytest.raises(asyncio.TimeoutError):
+            await b.submit("tensor", 4, 1, 0.01)
+        return await asyncio.gather(first, *queued)
+
+    results, calls = run_with(dict(max_batch=1, max_wait_ms=0, max_queue=2), go, delay=0.3)
+    assert results == ["images:0", "images:1", "images:2"]
+    assert all(p != [4] for _, p in calls), "the request that gave up was still run"
+
+
+def test_http_answers_503_with_retry_after_and_504(tmp_path):
+    from starlette.testclient import TestClient
+
+    import googlenet
+    from googlenet.serve.app import ServeConfig, create_app
+    from googlenet.serve.model import ServedModel
+    from tests.serving import make_weights
+
+    model = googlenet.load_model(make_weights(tmp_path / "w.safetensors"))
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (80, 70), (200, 30, 30)).save(image)
+    app = create_app(ServedModel(model, name="googlenet"), ServeConfig(max_queue=1))
+    with TestClient(app) as client:
+        assert client.post("/v1/classify", content=image.read_bytes()).status_code == 200
+        app.state.batcher.max_queue = 0
+        r = client.post("/v1/classify", content=image.read_bytes())
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "queue is full" in r.json()["error"]
+    app = create_app(ServedModel(model, name="googlenet"), ServeConfig(timeout_s=1e-6))
+    with TestClient(app) as client:
+        r = client.post("/v1/classify", content=image.read_bytes())
+        assert r.status_code == 504 and "deadline" in r.json()["error"]
+        assert 'googlenet_errors_total{kind="deadline"} 1.0' in client.get("/metrics").text

@@ -1,0 +1,97 @@
+"""One-folder split: stable under additions (a function of each path), every class on both sides, lists written,
+small classes refused; --balance draws classes equally; embedded --classes/--per-class selection."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from googlenet.data import embedded
+from googlenet.data.split import imbalance_note, path_fraction, split_folder, write_lists
+from googlenet.errors import UserError
+from googlenet.train.data import balanced_batches
+
+
+def _folder(root, counts, start=0):
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + n):
+            (root / c / f"img_{i:04d}.png").write_bytes(b"x")  # the split reads names only
+
+
+def _sides(train, val, root):
+    return {os.path.relpath(s.path, root): side for side, items in (("train", train), ("val", val)) for s in items}
+
+
+def test_adding_ten_percent_new_files_moves_no_old_file(tmp_path):
+    _folder(tmp_path, {"cat": 200, "dog": 150, "eel": 50})
+    before = _sides(*split_folder(tmp_path, 0.2)[:2], tmp_path)
+    _folder(tmp_path, {"cat": 20, "dog": 15, "eel": 5}, start=1000)
+    after = _sides(*split_folder(tmp_path, 0.2)[:2], tmp_path)
+    assert len(after) == 440 and all(after[f] == side for f, side in before.items())
+    for f, side in after.items():  # the rule itself: a hash of the relative path against the fraction
+        assert side == ("val" if path_fraction(f) < 0.2 else "train")
+
+
+def test_split_is_stratified_in_expectation_and_counts_are_reported(tmp_path):
+    _folder(tmp_path, {"a": 400, "b": 400})
+    train, val, names, counts = split_folder(tmp_path, 0.25)
+    assert names == ["a", "b"] and len(train) + len(val) == 800
+    for c in names:  # binomial(400, 0.25): sd 8.7; 4 sd = 35
+        assert abs(counts[c]["val"] - 100) <= 35 and counts[c]["train"] + counts[c]["val"] == 400
+    write_lists(tmp_path, tmp_path, train, val, names)
+    lines = (tmp_path / "split_val.txt").read_text().splitlines()
+    assert len(lines) == len(val) and all(line.split("\t")[1] in names for line in lines)
+
+
+def test_two_image_class_keeps_one_on_each_side_and_one_image_class_is_refused(tmp_path):
+    _folder(tmp_path, {"big": 30, "pair": 2})
+    train, val, names, counts = split_folder(tmp_path, 0.2)
+    assert counts["pair"] == {"train": 1, "val": 1}
+    assert "consider --balance" in imbalance_note(counts)
+    _folder(tmp_path, {"lonely": 1})
+    with pytest.raises(UserError, match="'lonely' .* fewer than 2 images"):
+        split_folder(tmp_path, 0.2)
+
+
+def test_balanced_batches_draw_each_class_equally():
+    labels = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    drawn = torch.cat(balanced_batches(labels, 64, seed=0, epoch=0))
+    assert len(drawn) == 1000
+    share = torch.bincount(labels[drawn], minlength=3).double() / 1000
+    assert torch.allclose(share, torch.full((3,), 1 / 3, dtype=torch.double), atol=0.05)
+    assert torch.equal(drawn, torch.cat(balanced_batches(labels, 64, seed=0, epoch=0)))
+
+
+def test_embedded_class_selection_renumbers_and_limits():
+    train, held = embedded.load_fashion()
+    a, b = embedded.select(train, held, "5-9", 20)
+    assert a.class_names == embedded.CLASS_NAMES[5:] and torch.equal(torch.bincount(a.labels), torch.full((5,), 20))
+    assert len(b) == int(((held.labels >= 5)).sum()) and int(b.labels.max()) == 4
+    with pytest.raises(UserError, match="expected indices"):
+        embedded.select(train, held, "3-12", None)
+
+
+@pytest.mark.slow
+def test_train_on_one_folder_writes_lists_and_balances(tmp_path, capsys):
+    from PIL import Image
+
+    from googlenet.cli import main
+
+    for c, n in (("red", 6), ("blue", 3)):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 30), (200, 20 * i, 0) if c == "red" else (0, 20 * i, 200)).save(
+                tmp_path / "data" / c / f"{i}.png")
+    code = main(["train", "--data", str(tmp_path / "data"), "--val-fraction", "0.3", "--balance", "--epochs", "1",
+                 "--batch-size", "4", "--input-size", "64", "--freeze", "trunk", "--workers", "0",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "class counts (train/val): blue " in err
+    listed = (tmp_path / "run" / "split_train.txt").read_text().splitlines() + \
+        (tmp_path / "run" / "split_val.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(
+        f"{c}/{i}.png" for c, n in (("red", 6), ("blue", 3)) for i in range(n))
