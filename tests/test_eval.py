@@ -79,8 +79,10 @@ def test_ensemble_averages_softmax_over_crops_then_models(weights):
 
 
 @pytest.mark.slow
-def test_report_grid_json(weights, capsys):
-    assert main(["eval", "--weights", *weights, "--max-images", "1", "--report", "--json", "--batch-size", "160"]) == 0
+def test_report_grid_json(weights, capsys, tmp_path):
+    assert main(["eval", "--weights", *weights, "--max-images", "1", "--report", "--json", "--batch-size", "160",
+                 "--report-dir", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "confusion.png").is_file()
     out = capsys.readouterr().out
     r = last_json(out)
     grid = [(row["models"], row["crops"], row["forward_passes"]) for row in r["report"]]
