@@ -108,26 +108,15 @@ def convert_caffe(src: str | os.PathLike, dst: str | os.PathLike, *, aux_logits:
 
 
 def load_bvlc_pretrained(*, timeout: float = 20.0) -> nn.Module:
-    """BVLC's weights as ``googlenet``: the converted file from the cache, else the caffemodel from the cache,
-    else downloaded from BVLC's server (online), else one line saying what to download and how to convert it."""
-    from ..convert import fetch_to
-    from ..weights import load_model
+    """BVLC's weights as ``googlenet`` (``--weights bvlc``), through the torch.hub cache or a download."""
+    from . import cached_pretrained
 
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    caffemodel = cache / "bvlc_googlenet.caffemodel"
-    converted = cache / "bvlc_googlenet.safetensors"
-    if converted.is_file():
+    def convert(src: Path, dst: Path) -> nn.Module:
         try:
-            return load_model(converted, arch=ARCH)
-        except UserError:
-            pass  # damaged: convert again
-    if not caffemodel.is_file():
-        help_line = (f"download {URL} on a connected machine, then run 'googlenet convert --from caffe "
-                     f"bvlc_googlenet.caffemodel bvlc_googlenet.safetensors' and pass --weights "
-                     f"bvlc_googlenet.safetensors")
-        fetch_to(URL, caffemodel, timeout, help_line)
-    model = from_caffemodel(caffemodel)
-    try:
-        return convert_caffe(caffemodel, converted)
-    except (OSError, UserError):
-        return model
+            return convert_caffe(src, dst)
+        except OSError:  # a read-only cache: the model converted in memory
+            return from_caffemodel(src)
+
+    return cached_pretrained(url=URL, original="bvlc_googlenet.caffemodel", converted="bvlc_googlenet.safetensors",
+                             arch=ARCH, source_flag="caffe", convert=convert,
+                             suggested_output="bvlc_googlenet.safetensors", timeout=timeout)

@@ -6,32 +6,16 @@ downloaded from lucent's model-zoo address (online), else one line saying what t
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from torch import nn
-
-from ..errors import UserError
 
 # lucent's model zoo address for ProGamerGov's PyTorch port of tensorflow_inception_graph.pb.
 URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 
 
 def load_inception5h_pretrained(*, timeout: float = 20.0) -> nn.Module:
-    from ..convert import fetch_to
     from ..inception5h import ARCH, convert_inception5h
-    from ..weights import load_model
+    from . import cached_pretrained
 
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    checkpoint = cache / "inception5h.pth"
-    converted = cache / "googlenet_inception5h.safetensors"
-    if converted.is_file():
-        try:
-            return load_model(converted, arch=ARCH)
-        except UserError:
-            pass  # damaged: convert again
-    if not checkpoint.is_file():
-        help_line = (f"download {URL} on a connected machine, then run 'googlenet convert --from inception5h "
-                     f"inception5h.pth inception5h.safetensors' and pass --weights inception5h.safetensors")
-        fetch_to(URL, checkpoint, timeout, help_line)
-    return convert_inception5h(checkpoint, converted)
+    return cached_pretrained(url=URL, original="inception5h.pth", converted="googlenet_inception5h.safetensors",
+                             arch=ARCH, source_flag="inception5h", convert=convert_inception5h,
+                             suggested_output="inception5h.safetensors", timeout=timeout)
