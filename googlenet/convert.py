@@ -155,11 +155,6 @@ def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
     return result[0]
 
 
-def _fetch(url: str, dst: Path, timeout: float) -> None:
-    # Checks the sha256 prefix in the file name (1378be20), as torchvision does.
-    fetch_to(url, dst, timeout, None, hash_prefix=re.search(r"-([a-f0-9]+)\.", url).group(1))
-
-
 def fetch_to(url: str, dst: Path, timeout: float, help_line: Optional[str], hash_prefix: Optional[str] = None) -> None:
     """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
     failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
@@ -194,32 +189,27 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
     torchvision's .pth; downloads the .pth from torchvision's URL only when neither is there. The aux heads are
     dropped, as torchvision's builder drops them (they are untrained in those weights).
     """
-    url = _tv_weights().url
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    checkpoint = cache / Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
-    converted = cache / f"{ARCH}-{checkpoint.stem.split('-')[-1]}.safetensors"
-    if converted.is_file():
-        try:
-            return load_model(converted, arch=ARCH)
-        except UserError:
-            pass  # a damaged cache entry: convert again below
-    if not checkpoint.is_file():
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create torch hub cache {cache}: {e.strerror or e}") from None
-        _fetch(url, checkpoint, timeout)
-    model = from_torchvision_state_dict(read_checkpoint(checkpoint), source=str(checkpoint), aux_logits=False)
-    meta = {"class_names": model.class_names, "preprocessing": model.preprocessing,
-            "source": {"from": "torchvision", "weights": "GoogLeNet_Weights.IMAGENET1K_V1", "file": checkpoint.name}}
-    try:
-        save_model(model, converted, **meta)
-        return load_model(converted, arch=ARCH)
-    except (OSError, UserError):
-        # A read-only cache: use the model converted in memory.
-        model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
-        return model
+    from .pretrained import cached_pretrained
 
+    url = _tv_weights().url
+    checkpoint_name = Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
+    sha_prefix = re.search(r"-([a-f0-9]+)\.", url).group(1)  # checked on download, as torchvision does
+
+    def convert(checkpoint: Path, converted: Path) -> nn.Module:
+        model = from_torchvision_state_dict(read_checkpoint(checkpoint), source=str(checkpoint), aux_logits=False)
+        meta = {"class_names": model.class_names, "preprocessing": model.preprocessing,
+                "source": {"from": "torchvision", "weights": "GoogLeNet_Weights.IMAGENET1K_V1",
+                           "file": checkpoint.name}}
+        try:
+            save_model(model, converted, **meta)
+            return load_model(converted, arch=ARCH)
+        except (OSError, UserError):
+            # A read-only cache: use the model converted in memory.
+            model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
+            return model
+
+    return cached_pretrained(url=url, original=checkpoint_name, converted=f"{ARCH}-{sha_prefix}.safetensors",
+                             arch=ARCH, convert=convert, help_line=None, hash_prefix=sha_prefix, timeout=timeout)
 
 
 __all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",

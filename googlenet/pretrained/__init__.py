@@ -6,13 +6,25 @@
              its preprocessing (BGR, 0..255, mean 104/117/123) recorded in the weights file.
 """
 
+from __future__ import annotations
 
-def cached_pretrained(*, url: str, original: str, converted: str, arch: str, source_flag: str, convert,
-                      suggested_output: str, timeout: float = 20.0):
-    """What ``--weights bvlc|inception5h`` resolve through: the converted file from torch.hub's cache
-    (``$TORCH_HOME/hub/checkpoints``), else the original file from the cache, else ``url`` downloaded there (online);
-    offline, one line naming the file to download and the convert command. ``convert(original, converted)``
-    converts and caches; where the cache is read-only, the model converted in memory is returned."""
+from typing import Optional
+
+
+
+def convert_help(url: str, source_flag: str, original: str, output: str) -> str:
+    """The offline line's advice: what to download and how to convert it."""
+    return (f"download {url} on a connected machine, then run 'googlenet convert --from {source_flag} {original} "
+            f"{output}' and pass --weights {output}")
+
+
+def cached_pretrained(*, url: str, original: str, converted: str, arch: str, convert, help_line: Optional[str],
+                      hash_prefix: Optional[str] = None, timeout: float = 20.0):
+    """What ``--weights torchvision|bvlc|inception5h`` resolve through: the converted file from torch.hub's cache
+    (``$TORCH_HOME/hub/checkpoints``), else the original file from the cache, else ``url`` downloaded there (online;
+    ``hash_prefix`` checked when given); offline, one line with ``help_line`` (None: torchvision's own advice).
+    ``convert(original, converted)`` converts and caches; where the cache is read-only it returns the model
+    converted in memory."""
     from pathlib import Path
 
     import torch
@@ -29,7 +41,5 @@ def cached_pretrained(*, url: str, original: str, converted: str, arch: str, sou
         except UserError:
             pass  # a damaged cache entry: convert again below
     if not original_path.is_file():
-        help_line = (f"download {url} on a connected machine, then run 'googlenet convert --from {source_flag} "
-                     f"{original} {suggested_output}' and pass --weights {suggested_output}")
-        fetch_to(url, original_path, timeout, help_line)
+        fetch_to(url, original_path, timeout, help_line, hash_prefix=hash_prefix)
     return convert(original_path, converted_path)

@@ -109,7 +109,7 @@ def convert_caffe(src: str | os.PathLike, dst: str | os.PathLike, *, aux_logits:
 
 def load_bvlc_pretrained(*, timeout: float = 20.0) -> nn.Module:
     """BVLC's weights as ``googlenet`` (``--weights bvlc``), through the torch.hub cache or a download."""
-    from . import cached_pretrained
+    from . import cached_pretrained, convert_help
 
     def convert(src: Path, dst: Path) -> nn.Module:
         try:
@@ -117,6 +117,7 @@ def load_bvlc_pretrained(*, timeout: float = 20.0) -> nn.Module:
         except OSError:  # a read-only cache: the model converted in memory
             return from_caffemodel(src)
 
-    return cached_pretrained(url=URL, original="bvlc_googlenet.caffemodel", converted="bvlc_googlenet.safetensors",
-                             arch=ARCH, source_flag="caffe", convert=convert,
-                             suggested_output="bvlc_googlenet.safetensors", timeout=timeout)
+    original = "bvlc_googlenet.caffemodel"
+    return cached_pretrained(url=URL, original=original, converted="bvlc_googlenet.safetensors", arch=ARCH,
+                             convert=convert, timeout=timeout,
+                             help_line=convert_help(URL, "caffe", original, "bvlc_googlenet.safetensors"))

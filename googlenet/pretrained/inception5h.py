@@ -14,8 +14,8 @@ URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/i
 
 def load_inception5h_pretrained(*, timeout: float = 20.0) -> nn.Module:
     from ..inception5h import ARCH, convert_inception5h
-    from . import cached_pretrained
+    from . import cached_pretrained, convert_help
 
     return cached_pretrained(url=URL, original="inception5h.pth", converted="googlenet_inception5h.safetensors",
-                             arch=ARCH, source_flag="inception5h", convert=convert_inception5h,
-                             suggested_output="inception5h.safetensors", timeout=timeout)
+                             arch=ARCH, convert=convert_inception5h, timeout=timeout,
+                             help_line=convert_help(URL, "inception5h", "inception5h.pth", "inception5h.safetensors"))
