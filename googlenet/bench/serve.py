@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,8 +140,6 @@ def _in_process(weights: str, body: Path, max_batch: int, precision: str, backen
 def _hostile_requests(body: Path, workdir: Path) -> list[tuple[str, Callable]]:
     """(name, send(url) -> status) for each hostile request kind; each must get its 4xx."""
     import httpx
-
-    from ..data.images import decode_image_bytes  # noqa: F401  (the same decoder the server uses)
 
     bomb = workdir / "bomb.png"
     _png_bomb(bomb, 20000)
