@@ -168,7 +168,12 @@ def test_weights_torchvision_offline_is_one_line(tmp_path, monkeypatch, capsys):
 def test_weights_torchvision_unresolvable_host_does_not_hang(tmp_path, monkeypatch):
     # Name resolution can stall beyond any socket timeout; the probe gives up after `timeout` seconds.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr("socket.create_connection", lambda *a, **k: time.sleep(30))
+
+    def stall(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("stalled")  # the probe thread outlives the test; it must end quietly
+
+    monkeypatch.setattr("socket.create_connection", stall)
     start = time.monotonic()
     with pytest.raises(googlenet.UserError, match=r"no answer within 1 s\): on a connected machine download"):
         load_torchvision_pretrained(timeout=1.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import signal
 import socket
 import struct
@@ -189,7 +190,15 @@ def _raw(url: str, data: bytes, wait_s: float = 10.0) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=wait_s) as s:
         s.sendall(data)
-        return s.recv(65536)
+        reply = b""
+        # Headers and body may come in separate segments: read until the body named by Content-Length is in.
+        while chunk := s.recv(65536):
+            reply += chunk
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if sep and (length is None or len(body) >= int(length.group(1))):
+                break
+        return reply
 
 
 def test_slow_body_and_header_flood(running):
