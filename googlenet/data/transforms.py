@@ -155,7 +155,8 @@ def model_input(crops: Tensor, pre: dict) -> Tensor:
     """
     x = crops.float()
     if pre.get("grayscale", False):
-        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3)
+        # rgb_to_grayscale returns one channel expanded to 3 (a view): copy it, or the in-place steps below fail.
+        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3).contiguous()
     if pre.get("pixel_range", 1) == 1:
         x = x.div_(255)
     if pre.get("channel_order", "RGB") == "BGR":

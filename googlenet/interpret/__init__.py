@@ -5,11 +5,13 @@ Every function takes a loaded model (``googlenet.weights.load_weights_arg``) and
 comes from its weights metadata through ``ModelInput``; nothing here has a second preprocessing path.
 """
 
+from .atlas import build_atlas, open_source, write_atlas
 from .common import ModelInput, layer_names, resolve_layer
 from .dream import dream
 from .visualize import visualize
 
-__all__ = ["ModelInput", "layer_names", "resolve_layer", "visualize", "dream", "explain"]
+__all__ = ["ModelInput", "layer_names", "resolve_layer", "visualize", "dream", "explain", "build_atlas",
+           "open_source", "write_atlas"]
 
 
 def explain(*args, **kwargs):
