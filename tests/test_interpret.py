@@ -127,3 +127,17 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     assert len(err) == 1 and "no layer 'nope'" in err[0]
     assert main(["dream", str(tmp_path / "missing.png"), "--weights", str(w), "--layer", "conv1", "--out",
                  str(tmp_path / "d2.png")]) == 2
+    capsys.readouterr()
+    assert main(["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "conv1", "--octave-scale", "1",
+                 "--out", str(tmp_path / "d3.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--octave-scale must be in (1, 4], got 1.0" in err[0]
+    assert not (tmp_path / "d3.png").exists()
+
+
+def test_dream_jitter_off_is_deterministic_and_seed_free(model):
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
+    a = dream(model, img, "inception3a", octaves=1, steps=3, jitter=0, seed=0)
+    b = dream(model, img, "inception3a", octaves=1, steps=3, jitter=0, seed=1)
+    c = dream(model, img, "inception3a", octaves=1, steps=3, jitter=32, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # without the roll the seed has nothing to draw

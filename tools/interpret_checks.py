@@ -85,12 +85,16 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
     again2 = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
     print(f"deterministic for a fixed seed: {torch.equal(again, again2)}")
 
-    t = time.time()
-    out = dream(model, pixels[0], "inception4c", grayscale=True)
-    act_in = channel_means_sq(model, prep, pixels[0])
-    act_out = channel_means_sq(model, prep, out)
-    print(f"dream: mean squared inception4c activation {act_in:.3f} -> {act_out:.3f} (x{act_out / act_in:.2f}), "
-          f"{time.time() - t:.1f} s")
+    # DeepDream over 10 held-out images: the notebook's defaults, then without the roll jitter and as one octave.
+    for label, kw in (("defaults", {}), ("--jitter 0", {"jitter": 0}),
+                      ("--octaves 1 --steps 40 --jitter 0", {"octaves": 1, "steps": 40, "jitter": 0})):
+        t, ratios = time.time(), []
+        for i in range(10):
+            out = dream(model, pixels[1999 - i], "inception4c", grayscale=True, **kw)
+            ratios.append(channel_means_sq(model, prep, out) / channel_means_sq(model, prep, pixels[1999 - i]))
+        print(f"dream {label}: inception4c mean squared activation ratio (result/input), 10 images: mean "
+              f"x{sum(ratios) / 10:.2f}, min x{min(ratios):.2f}, max x{max(ratios):.2f}; "
+              f"{(time.time() - t) / 10:.1f} s an image")
 
     rand = randomise_top_down(model)
     attach_metadata(rand, model.metadata)

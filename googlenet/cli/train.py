@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
                                                "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
                                                "size default to the source's")
-    g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train the classifiers only; LAYER: freeze "
+    g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train fc only (a linear probe); LAYER: freeze "
                                                                   "everything up to and including that module")
     g.add_argument("--head-lr-mult", type=positive_float, help="learning-rate multiplier for the classifier layers")
     g = p.add_argument_group("schedule")
