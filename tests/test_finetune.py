@@ -73,15 +73,17 @@ def test_init_other_class_count_and_overlapping_names_carry_those_rows(tmp_path)
 def test_freeze_trunk_keeps_trunk_and_batchnorm_statistics(tmp_path):
     model = create_model("googlenet_bn", num_classes=3, aux_logits=True)
     frozen = finetune.freeze(model, "trunk")
-    assert frozen and all(not k.startswith(finetune.HEAD_PREFIXES) for k in frozen)
+    assert frozen and all(not k.startswith("fc.") for k in frozen)
+    assert {k for k, p in model.named_parameters() if p.requires_grad} == {"fc.weight", "fc.bias"}  # a linear probe
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = resolve("finetune", None, {"arch": "googlenet_bn", "freeze": "trunk"})
     opt = make_optimizer(cfg, model, 1e-2)
-    assert {g["lr_mult"] for g in opt.param_groups} == {10.0, 1.0}  # heads x10, aux hidden layers x1
+    assert {g["lr_mult"] for g in opt.param_groups} == {10.0}  # fc alone, at the head rate
     model.train()
     finetune.keep_frozen_in_eval(model)
     out = model(torch.randn(4, 3, 64, 64), with_aux=True)
     (out.logits.sum() + out.aux1.sum()).backward()
+    assert model.aux1.fc2.weight.grad is None
     opt.step()
     after = model.state_dict()
     for k in before:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -127,3 +128,54 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     assert len(err) == 1 and "no layer 'nope'" in err[0]
     assert main(["dream", str(tmp_path / "missing.png"), "--weights", str(w), "--layer", "conv1", "--out",
                  str(tmp_path / "d2.png")]) == 2
+    capsys.readouterr()
+    assert main(["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "conv1", "--octave-scale", "1",
+                 "--out", str(tmp_path / "d3.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--octave-scale must be in (1, 4], got 1.0" in err[0]
+    assert not (tmp_path / "d3.png").exists()
+
+
+def test_dream_jitter_off_is_deterministic_and_seed_free(model):
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))
+    a = dream(model, img, "inception3a", octaves=1, steps=3, jitter=0, seed=0)
+    b = dream(model, img, "inception3a", octaves=1, steps=3, jitter=0, seed=1)
+    c = dream(model, img, "inception3a", octaves=1, steps=3, jitter=32, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # without the roll the seed has nothing to draw
+
+
+def test_redirected_relu_is_lucids_gradient_and_keeps_forward_values(model):
+    from googlenet.interpret.visualize import RedirectedReLU, redirected_relus
+
+    x = torch.tensor([[-1.0, 2.0], [-3.0, -4.0]], requires_grad=True)
+    grad = torch.tensor([[-5.0, 7.0], [-1.0, 2.0]])
+    RedirectedReLU.apply(x).backward(grad)
+    # row 0 fired (its ReLU gradient 7 is non-zero): plain ReLU gradient; row 1 never fired: the gradient passes
+    # where it would raise the input (-1) and is blocked where it would push a negative input lower (+2).
+    assert torch.equal(x.grad, torch.tensor([[0.0, 7.0], [-1.0, 0.0]]))
+    img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        plain = model(img)
+        with redirected_relus(model):
+            hooked = model(img)
+        assert torch.equal(plain, hooked) and torch.equal(plain, model(img))  # hooks gone after the block
+
+
+def test_redirected_relu_lets_a_silent_channel_start(model):
+    from googlenet.interpret.visualize import redirected_relus
+
+    prep = ModelInput(model)
+    x = torch.full((1, 3, 64, 64), 0.5, requires_grad=True)
+    with LayerCapture(model, "inception3a.branch1", stop=True) as cap:
+        act = cap.run(prep(x))
+    silent = [c for c in range(act.shape[1]) if act[0, c].max() <= 0]
+    assert silent, "the fixture has no channel that is off on a grey image"
+    c = silent[0]
+    grads = []
+    for redirect in (False, True):
+        x.grad = None
+        ctx = redirected_relus(model) if redirect else contextlib.nullcontext()
+        with ctx, LayerCapture(model, "inception3a.branch1", stop=True) as cap:
+            (-cap.run(prep(x))[0, c].mean()).backward()  # a loss to minimise, as visualize does
+        grads.append(x.grad.abs().sum().item())
+    assert grads[0] == 0 and grads[1] > 0

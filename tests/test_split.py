@@ -1,4 +1,4 @@
-"""One-folder split: stable under additions (a function of each path), every class on both sides, lists written,
+"""One-folder split: stratified within one image, old files keep their side when files are added, every class on both sides, lists written,
 small classes refused; --balance draws classes equally; embedded --classes/--per-class selection."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from googlenet.data import embedded
-from googlenet.data.split import imbalance_note, path_fraction, split_folder, write_lists
+from googlenet.data.split import imbalance_note, read_lists, split_folder, write_lists
 from googlenet.errors import UserError
 from googlenet.train.data import balanced_batches
 
@@ -25,25 +25,54 @@ def _sides(train, val, root):
     return {os.path.relpath(s.path, root): side for side, items in (("train", train), ("val", val)) for s in items}
 
 
-def test_adding_ten_percent_new_files_moves_no_old_file(tmp_path):
-    _folder(tmp_path, {"cat": 200, "dog": 150, "eel": 50})
-    before = _sides(*split_folder(tmp_path, 0.2)[:2], tmp_path)
-    _folder(tmp_path, {"cat": 20, "dog": 15, "eel": 5}, start=1000)
-    after = _sides(*split_folder(tmp_path, 0.2)[:2], tmp_path)
-    assert len(after) == 440 and all(after[f] == side for f, side in before.items())
-    for f, side in after.items():  # the rule itself: a hash of the relative path against the fraction
-        assert side == ("val" if path_fraction(f) < 0.2 else "train")
+def _within_one(counts, fraction):
+    return all(abs(v["val"] - fraction * (v["train"] + v["val"])) <= 1 for v in counts.values())
 
 
-def test_split_is_stratified_in_expectation_and_counts_are_reported(tmp_path):
-    _folder(tmp_path, {"a": 400, "b": 400})
-    train, val, names, counts = split_folder(tmp_path, 0.25)
-    assert names == ["a", "b"] and len(train) + len(val) == 800
-    for c in names:  # binomial(400, 0.25): sd 8.7; 4 sd = 35
-        assert abs(counts[c]["val"] - 100) <= 35 and counts[c]["train"] + counts[c]["val"] == 400
+def test_adding_ten_percent_new_files_moves_no_old_file_and_stays_stratified(tmp_path):
+    root = tmp_path / "data"
+    _folder(root, {"cat": 200, "dog": 150, "eel": 50, "fox": 7})
+    train, val, names, counts = split_folder(root, 0.2)
+    assert _within_one(counts, 0.2) and counts["cat"] == {"train": 160, "val": 40}
+    before = _sides(train, val, root)
+    write_lists(tmp_path, root, train, val, names)
+    _folder(root, {"cat": 20, "dog": 15, "eel": 5, "fox": 1}, start=1000)
+    train, val, names, counts = split_folder(root, 0.2, read_lists(tmp_path))
+    after = _sides(train, val, root)
+    assert len(after) == 448 and all(after[f] == side for f, side in before.items())
+    assert _within_one(counts, 0.2) and counts["cat"] == {"train": 176, "val": 44, "kept": 200}
+    # The same folder split afresh is the same: a function of the file names alone, not of listing order or dates.
+    again = _sides(*split_folder(root, 0.2)[:2], root)
+    assert again == _sides(*split_folder(root, 0.2)[:2], root)
+
+
+def test_split_is_stratified_within_one_image_and_counts_are_reported(tmp_path):
+    _folder(tmp_path, {"a": 400, "b": 401, "c": 3, "d": 13})
+    for fraction in (0.1, 0.25, 0.5, 0.9):
+        train, val, names, counts = split_folder(tmp_path, fraction)
+        assert names == ["a", "b", "c", "d"] and len(train) + len(val) == 817
+        assert _within_one(counts, fraction), counts
+        assert all(v["train"] >= 1 and v["val"] >= 1 for v in counts.values())
     write_lists(tmp_path, tmp_path, train, val, names)
     lines = (tmp_path / "split_val.txt").read_text().splitlines()
     assert len(lines) == len(val) and all(line.split("\t")[1] in names for line in lines)
+
+
+def test_lists_round_trip_odd_names_and_bad_lists_are_one_line(tmp_path):
+    root = tmp_path / "data"
+    for name in ("tab\there.png", "new\nline.png", "back\\slash.png", "plain.png"):
+        (root / "odd").mkdir(parents=True, exist_ok=True)
+        (root / "odd" / name).write_bytes(b"x")
+    _folder(root, {"even": 4})
+    train, val, names, _ = split_folder(root, 0.5)
+    write_lists(tmp_path, root, train, val, names)
+    placed = read_lists(tmp_path)
+    assert placed == {k: (side, k.split("/")[0]) for k, side in _sides(train, val, root).items()}
+    (tmp_path / "split_val.txt").write_text("no tab here\n")
+    with pytest.raises(UserError, match=r"split_val.txt line 1: expected 'relative path<TAB>class'"):
+        read_lists(tmp_path)
+    with pytest.raises(UserError, match="holds no split_train.txt"):
+        read_lists(tmp_path / "nowhere")
 
 
 def test_two_image_class_keeps_one_on_each_side_and_one_image_class_is_refused(tmp_path):
@@ -95,3 +124,14 @@ def test_train_on_one_folder_writes_lists_and_balances(tmp_path, capsys):
         (tmp_path / "run" / "split_val.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in listed) == sorted(
         f"{c}/{i}.png" for c, n in (("red", 6), ("blue", 3)) for i in range(n))
+    old_val = (tmp_path / "run" / "split_val.txt").read_text().splitlines()
+    for i in range(6, 9):  # new images, then a new run that starts from the first run's split
+        Image.new("RGB", (40, 30), (200, 20 * i, 0)).save(tmp_path / "data" / "red" / f"{i}.png")
+    code = main(["train", "--data", str(tmp_path / "data"), "--val-fraction", "0.3", "--epochs", "1",
+                 "--batch-size", "4", "--input-size", "64", "--freeze", "trunk", "--workers", "0",
+                 "--split-from", str(tmp_path / "run"), "--out", str(tmp_path / "run2")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"split: 9 files kept their side from {tmp_path / 'run'}, 3 placed afresh" in err
+    new_val = (tmp_path / "run2" / "split_val.txt").read_text().splitlines()
+    assert set(old_val) <= set(new_val) and len(new_val) == 1 + 3  # red 9 images: round(2.7) = 3; blue 1 of 3

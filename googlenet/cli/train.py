@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; or "
                                   "DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
     g.add_argument("--val-fraction", type=positive_float, help="one-folder DIR/<class>/* (no train/, val/): held-out "
-                                                                "share, split by a hash of each path (default 0.2)")
+                                                                "share per class, within one image (default 0.2)")
+    g.add_argument("--split-from", metavar="RUN", help="one-folder DIR: the files an earlier run's split placed keep "
+                                                       "their side (default: OUT's own lists when present)")
     g.add_argument("--balance", action="store_true", default=None, help="class-balanced sampling")
     g.add_argument("--classes", help="embedded data only: class indices to train on, e.g. 0-4 or 5,7,9")
     g.add_argument("--per-class", type=positive_int, help="embedded data only: the first N training images per class")
@@ -33,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
                                                "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
                                                "size default to the source's")
-    g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train the classifiers only; LAYER: freeze "
+    g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train fc only (a linear probe); LAYER: freeze "
                                                                   "everything up to and including that module")
     g.add_argument("--head-lr-mult", type=positive_float, help="learning-rate multiplier for the classifier layers")
     g = p.add_argument_group("schedule")
@@ -62,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
              "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
-             "per_class", "val_fraction", "balance")
+             "per_class", "val_fraction", "split_from", "balance")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,21 +1,34 @@
-"""One-folder datasets: ``DIR/<class>/*`` without train/ and val/ gets a deterministic validation split.
+"""One-folder datasets: ``DIR/<class>/*`` without train/ and val/ gets a deterministic, stratified validation split.
 
-A file goes to the validation side when the SHA-256 of its path relative to DIR, read as a number u in [0, 1), is
-below ``val_fraction`` (the scheme TensorFlow's image-retraining example uses). The side is a function of that path
-alone, so adding files never moves an old file; within each class the validation share is the fraction in
-expectation (binomial spread), and the exact counts are printed and written with the lists.
+Two promises, and why they need the previous split: each class's validation share is within one image of
+``val_fraction``, and adding files never moves an old file between the sides. No rule that looks at one path at a
+time can keep both (TensorFlow's image-retraining example hashes each path against the fraction: stable, but a
+class's share is binomial, +-9 images for 400 at 0.2), so the split is made in two steps:
+
+- files the previous split already placed (the lists ``split_train.txt``/``split_val.txt`` of the run folder, or of
+  ``--split-from RUN``) keep their side;
+- the other files of each class are taken in the order of the SHA-256 of their path relative to DIR and each goes
+  to the validation side exactly when the class's validation count is below round(val_fraction x files so far)
+  (systematic sampling in hash order), keeping one image on each side.
+
+A fresh split is therefore a function of the folder's file names alone (no dates, no listing order), and a split
+extended by new files stays within one image of the fraction per class.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
+from typing import Optional
 
 from ..errors import UserError
 from .folder import Sample, printable, scan_image_folder
 
 IMBALANCE_RATIO = 3.0  # largest class / smallest class above this is reported
+LIST_NAMES = {"train": "split_train.txt", "val": "split_val.txt"}
+MAX_LIST_BYTES = 256 << 20  # a list of a few million paths; a bigger "list" is not one of ours
 
 
 def path_fraction(relative: str) -> float:
@@ -24,13 +37,64 @@ def path_fraction(relative: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def split_folder(root: str | os.PathLike, val_fraction: float = 0.2):
-    """(train samples, val samples, class names, per-class counts) of a one-folder dataset."""
+def _relative(s: Sample, root: Path) -> str:
+    return os.path.relpath(s.path, root).replace(os.sep, "/")
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(text: str) -> str:
+    """A name on one line of a list: backslash, tab and line breaks escaped (file names may hold any of them)."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for ch in chars:
+        out.append({"t": "\t", "n": "\n", "r": "\r"}.get(nxt := next(chars, ""), nxt) if ch == "\\" else ch)
+    return "".join(out)
+
+
+def read_lists(run: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """{relative path: (side, class name)} from a run folder's split lists (or one of the list files)."""
+    from ..fileio import read_bounded
+
+    run = Path(run)
+    folder = run.parent if run.name in LIST_NAMES.values() else run
+    placed: dict[str, tuple[str, str]] = {}
+    for side, name in LIST_NAMES.items():
+        path = folder / name
+        if not path.exists():
+            raise UserError(f"{printable(folder)} holds no {name}: --split-from takes a run folder of a one-folder "
+                            f"training run")
+        try:
+            text = read_bounded(path, limit=MAX_LIST_BYTES).decode("utf-8", "surrogateescape")
+        except OSError as e:
+            raise UserError(f"cannot read {printable(path)}: {e.strerror or e}") from None
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: \x0c and \u2028 may be in names
+            if not line:
+                continue
+            rel, tab, cls = line.partition("\t")
+            if not tab or not rel or "\t" in cls:
+                raise UserError(f"{printable(path)} line {n}: expected 'relative path<TAB>class', got {line[:80]!r}")
+            placed[_unescape(rel)] = (side, _unescape(cls))
+    return placed
+
+
+def split_folder(root: str | os.PathLike, val_fraction: float = 0.2,
+                 previous: Optional[dict[str, tuple[str, str]]] = None):
+    """(train samples, val samples, class names, per-class counts) of a one-folder dataset.
+
+    ``previous`` (from read_lists): files it places keep their side when their class is unchanged; the counts
+    then also hold "kept" (files placed by it) per class.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     root = Path(root)
+    previous = previous or {}
     samples, class_names = scan_image_folder(root)
-    per_class = {c: [] for c in range(len(class_names))}
+    per_class: dict[int, list[Sample]] = {c: [] for c in range(len(class_names))}
     for s in samples:
         per_class[s.label].append(s)
     small = [class_names[c] for c, items in per_class.items() if len(items) < 2]
@@ -41,18 +105,26 @@ def split_folder(root: str | os.PathLike, val_fraction: float = 0.2):
     val: list[Sample] = []
     counts = {}
     for c, items in per_class.items():
-        side_val = [s for s in items if path_fraction(os.path.relpath(s.path, root)) < val_fraction]
-        side_train = [s for s in items if s not in side_val]
-        # A class must keep one image on each side; the path-hash rule cannot leave either side empty then.
-        if not side_val:
-            side_val = [min(items, key=lambda s: path_fraction(os.path.relpath(s.path, root)))]
-            side_train = [s for s in items if s is not side_val[0]]
-        elif not side_train:
-            side_train = [max(items, key=lambda s: path_fraction(os.path.relpath(s.path, root)))]
-            side_val = [s for s in items if s is not side_train[0]]
+        name = class_names[c]
+        kept = {id(s): previous[r][0] for s in items
+                if (r := _relative(s, root)) in previous and previous[r][1] == name}
+        side_val = [s for s in items if kept.get(id(s)) == "val"]
+        side_train = [s for s in items if kept.get(id(s)) == "train"]
+        fresh = sorted((s for s in items if id(s) not in kept), key=lambda s: path_fraction(_relative(s, root)))
+        for s in fresh:
+            total = len(side_val) + len(side_train) + 1
+            target = math.floor(val_fraction * total + 0.5)  # round half up
+            if total >= 2:  # one image on each side: the second file of a class goes where the first is not
+                target = min(max(target, 1), total - 1)
+            (side_val if len(side_val) < target else side_train).append(s)
+        if not side_val or not side_train:  # only a previous split can leave this (a class it knew one side of)
+            raise UserError(f"class {printable(name)!r}: the previous split put all {len(items) - len(fresh)} of its "
+                            f"known images on one side and no new image can balance it; split afresh")
         train += side_train
         val += side_val
-        counts[class_names[c]] = {"train": len(side_train), "val": len(side_val)}
+        counts[name] = {"train": len(side_train), "val": len(side_val)}
+        if previous:
+            counts[name]["kept"] = len(kept)
     return train, val, class_names, counts
 
 
@@ -66,8 +138,10 @@ def imbalance_note(counts: dict) -> str | None:
 
 
 def write_lists(out: Path, root: Path, train: list[Sample], val: list[Sample], class_names: list[str]) -> None:
-    from ..fileio import atomic_write_text
+    from ..fileio import atomic_path
 
-    for name, items in (("split_train.txt", train), ("split_val.txt", val)):
-        lines = [f"{os.path.relpath(s.path, root)}\t{class_names[s.label]}" for s in items]
-        atomic_write_text(out / name, "\n".join(lines) + "\n")
+    for side, name in LIST_NAMES.items():
+        lines = [f"{_escape(_relative(s, root))}\t{_escape(class_names[s.label])}"
+                 for s in (train if side == "train" else val)]
+        with atomic_path(out / name) as tmp:  # surrogateescape: names that are not UTF-8 round-trip as bytes
+            tmp.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))

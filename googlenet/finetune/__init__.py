@@ -149,15 +149,17 @@ def trunk_layer_names(model: nn.Module) -> list[str]:
 def freeze(model: nn.Module, spec: Optional[str]) -> list[str]:
     """Turns off gradients for the frozen part; returns the frozen parameter names.
 
-    none: nothing. trunk: everything but the classifiers (fc, aux1, aux2) - a linear probe on the 1024-d features
-    plus the aux heads. LAYER: every trunk parameter up to and including module LAYER, in forward order (parameters
+    none: nothing. trunk: everything but the main classifier ``fc`` - a linear probe on the 1024-d pooled features,
+    the linear evaluation protocol of Kornblith et al. (2019) and SimCLR. The aux heads exist only to send gradient
+    into the trunk; with the trunk frozen they could change nothing inference uses, so they are frozen too and the
+    training step does not run them (aux_weight 0, see train/loop.py). LAYER: every trunk parameter up to and including module LAYER, in forward order (parameters
     are registered in forward order in GoogLeNet, so "up to" is a prefix of named_parameters).
     """
     if spec in (None, "", "none"):
         return []
     params = [(k, p) for k, p in model.named_parameters() if not k.startswith(HEAD_PREFIXES)]
     if spec == "trunk":
-        frozen = [k for k, _ in params]
+        frozen = [k for k, _ in model.named_parameters() if not k.startswith("fc.")]
     else:
         layers = trunk_layer_names(model)
         if spec not in layers:

@@ -39,7 +39,7 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
             x = (octave_base + detail).clamp(0, 1)
             # The notebook's 32-pixel roll is for images of 224+ pixels; on a small image (a 64x64 model's) a roll
             # of half the image wrecks the ascent, so it is scaled by side/224 below that.
-            j = min(jitter, max(1, min(x.shape[-2:]) * jitter // 224))
+            j = min(jitter, max(1, min(x.shape[-2:]) * jitter // 224)) if jitter else 0
             for _ in range(steps):
                 ox, oy = torch.randint(-j, j + 1, (2,), generator=g).tolist()
                 x = x.roll((ox, oy), (-1, -2)).detach().requires_grad_(True)

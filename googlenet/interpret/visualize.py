@@ -3,12 +3,15 @@
 Defaults are Lucid's published ones: an image parameterised in Fourier space with 1/frequency scaling
 (``param.spatial.fft_image``, decay_power 1, init std 0.01), colours decorrelated with Lucid's ImageNet
 colour-correlation square root (``param.color``), sigmoid to pixels; ``transform.standard_transforms`` (pad 12,
-jitter 8, random scale 0.9..1.1, random rotation -10..10 degrees, jitter 4); Adam lr 0.05, 512 steps, 128 x 128.
-Lucid's code is TensorFlow; this is our own PyTorch implementation of the same maths.
+jitter 8, random scale 0.9..1.1, random rotation -10..10 degrees, jitter 4); Adam lr 0.05, 512 steps, 128 x 128;
+and ``render_vis``'s ``relu_gradient_override=True``: the redirected ReLU gradient of
+``lucid/misc/redirected_relu_grad.py``, without which a channel that is off on the starting image never gets a
+gradient and stays black. Lucid's code is TensorFlow; this is our own PyTorch implementation of the same maths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -21,6 +24,54 @@ from .common import LayerCapture, ModelInput
 # lucid/optvis/param/color.py: square root of the ImageNet colour correlation matrix.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+
+
+class RedirectedReLU(torch.autograd.Function):
+    """ReLU forward; backward as Lucid's ``redirected_relu_grad``: the ReLU gradient, except for an image whose
+    ReLU gradient is zero everywhere at this op (the unit never fired), where the incoming gradient passes through
+    unless it would push an already negative input lower."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        negative = x < 0
+        relu_grad = grad.masked_fill(negative, 0)
+        redirected = grad.masked_fill(negative & (grad > 0), 0)
+        fired = relu_grad.flatten(1).norm(dim=1).gt(0).view(-1, *[1] * (grad.dim() - 1))
+        return torch.where(fired, relu_grad, redirected)
+
+
+@contextlib.contextmanager
+def redirected_relus(model: nn.Module):
+    """Every conv -> (BN) -> ReLU block of the model backpropagates through RedirectedReLU while inside.
+
+    Done with forward hooks so the model's code (which TorchScript export compiles) is untouched: a hook on the
+    block's ``bn`` (an Identity without BatchNorm) keeps the pre-activation and hands the in-place ReLU a copy; a
+    hook on the block replaces its output with RedirectedReLU of the kept pre-activation (equal values).
+    """
+    from ..models.googlenet import BasicConv2d
+
+    handles, kept = [], {}
+    for block in model.modules():
+        if isinstance(block, BasicConv2d):
+            def keep(module, inputs, output, key=id(block)):
+                kept[key] = output
+                return output.clone()
+
+            def redirect(module, inputs, output, key=id(block)):
+                return RedirectedReLU.apply(kept.pop(key))
+
+            handles += [block.bn.register_forward_hook(keep), block.register_forward_hook(redirect)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class FFTImage(nn.Module):
@@ -94,7 +145,8 @@ def diversity(act: Tensor) -> Tensor:
 def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, objective: str = "channel",
               direction: Optional[Tensor] = None, diversity_images: int = 1, diversity_weight: float = 1e2,
               steps: int = 512, size: int = 128, lr: float = 0.05, seed: int = 0, grayscale: Optional[bool] = None,
-              transforms: bool = True, device: str | torch.device = "cpu", progress=None) -> Tensor:
+              transforms: bool = True, redirect_relu: bool = True, device: str | torch.device = "cpu",
+              progress=None) -> Tensor:
     """Optimises one image per channel (or ``diversity_images`` images of one channel); returns N x 3 x size x size
     pixels in 0..1. Deterministic for a fixed seed on a given device.
 
@@ -118,7 +170,9 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
     g = torch.Generator().manual_seed(seed)
     param = FFTImage(len(channels), 1 if prep.grayscale else 3, size, generator=g).to(device)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
-    with LayerCapture(model, layer, stop=True) as cap:
+    redirect = redirected_relus(model) if redirect_relu else contextlib.nullcontext()
+    # redirect first: its hooks must run before the capture's when the layer is a conv block itself
+    with redirect, LayerCapture(model, layer, stop=True) as cap:
         for step in range(steps):
             x = to_pixels(param())
             if transforms:

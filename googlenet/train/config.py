@@ -35,6 +35,7 @@ class TrainConfig:
     data: Optional[str] = None  # None: the embedded Fashion-MNIST subset; "fashion-mnist"; or an ImageFolder DIR
     out: str = "runs/train"
     recipe: str = DEFAULT_RECIPE
+    split_from: Optional[str] = None  # one-folder --data: a run folder whose split lists old files keep (data/split)
     val_fraction: float = 0.2  # one-folder --data DIR (no train/ and val/): the held-out share (googlenet/data/split)
     balance: bool = False  # class-balanced sampling: each class drawn equally often (with replacement)
     classes: Optional[str] = None  # embedded data only: a class subset by index, e.g. "0-4" or "5,7,9"
@@ -147,7 +148,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = type(default)
     if default is None:  # Optional[...] fields
         kind = {"grad_clip": float, "resize_size": int, "max_train_images": int, "max_eval_images": int,
-                "data": str, "init": str, "classes": str, "per_class": int}[key]
+                "data": str, "init": str, "classes": str, "per_class": int, "split_from": str}[key]
     try:
         if kind is bool:
             if not isinstance(value, bool):

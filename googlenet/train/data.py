@@ -159,17 +159,25 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
 
 
 def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> TrainData:
-    """DIR/<class>/* split by path hash (googlenet/data/split.py); the lists go to the run folder."""
-    from ..data.split import imbalance_note, split_folder, write_lists
+    """DIR/<class>/* split per class in path-hash order (googlenet/data/split.py); files placed by an earlier split
+    (--split-from RUN, else the run folder's own lists, as on a resume) keep their side; the lists go to the run
+    folder."""
+    from ..data.split import LIST_NAMES, imbalance_note, read_lists, split_folder, write_lists
     from ..fileio import ensure_dir
 
-    train_samples, val_samples, class_names, counts = split_folder(root, cfg.val_fraction)
+    source = cfg.split_from or (cfg.out if all((Path(cfg.out) / n).is_file() for n in LIST_NAMES.values()) else None)
+    previous = read_lists(source) if source else None
+    train_samples, val_samples, class_names, counts = split_folder(root, cfg.val_fraction, previous)
     if len(class_names) < 2:
         raise UserError(f"{printable(root)} has {len(class_names)} class folder; training needs at least 2")
     ensure_dir(Path(cfg.out))
     write_lists(Path(cfg.out), root, train_samples, val_samples, class_names)
     notes = ["class counts (train/val): " + ", ".join(f"{printable(c)} {v['train']}/{v['val']}"
                                                       for c, v in counts.items())]
+    if previous is not None:
+        kept = sum(v["kept"] for v in counts.values())
+        notes.append(f"split: {kept} files kept their side from {printable(source)}, "
+                     f"{len(train_samples) + len(val_samples) - kept} placed afresh")
     note = imbalance_note(counts)
     if note:
         notes.append(note)

@@ -222,8 +222,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    # A linear probe (--freeze trunk) trains fc alone: the aux heads, frozen with the trunk, are not even run.
+    aux_weight = 0.0 if cfg.freeze == "trunk" else cfg.aux_weight
     trainer = TrainStep(net, optimizer, precision=cfg.precision, channels_last=cfg.channels_last,
-                        compile=cfg.compile, aux_weight=cfg.aux_weight, label_smoothing=cfg.label_smoothing,
+                        compile=cfg.compile, aux_weight=aux_weight, label_smoothing=cfg.label_smoothing,
                         device=d.device, grad_clip=cfg.grad_clip, all_finite=d.all_true if d.ddp else None)
     inject_nan = int(os.environ.get("GOOGLENET_TEST_NAN_AT_STEP", "-1"))  # test hook: poison one step's input
 

@@ -30,6 +30,8 @@ def autocast(device: torch.device | str, precision: str):
 
 def googlenet_loss(out, labels: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
     """Paper section 5: the aux losses are added to the total loss with a discount weight of 0.3."""
+    if isinstance(out, Tensor):  # the model ran without its aux heads
+        return F.cross_entropy(out.float(), labels, label_smoothing=label_smoothing)
     loss = F.cross_entropy(out.logits.float(), labels, label_smoothing=label_smoothing)
     for aux in (out.aux1, out.aux2):
         if aux is not None and aux_weight:
@@ -79,7 +81,7 @@ class TrainStep:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            out = self.forward(images, with_aux=True)
+            out = self.forward(images, with_aux=bool(self.aux_weight))  # aux_weight 0: the aux heads are not run
             loss = googlenet_loss(out, labels, self.aux_weight, self.label_smoothing)
         finite = bool(torch.isfinite(loss.detach()))
         if self.all_finite is not None:
@@ -99,4 +101,5 @@ class TrainStep:
                 if self.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
-        return StepResult(loss.detach().float(), out.logits.detach(), finite)
+        logits = out if isinstance(out, Tensor) else out.logits
+        return StepResult(loss.detach().float(), logits.detach(), finite)
