@@ -126,6 +126,26 @@ def test_embedded_data_grey_images_and_limit(weights, tmp_path, capsys):
     assert (shown[..., 0] == shown[..., 1]).all() and (shown[..., 1] == shown[..., 2]).all()  # grey as seen
 
 
+def test_python_api_returns_tensors(weights, folder, tmp_path):
+    from googlenet.interpret import build_atlas, open_source, write_atlas
+    from googlenet.weights import load_model
+
+    source = open_source(str(folder))
+    atlas = build_atlas(load_model(weights), LAYER, source, [5, 1], top=2, steps=1, size=32, progress=False)
+    assert atlas.channels == [5, 1] and atlas.layer_channels == 64
+    assert atlas.visualizations.shape == (2, 3, 32, 32) and atlas.activations.shape == (11, 2)
+    assert atlas.top_items.shape == atlas.top_values.shape == (2, 2) and len(atlas.skipped) == 1
+    assert torch.equal(atlas.top_values, atlas.activations.t().topk(2).values)
+    model = load_model(weights)
+    with torch.no_grad():
+        model.get_submodule(LAYER).weight[5] = 0  # channel 5 is its bias on every image: a tie, said on the page
+    atlas = build_atlas(model, LAYER, source, [5, 1], top=2, steps=1, size=32, progress=False)
+    page = write_atlas(atlas, source, tmp_path / "atlas", info={"weights": "w"}).read_text()
+    assert page.count("the same activation") == 1 and "on all 11 images" in page.split('id="channel-1"')[0]
+    with pytest.raises(UserError, match="channel 64 out of range"):
+        build_atlas(load_model(weights), LAYER, source, [1, 64], steps=1, size=32, progress=False)
+
+
 def test_parse_channels():
     assert parse_channels(None, 512) == list(range(16)) and parse_channels(None, 10) == list(range(10))
     assert parse_channels("4", 512) == [0, 1, 2, 3] and parse_channels("all", 3) == [0, 1, 2]

@@ -33,6 +33,7 @@ from .common import LayerCapture, resolve_layer, save_png
 
 DEFAULT_CHANNELS = 16  # the first 16 channels: minutes on a CPU (docs/interpret.md)
 DEFAULT_TOP = 9  # a 3 x 3 block of images per channel, as Microscope shows
+VIS_BATCH = 16  # channels visualised together (one optimisation batch)
 EMBEDDED = "embedded"  # --data embedded: the bundled Fashion-MNIST held-out part (2,000 images)
 
 
@@ -201,17 +202,25 @@ def build_atlas(model: nn.Module, layer: str, source: DataSource, channels: Opti
     if grayscale is not None:
         pre["grayscale"] = grayscale
     n = layer_channels(model, layer, pre)
-    chosen = parse_channels(channels, n) if channels is None or isinstance(channels, str) \
-        else parse_channels(",".join(map(str, channels)) + ",", n)
+    if channels is None or isinstance(channels, str):
+        chosen = parse_channels(channels, n)
+    else:
+        chosen = list(dict.fromkeys(int(c) for c in channels))
+        bad = [c for c in chosen if not 0 <= c < n] or ([] if chosen else ["none"])
+        if bad:
+            raise UserError(f"channel {bad[0]} out of range: the layer has {n} channels (0..{n - 1})")
     acts, scanned, skipped = channel_activations(model, layer, source, chosen, preprocessing=pre,
                                                  batch_size=batch_size, workers=workers, device=device,
                                                  progress=progress)
     k = min(top, len(scanned))
     values, rows = acts.t().topk(k, dim=1)  # K x k, sorted from the highest
     items = torch.tensor(scanned)[rows]
-    bar = _progress_bar(steps, progress)
-    vis = visualize(model, layer, chosen, steps=steps, size=size, seed=seed, grayscale=grayscale, device=device,
-                    progress=bar)
+    # Channels are optimised VIS_BATCH at a time: one batch is faster than one image at a time, and the chunks
+    # bound the memory of --channels all (512 images through the net with their gradients).
+    chunks = [chosen[i:i + VIS_BATCH] for i in range(0, len(chosen), VIS_BATCH)]
+    bar = _progress_bar(steps * len(chunks), progress)
+    vis = torch.cat([visualize(model, layer, chunk, steps=steps, size=size, seed=seed, grayscale=grayscale,
+                               device=device, progress=bar) for chunk in chunks])
     return Atlas(layer, n, chosen, vis, acts, scanned, values, items, pre, skipped)
 
 
@@ -223,7 +232,7 @@ def _progress_bar(steps: int, enabled: bool):
 
     def update(step: int, total: int) -> None:
         bar.update(1)
-        if step == total:
+        if bar.n >= bar.total:
             bar.close()
 
     return update
@@ -267,8 +276,12 @@ def write_atlas(atlas: Atlas, source: DataSource, out: str | os.PathLike, *, inf
                 f'<figure class="top"><img src="image_{i}.png" alt="{_e(source.names[i])}">'
                 f'<figcaption><b>{rank}.</b> {v:.4g}<br>{_e(label) + "<br>" if label else ""}'
                 f'<span class="name" title="{_e(source.names[i])}">{_e(source.names[i])}</span></figcaption></figure>')
+        column = atlas.activations[:, r]
+        note = ""
+        if bool(column.max() == column.min()):  # a dead ReLU, say: every image ties, so the order means nothing
+            note = f'<p class="note">the same activation ({float(column[0]):.4g}) on all {len(column)} images</p>'
         rows.append(
-            f'<section class="channel" id="channel-{c}"><h2>channel {c}</h2>'
+            f'<section class="channel" id="channel-{c}"><h2>channel {c}{note}</h2>'
             f'<figure class="vis"><img src="channel_{c}.png" alt="feature visualisation of channel {c}">'
             f'<figcaption>feature visualisation</figcaption></figure>'
             f'<div class="tops">{"".join(figures)}</div></section>')
