@@ -18,7 +18,7 @@ from ..fileio import check_limits
 
 # Order shown in --help.
 COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve", "layers",
-            "visualize", "dream", "explain")
+            "visualize", "dream", "explain", "embed")
 
 
 class ArgumentParser(argparse.ArgumentParser):
