@@ -42,7 +42,7 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, t in model.state_dict().items():
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d tensors (BN counters) as 1-d
     return h.hexdigest()
 
 
