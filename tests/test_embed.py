@@ -3,6 +3,7 @@ preprocessing, labels from class folders, resume after an interrupted run, refus
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -171,7 +172,19 @@ def test_cli_writes_the_npz_and_reports_bad_files(weights, images, tmp_path, cap
     assert z["features"].shape == (2, 192) and z["labels"].tolist() == [-1, -1] and z["class_names"].shape == (0,)
 
 
-@pytest.mark.parametrize("case", ["missing", "unknown_layer", "bad_weights", "bad_image", "nothing_readable"])
+def test_a_tampered_manifest_is_refused(weights, images, tmp_path):
+    out = tmp_path / "f.npz"
+    (tmp_path / "f.npz.partial").mkdir()
+    fingerprint = {"weights": "?", "layer": "avgpool", "precision": "fp32", "files": "?", "count": 6}
+    (tmp_path / "f.npz.partial" / "manifest.json").write_text(
+        '{"fingerprint": %s, "chunks": [{"start": 0, "stop": 2, "file": "../../etc/passwd", "rows": 2, "dim": 1}]}'
+        % json.dumps(fingerprint))
+    with pytest.raises(UserError, match=r"is not a manifest of embed .*does not follow.*pass --restart"):
+        googlenet.embed(str(images), weights, out=str(out), progress=False)
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown_layer", "bad_weights", "bad_image", "nothing_readable",
+                                  "out_is_folder"])
 def test_user_errors_are_one_line_exit_2(weights, images, tmp_path, capsys, case):
     target, w, extra = str(images), weights, []
     if case == "missing":
@@ -184,6 +197,8 @@ def test_user_errors_are_one_line_exit_2(weights, images, tmp_path, capsys, case
             open(w, "wb").write(f.read()[:5000])  # truncated
     elif case == "bad_image":
         target = str(images / "dogs" / "notes.txt")
+    elif case == "out_is_folder":
+        (tmp_path / "f.npz").mkdir()
     else:
         (tmp_path / "junk").mkdir()
         (tmp_path / "junk" / "x.jpg").write_bytes(b"\xff\xd8\xff junk")
@@ -194,9 +209,10 @@ def test_user_errors_are_one_line_exit_2(weights, images, tmp_path, capsys, case
     assert len(err) == 1 and err[0].startswith("googlenet embed: error: "), err
     expected = {"missing": "not found: ", "unknown_layer": "no layer 'inception9z' in googlenet (e.g. ",
                 "bad_weights": "is not a valid googlenet weights file", "bad_image": "notes.txt: not an image",
-                "nothing_readable": "no readable image among 1 file(s) (first: x.jpg: "}[case]
+                "nothing_readable": "no readable image among 1 file(s) (first: x.jpg: ",
+                "out_is_folder": "is a folder; name an .npz file"}[case]
     assert expected in err[0]
-    assert not out.exists() and not os.path.exists(f"{out}.partial")
+    assert (case == "out_is_folder" or not out.exists()) and not os.path.exists(f"{out}.partial")
 
 
 def test_python_m_googlenet_embed_exit_code_and_stderr(weights, images, tmp_path):

@@ -94,6 +94,8 @@ def embed(inputs: str | os.PathLike, weights: str | os.PathLike | nn.Module, *, 
     dev = _device(device)
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision for embed must be fp32 or bf16, got {precision!r}")
+    if out is not None and os.path.isdir(out):  # found now, not after hours of work at the final rename
+        raise UserError(f"--out {printable(out)} is a folder; name an .npz file")
     items = list_inputs(inputs)
     labels = [s.label for s in items.samples]
     fingerprint = {"weights": model_fingerprint(model), "layer": layer, "precision": precision,
@@ -140,8 +142,7 @@ def _run(model: nn.Module, layer: str, items: Inputs, store, *, batch_size: int,
     position = {s.path: i for i, s in enumerate(items.samples)}
     dataset = CropDataset(ImageFolderDataset(items.samples), range(n), [view])
     batches = [b for _, _, bs in plan for b in bs]
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_list,
-                        num_workers=min(workers, len(batches)), pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_list, num_workers=min(workers, len(batches)))
     it = iter(loader)
     with tqdm(total=n, initial=store.done, unit="img", desc="embed", file=sys.stderr, dynamic_ncols=True,
               disable=None if progress else True) as bar:  # None: shown on a terminal only

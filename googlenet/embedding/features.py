@@ -69,5 +69,4 @@ def feature_predictor(model: nn.Module, layer: str, *, precision: str = "fp32",
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision for embed must be fp32 or bf16, got {precision!r}")
     net = PooledFeatures(model, layer).to(device).eval()
-    return optimize_for_inference(net, precision=precision, backend="eager",
-                                  channels_last=device.type != "mps")
+    return optimize_for_inference(net, precision=precision, backend="eager", channels_last=True)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError, one_line
-from ..fileio import MiB, Unreadable, atomic_path, atomic_write_text, ensure_dir, printable, read_bounded
+from ..fileio import (MiB, Unreadable, atomic_path, atomic_write_text, ensure_dir, open_regular, printable,
+                      read_bounded)
 
 MANIFEST = "manifest.json"
 
@@ -70,8 +71,8 @@ class Partial:
         if manifest.is_file():
             try:
                 old = json.loads(read_bounded(manifest, limit=64 * MiB))
-                assert isinstance(old, dict) and isinstance(old.get("chunks"), list)
-            except (Unreadable, ValueError, AssertionError) as e:
+                _check_chunks(old)
+            except (Unreadable, ValueError, TypeError, KeyError) as e:
                 raise UserError(f"{printable(manifest)} is not a manifest of embed ({one_line(e) or 'bad layout'}); "
                                 f"pass --restart to discard {printable(self.folder)}") from None
             differs = [k for k in _WHAT if old.get("fingerprint", {}).get(k) != fingerprint.get(k)]
@@ -107,13 +108,27 @@ class Partial:
     def read(self, entry: dict, keys: Sequence[str] = ("index", "features", "skipped_index", "skipped_reason")) -> dict:
         path = self.folder / entry["file"]
         try:
-            with np.load(path, allow_pickle=False) as z:  # members are read only when asked for
+            # A regular file only (a FIFO put there would block np.load), no pickle; members read when asked for.
+            with open_regular(path, limit=1 << 40) as (f, _), np.load(f, allow_pickle=False) as z:
                 return {k: z[k] for k in keys}
-        except (OSError, ValueError, KeyError) as e:
+        except (Unreadable, OSError, ValueError, KeyError) as e:
             raise UserError(f"{printable(path)}: unreadable chunk ({one_line(e)}); pass --restart") from None
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _check_chunks(manifest) -> None:
+    """A manifest's chunks name files of this folder only and cover [0, done) in order; else ValueError."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("chunks"), list):
+        raise ValueError("bad layout")
+    stop = 0
+    for c in manifest["chunks"]:
+        if not (isinstance(c, dict) and c.get("start") == stop and isinstance(c.get("stop"), int)
+                and c["stop"] > stop and c.get("file") == f"chunk-{stop:09d}.npz"
+                and isinstance(c.get("rows"), int) and isinstance(c.get("dim"), int)):
+            raise ValueError(f"chunk entry {str(c)[:80]} does not follow the previous one")
+        stop = c["stop"]
 
 
 def _npy_into(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
