@@ -84,11 +84,13 @@ def embed(inputs: str | os.PathLike, weights: str | os.PathLike | nn.Module, *, 
     keeps everything in memory. chunk: files per saved chunk (the most a kill can lose). load_features=False
     (with ``out``) leaves ``features`` empty: the command line's way to embed more images than fit in memory.
     """
-    from ..weights import load_weights_arg
+    from ..weights import default_preprocessing, load_weights_arg
 
     if batch_size < 1 or chunk < 1 or workers < 0:
         raise UserError("batch_size and chunk must be >= 1, workers >= 0")
     model = weights if isinstance(weights, nn.Module) else load_weights_arg(weights)
+    if getattr(model, "preprocessing", None) is None:  # a model made by create_model: ImageNet's, as `layers` does
+        model.preprocessing = default_preprocessing()
     weights_name = getattr(model, "arch_name", "model") if isinstance(weights, nn.Module) else printable(weights)
     layer = check_layer(model, layer)
     dev = _device(device)

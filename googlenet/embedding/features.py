@@ -68,5 +68,9 @@ def feature_predictor(model: nn.Module, layer: str, *, precision: str = "fp32",
 
     if precision not in ("fp32", "bf16"):
         raise UserError(f"--precision for embed must be fp32 or bf16, got {precision!r}")
-    net = PooledFeatures(model, layer).to(device).eval()
-    return optimize_for_inference(net, precision=precision, backend="eager", channels_last=True)
+    # The inference path works on its own (folded, eval-mode) copy: the caller's model is neither moved nor
+    # switched to eval mode; the copy goes to the device.
+    predictor = optimize_for_inference(PooledFeatures(model, layer), precision=precision, backend="eager",
+                                       channels_last=True)
+    predictor.model.to(device)
+    return predictor
