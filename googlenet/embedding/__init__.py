@@ -62,8 +62,9 @@ class _Memory:
         self.done = 0
 
     def add(self, start, stop, index, features, skipped) -> None:
-        self.chunks.append({"rows": len(index), "dim": features.shape[1], "index": index, "features": features, "skipped_index": np.array(
-            [i for i, _ in skipped], dtype=np.int64), "skipped_reason": np.array([r for _, r in skipped], dtype=str)})
+        self.chunks.append({"rows": len(index), "dim": features.shape[1], "index": index, "features": features,
+                            "skipped_index": np.array([i for i, _ in skipped], dtype=np.int64),
+                            "skipped_reason": np.array([r for _, r in skipped], dtype=str)})
         self.done = stop
 
     def read(self, entry: dict, keys: Sequence[str] = ()) -> dict:

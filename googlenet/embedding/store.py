@@ -21,7 +21,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -171,7 +171,3 @@ def chunk_plan(n: int, start: int, chunk: int, batch: int) -> list[tuple[int, in
         plan.append((a, b, [list(range(i, min(i + batch, b))) for i in range(a, b, batch)]))
     return plan
 
-
-def remove_quietly(path: Optional[Path]) -> None:
-    if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
