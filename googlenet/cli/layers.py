@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas")
+    p = sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas/embed")
     p.add_argument("--weights", required=True, metavar="W", help="weights file or 'torchvision'")
     p.set_defaults(func=run)
 

@@ -48,6 +48,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("input")
     g.add_argument("--input-size", type=positive_int, help="square training crop (>= 64)")
+    g.add_argument("--mean", type=float, nargs=3, metavar=("C1", "C2", "C3"),
+                   help="folder data: mean in the model's channel order and pixel scale (default: --init's, else "
+                        "ImageNet's)")
+    g.add_argument("--std", type=positive_float, nargs=3, metavar=("C1", "C2", "C3"), help="folder data: std, likewise")
+    g.add_argument("--channel-order", choices=("RGB", "BGR"), help="folder data (default: --init's, else RGB)")
+    g.add_argument("--pixel-range", type=int, choices=(1, 255), help="folder data: pixels in 0..1 or 0..255 "
+                                                                     "(default: --init's, else 1)")
+    g.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="folder data: grey input replicated to 3 channels (default: --init's, else off)")
     g.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes for --data DIR")
     g.add_argument("--max-train-images", type=positive_int, help="use a fixed subset of this many training images")
     g.add_argument("--max-eval-images", type=positive_int, help="use a fixed subset of this many held-out images")
@@ -70,15 +79,9 @@ FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_
 def run(args: argparse.Namespace) -> int:
     from ..train.config import resolve
 
+    # With --init, the arch and preprocessing not set by a flag or the config file come from the source's
+    # metadata (config.init_defaults).
     overrides = {k: getattr(args, k) for k in FLAG_KEYS}
-    if args.init and not args.arch:
-        from ..finetune import init_arch
-
-        overrides["arch"] = init_arch(args.init)  # the source's arch, unless --arch says otherwise
-    if args.init and not args.input_size and not args.config:
-        from ..finetune import init_input_size
-
-        overrides["input_size"] = init_input_size(args.init)  # the size the source was trained at
     cfg = resolve(args.recipe, args.config, overrides)
     summary = _train_reporting_peer_failures(cfg, args.resume)
     import os

@@ -25,7 +25,7 @@ import io
 import math
 import os
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -160,14 +160,17 @@ class FastPaperCrop(FastRandomResizedCrop):
     very same objects. Only the decode differs (DCT-scaled for large crops, as in FastRandomResizedCrop)."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
-                 ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1) -> None:
+                 ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1,
+                 to_model: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         from .transforms import Lighting, Normalize
 
         super().__init__(size, mean, std, scale=scale, ratio=ratio, flip=True, normalize=False)
         self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
                        if color_jitter > 0 else None)
         self.lighting = Lighting(lighting)
-        self.norm = Normalize(mean, std)
+        # to_model: the weights' whole preprocessing (``transforms.ModelNormalize``: grey, pixel scale, channel
+        # order, mean/std) in place of the plain Normalize, for fine-tuning from Caffe-style weights.
+        self.norm = to_model or Normalize(mean, std)
 
     def _resize(self, crop: Tensor) -> Tensor:
         from .transforms import INTERPOLATIONS, resize

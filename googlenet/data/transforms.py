@@ -153,14 +153,34 @@ def model_input(crops: Tensor, pre: dict) -> Tensor:
     Caffe), the channel order (``channel_order`` "BGR": Caffe's), then mean and std, which are given in the model's
     own channel order and pixel scale (BVLC: mean 104, 117, 123 in BGR, std 1). Each step is applied exactly once.
     """
-    x = crops.float()
+    return _to_model(crops.float(), pre, scale=255)
+
+
+def unit_model_input(x: Tensor, pre: dict) -> Tensor:
+    """``model_input`` for RGB pixels already in 0..1 (float, ... x 3 x H x W): what the training transforms make
+    after their crops and photometric distortions, which work in that range."""
+    return _to_model(x, pre, scale=1)
+
+
+def _to_model(x: Tensor, pre: dict, *, scale: int) -> Tensor:
+    """x: RGB float pixels in 0..scale -> the model's input (see ``model_input``); never changes ``x`` itself."""
     if pre.get("grayscale", False):
-        # rgb_to_grayscale returns one channel expanded to 3 (a view): copy it, or the in-place steps below fail.
-        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3).contiguous()
-    if pre.get("pixel_range", 1) == 1:
-        x = x.div_(255)
+        x = v2.functional.rgb_to_grayscale(x, num_output_channels=3)
+    if pre.get("pixel_range", 1) != scale:
+        x = x / 255 if scale == 255 else x * 255
     if pre.get("channel_order", "RGB") == "BGR":
         x = x.flip(-3)
     mean = torch.tensor(pre.get("mean", (0.0, 0.0, 0.0)), dtype=x.dtype).view(-1, 1, 1)
     std = torch.tensor(pre.get("std", (1.0, 1.0, 1.0)), dtype=x.dtype).view(-1, 1, 1)
-    return x.sub_(mean).div_(std)
+    return (x - mean) / std
+
+
+class ModelNormalize:
+    """The last training transform step: 0..1 RGB pixels -> the model's input under the preprocessing ``pre``
+    (``unit_model_input``). With RGB, pixel_range 1 and no grey it is Normalize(mean, std)."""
+
+    def __init__(self, pre: dict) -> None:
+        self.pre = dict(pre)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return unit_model_input(x, self.pre)

@@ -39,13 +39,28 @@ def init_arch(spec: str) -> str:
     return read_metadata(spec)["arch"]
 
 
-def init_input_size(spec: str) -> Optional[int]:
-    """The input size an ``--init`` source was trained at (its metadata), or None when it does not say."""
-    if spec in NAMED_ARCHS or _is_torch_checkpoint(spec):
-        return 224  # ImageNet sources
-    from ..weights import read_metadata
+def init_preprocessing(spec: str) -> dict:
+    """The preprocessing an ``--init`` source was trained with (input size, resize, mean/std, channel order, pixel
+    range, grey), read without loading its tensors: a weights file's metadata (checked), the published values of a
+    named source, torchvision's for a torchvision-layout checkpoint."""
+    from ..weights import IMAGENET_PREPROCESSING, check_preprocessing
 
-    return int(read_metadata(spec)["preprocessing"]["input_size"])
+    if spec == "bvlc":
+        from ..pretrained.bvlc import PREPROCESSING
+    elif spec == "inception5h":
+        from ..inception5h import PREPROCESSING
+    elif spec == "torchvision" or _is_torch_checkpoint(spec):
+        PREPROCESSING = IMAGENET_PREPROCESSING
+    else:
+        from ..weights import read_metadata
+
+        return read_metadata(spec)["preprocessing"]  # checked by read_metadata, defaults filled in
+    return check_preprocessing(dict(PREPROCESSING), spec)
+
+
+def init_input_size(spec: str) -> Optional[int]:
+    """The input size an ``--init`` source was trained at."""
+    return int(init_preprocessing(spec)["input_size"])
 
 
 def load_init(spec: str) -> nn.Module:

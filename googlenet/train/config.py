@@ -70,6 +70,14 @@ class TrainConfig:
     # input
     input_size: int = 224
     resize_size: Optional[int] = None  # eval resize of the shorter side; None: input_size * 256 / 224
+    # How folder images become the network's input (saved with the weights; eval and predict apply the same). None:
+    # the --init weights' value (their metadata), else ImageNet's RGB 0..1 mean/std. The embedded Fashion-MNIST
+    # keeps its own (grey, its mean/std).
+    mean: Optional[tuple] = None  # 3 numbers, in the model's channel order and pixel scale
+    std: Optional[tuple] = None
+    channel_order: Optional[str] = None  # RGB | BGR (Caffe's)
+    pixel_range: Optional[int] = None  # 1: pixels in 0..1 (torchvision); 255: 0..255 (Caffe)
+    grayscale: Optional[bool] = None  # luminance replicated to 3 channels
     augment: str = "paper"  # "paper": scale/aspect crops, random interpolation, photometric, mirror; "flip"; "none"
     crop_scale: tuple = (0.08, 1.0)
     crop_ratio: tuple = (3 / 4, 4 / 3)
@@ -148,7 +156,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = type(default)
     if default is None:  # Optional[...] fields
         kind = {"grad_clip": float, "resize_size": int, "max_train_images": int, "max_eval_images": int,
-                "data": str, "init": str, "classes": str, "per_class": int, "split_from": str}[key]
+                "data": str, "init": str, "classes": str, "per_class": int, "split_from": str,
+                "mean": tuple, "std": tuple, "channel_order": str, "pixel_range": int, "grayscale": bool}[key]
     try:
         if kind is bool:
             if not isinstance(value, bool):
@@ -163,7 +172,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise TypeError
             return float(value)
         if kind is tuple:
-            if not isinstance(value, (list, tuple)) or len(value) != 2:
+            if not isinstance(value, (list, tuple)) or len(value) != (3 if key in ("mean", "std") else 2) \
+                    or any(isinstance(v, bool) for v in value):
                 raise TypeError
             return tuple(float(v) for v in value)
         if kind is str:
@@ -190,9 +200,31 @@ def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
         for k, v in layer.items():
             values[k] = _coerce(k, v, source)
     values["recipe"] = name
+    if values.get("init"):
+        explicit = set(file_values) | {k for k, v in (overrides or {}).items() if v is not None}
+        for k, v in init_defaults(str(values["init"]), explicit).items():
+            values[k] = _coerce(k, v, f"--init {values['init']}")
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+# What --init's weights decide unless the config file or a flag says otherwise (a recipe is generic: the weights win).
+INIT_KEYS = ("arch", "input_size", "resize_size", "mean", "std", "channel_order", "pixel_range", "grayscale")
+
+
+def init_defaults(spec: str, explicit: set) -> dict:
+    """The arch and preprocessing of the --init source for the keys not in ``explicit``. Its resize_size only goes
+    with its input_size: a size set by hand keeps the usual 256/224 resize."""
+    from ..finetune import init_arch, init_preprocessing
+
+    pre = init_preprocessing(spec)
+    out = {k: pre[k] for k in INIT_KEYS[1:] if k in pre and k not in explicit}
+    if "input_size" in explicit:
+        out.pop("resize_size", None)
+    if "arch" not in explicit:
+        out["arch"] = init_arch(spec)
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -231,6 +263,12 @@ def validate(cfg: TrainConfig) -> None:
                                        f"got {cfg.input_size}")
     need(cfg.resize_size is None or cfg.resize_size >= cfg.input_size,
          f"resize_size ({cfg.resize_size}) must be at least input_size ({cfg.input_size})")
+    for key in ("mean", "std"):
+        v = getattr(cfg, key)
+        need(v is None or all(math.isfinite(x) for x in v) and (key == "mean" or min(v) > 0),
+             f"{key} must be 3 finite numbers{' above 0' if key == 'std' else ''}, got {v}")
+    need(cfg.channel_order in (None, "RGB", "BGR"), f"channel_order must be RGB or BGR, got {cfg.channel_order!r}")
+    need(cfg.pixel_range in (None, 1, 255), f"pixel_range must be 1 or 255, got {cfg.pixel_range!r}")
     lo, hi = cfg.crop_scale
     need(0 < lo <= hi <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {list(cfg.crop_scale)}")
     lo, hi = cfg.crop_ratio

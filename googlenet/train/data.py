@@ -17,7 +17,8 @@ from torch import Tensor
 from ..data import embedded
 from ..data.fast import FastPaperCrop, FastRandomResizedCrop
 from ..data.folder import ImageFolderDataset, Skipped, collate_skipping, find_split, printable, scan_image_folder
-from ..data.transforms import array_batch, eval_transform, flip_train_transform, paper_train_transform
+from ..data.transforms import (Compose, ModelNormalize, RandomFlip, array_batch, eval_transform,
+                               paper_train_transform)
 from ..errors import UserError
 from ..weights import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainConfig
@@ -189,18 +190,30 @@ def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> Trai
                      FolderSource(val_samples, class_names, tf[1], cfg, device=device), class_names, tf[2], notes)
 
 
+def folder_preprocessing(cfg: TrainConfig) -> dict:
+    """The preprocessing folder data is trained with and saved with the weights: the config's keys, which
+    ``config.resolve`` fills from the --init weights' metadata unless set; ImageNet's RGB 0..1 for what is unset."""
+    return {"input_size": cfg.input_size, "resize_size": cfg.resize_size or round(cfg.input_size * 256 / 224),
+            "interpolation": "bilinear", "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
+            "channel_order": cfg.channel_order or "RGB", "pixel_range": cfg.pixel_range or 1,
+            "grayscale": bool(cfg.grayscale)}
+
+
 def _folder_transforms(cfg: TrainConfig):
-    resize = cfg.resize_size or round(cfg.input_size * 256 / 224)
-    pre = {"input_size": cfg.input_size, "resize_size": resize, "interpolation": "bilinear",
-           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    """(train transform, held-out transform, preprocessing): crops and distortions on 0..1 RGB pixels, then the
+    preprocessing's grey conversion, pixel scale, channel order and mean/std (``ModelNormalize``, the same steps
+    ``model_input`` applies at eval and predict time), so training sees what evaluation will."""
+    pre = folder_preprocessing(cfg)
+    size, resize, to_model = cfg.input_size, pre["resize_size"], ModelNormalize(pre)
+    view = eval_transform(size, resize, None, None, normalize=False)  # resize + centre crop, 0..1
     if cfg.augment == "paper":  # the fast decoder with the same recipe: decodes only what the crop needs
-        train_tf = FastPaperCrop(cfg.input_size, IMAGENET_MEAN, IMAGENET_STD, scale=cfg.crop_scale,
-                                 ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter, lighting=cfg.lighting)
+        train_tf = FastPaperCrop(size, pre["mean"], pre["std"], scale=cfg.crop_scale, ratio=cfg.crop_ratio,
+                                 color_jitter=cfg.color_jitter, lighting=cfg.lighting, to_model=to_model)
     elif cfg.augment == "flip":
-        train_tf = flip_train_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+        train_tf = Compose(view, RandomFlip(), to_model)
     else:
-        train_tf = eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD)
-    return train_tf, eval_transform(cfg.input_size, resize, IMAGENET_MEAN, IMAGENET_STD), pre
+        train_tf = Compose(view, to_model)
+    return train_tf, Compose(view, to_model), pre
 
 
 def skipped_as_dicts(skipped: list[Skipped]) -> list[dict]:
