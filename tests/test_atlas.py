@@ -164,6 +164,7 @@ def test_parse_channels():
     (["--data", "ONLYTEXT"], "no readable image in"),
     (["--data", "MISSING"], "--data: not a folder"),
     (["--weights", "BADWEIGHTS"], "BADWEIGHTS"),
+    (["--top", "100000"], "--top at most 256, got 100000"),
 ])
 def test_user_errors_are_one_line_and_keep_the_old_page(weights, folder, tmp_path, capsys, args, message):
     out = tmp_path / "atlas"
@@ -174,10 +175,10 @@ def test_user_errors_are_one_line_and_keep_the_old_page(weights, folder, tmp_pat
     (tmp_path / "ONLYTEXT" / "a.png").write_text("not a png")
     (tmp_path / "BADWEIGHTS").write_text("not weights")
     capsys.readouterr()
-    flags = {"--layer": LAYER, "--data": str(folder), "--weights": str(weights), "--channels": "1,"}
+    flags = {"--layer": LAYER, "--data": str(folder), "--weights": str(weights), "--channels": "1,", "--top": "1"}
     flags.update({k: str(tmp_path / v) if v.isupper() else v for k, v in zip(args[::2], args[1::2])})
     code = main(["atlas", *sum(([k, v] for k, v in flags.items()), []), "--out", str(out), "--steps", "1",
-                 "--size", "32", "--top", "1"])
+                 "--size", "32"])
     err = capsys.readouterr().err.strip()
     if message is None:
         assert code == 0

@@ -61,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from ..interpret.atlas import build_atlas, open_source, write_atlas
     from ..weights import load_weights_arg
 
-    if args.size > 1024:
-        raise UserError("--size at most 1024")
+    # Bounds that keep a typo from filling memory or the disk (a batch of a million decoded images, a page of
+    # a million thumbnails per channel).
+    for flag, value, most in (("--size", args.size, 1024), ("--top", args.top, 256),
+                              ("--batch-size", args.batch_size, 4096), ("--workers", args.workers, 64)):
+        if value > most:
+            raise UserError(f"{flag} at most {most}, got {value}")
     model = load_weights_arg(args.weights)
     source = open_source(args.data, args.limit)
     atlas = build_atlas(model, args.layer, source, args.channels, top=args.top, steps=args.steps, size=args.size,
