@@ -165,6 +165,7 @@ def test_parse_channels():
     (["--data", "MISSING"], "--data: not a folder"),
     (["--weights", "BADWEIGHTS"], "BADWEIGHTS"),
     (["--top", "100000"], "--top at most 256, got 100000"),
+    (["--device", "tpu"], "--device must be cpu or cuda[:N], got 'tpu'"),
 ])
 def test_user_errors_are_one_line_and_keep_the_old_page(weights, folder, tmp_path, capsys, args, message):
     out = tmp_path / "atlas"
