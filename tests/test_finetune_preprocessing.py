@@ -111,3 +111,30 @@ def test_trained_weights_carry_the_init_preprocessing_and_source(tmp_path, folde
     assert {k: model.preprocessing[k] for k in KEYS} == {k: BGR[k] for k in KEYS}
     init_meta = model.metadata["training"]["init"]
     assert init_meta["source"] == init and init_meta["arch"] == "googlenet" and init_meta["carried_classes"] == 2
+
+
+def test_embedded_data_from_bgr_init_is_fed_as_the_init_was_trained(tmp_path):
+    """The grey Fashion-MNIST images, upsampled as always, reach a BGR 0..255 trunk in its own scale and order."""
+    import torch.nn.functional as F
+
+    from googlenet.data import embedded
+
+    cfg = resolve("finetune", None, {"init": _init_weights(tmp_path, BGR), "classes": "0-1", "per_class": 4,
+                                     "out": str(tmp_path / "run")})
+    data = build_data(cfg, torch.device("cpu"))
+    for source in (data.held_out, data.train):
+        plan = [torch.arange(len(source.labels))]
+        x, labels, _ = next(source.batches(plan))
+        grey = F.interpolate(source.images.unsqueeze(1).float() / 255, size=(64, 64), mode="bilinear",
+                             align_corners=False).expand(-1, 3, -1, -1)
+        expected = (grey * 255 - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)) \
+            / torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
+        if source is data.train:  # the finetune recipe mirrors: compare each image with itself or its mirror
+            same = [(x[i] - expected[i]).abs().max() < 1e-3 or (x[i] - expected[i].flip(-1)).abs().max() < 1e-3
+                    for i in range(len(x))]
+            assert all(same)
+        else:
+            assert (x - expected).abs().max() < 1e-3, (x - expected).abs().max()
+    assert data.preprocessing["channel_order"] == "BGR" and data.preprocessing["pixel_range"] == 255
+    assert data.preprocessing["mean"] == [104.0, 117.0, 123.0] and data.preprocessing["grayscale"] is True
+    assert len(embedded.select(*embedded.load_fashion(), "0-1", 4)[0].labels) == 8

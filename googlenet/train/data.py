@@ -18,7 +18,7 @@ from ..data import embedded
 from ..data.fast import FastPaperCrop, FastRandomResizedCrop
 from ..data.folder import ImageFolderDataset, Skipped, collate_skipping, find_split, printable, scan_image_folder
 from ..data.transforms import (Compose, ModelNormalize, RandomFlip, array_batch, eval_transform,
-                               paper_train_transform)
+                               paper_train_transform, unit_model_input)
 from ..errors import UserError
 from ..weights import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainConfig
@@ -62,14 +62,20 @@ def shard(batches: list[Tensor], rank: int, world: int) -> list[Tensor]:
 class ArraySource:
     """An in-memory uint8 dataset (Fashion-MNIST): batches are made in the main process, no workers needed."""
 
-    def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool) -> None:
+    def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool,
+                 pre: Optional[dict] = None) -> None:
         self.images = data.images[indices]
         self.labels = data.labels[indices]
         self.targets = self.labels
         self.size = cfg.input_size
         self.augment = cfg.augment if train else "none"
+        # pre: another model's preprocessing (--init bvlc/torchvision weights, or --mean/--std/... flags): the grey
+        # pixels in 0..1 go through unit_model_input; None: the set's own grey mean/std (the main job's path).
+        # The images are grey already (replicated to 3 channels): no second grey conversion (torchvision's luma
+        # weights sum to 0.9999, which would scale them).
+        self.pre = None if pre is None else dict(pre, grayscale=False)
+        mean, std = ([embedded.MEAN] * 3, [embedded.STD] * 3) if pre is None else ([0.0] * 3, [1.0] * 3)
         if self.augment == "paper":
-            mean, std = [embedded.MEAN] * 3, [embedded.STD] * 3
             self.paper = paper_train_transform(cfg.input_size, mean, std, scale=cfg.crop_scale,
                                                ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter,
                                                lighting=cfg.lighting)
@@ -83,8 +89,10 @@ class ArraySource:
                 x = torch.stack([self.paper(img.expand(3, -1, -1)) for img in self.images[idx].unsqueeze(1)]) \
                     if len(idx) else torch.empty(0, 3, self.size, self.size)
             else:
-                x = array_batch(self.images[idx], self.size, embedded.MEAN, embedded.STD,
-                                flip=self.augment == "flip")
+                mean, std = (embedded.MEAN, embedded.STD) if self.pre is None else (0.0, 1.0)
+                x = array_batch(self.images[idx], self.size, mean, std, flip=self.augment == "flip")
+            if self.pre is not None:
+                x = unit_model_input(x, self.pre)
             yield x, self.labels[idx], []
 
 
@@ -131,8 +139,20 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
         # The 28x28 images are upsampled whole to input_size: resize to input_size, centre crop input_size.
         pre = {"input_size": cfg.input_size, "resize_size": cfg.input_size, "interpolation": "bilinear",
                "mean": [embedded.MEAN] * 3, "std": [embedded.STD] * 3, "grayscale": True}
-        return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True),
-                         ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False),
+        # The --init weights' (or the flags') mean, std, channel order and pixel range, when given: a trunk
+        # pretrained on BGR 0..255 (bvlc) or ImageNet-normalised RGB (torchvision) sees the grey images as it saw
+        # its own. The images stay grey.
+        custom = {k: getattr(cfg, k) for k in ("mean", "std", "channel_order", "pixel_range")
+                  if getattr(cfg, k) is not None}
+        model_pre = None
+        if custom:
+            scale = float(custom.get("pixel_range", 1))
+            pre.update({"mean": [embedded.MEAN * scale] * 3, "std": [embedded.STD * scale] * 3},
+                       **{k: list(v) if isinstance(v, tuple) else v for k, v in custom.items()})
+            model_pre = pre
+        return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True,
+                                           pre=model_pre),
+                         ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False, pre=model_pre),
                          list(train.class_names), pre)
     if cfg.classes is not None or cfg.per_class is not None:
         raise UserError("--classes and --per-class apply to the embedded Fashion-MNIST data only")
