@@ -179,3 +179,18 @@ def test_redirected_relu_lets_a_silent_channel_start(model):
             (-cap.run(prep(x))[0, c].mean()).backward()  # a loss to minimise, as visualize does
         grads.append(x.grad.abs().sum().item())
     assert grads[0] == 0 and grads[1] > 0
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "--device must be cpu or cuda[:N], got 'tpu'"),
+                                             ("cuda:x", "--device must be cpu or cuda[:N], got 'cuda:x'")])
+def test_interpret_commands_refuse_a_bad_device_in_one_line(tmp_path, capsys, model, device, message):
+    from PIL import Image
+
+    w = save_model(model, tmp_path / "w.safetensors")
+    Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()).save(tmp_path / "x.png")
+    for argv in (["visualize", "--weights", str(w), "--layer", "conv1", "--channel", "0", "--out", str(tmp_path / "v")],
+                 ["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "conv1", "--out",
+                  str(tmp_path / "d.png")]):
+        assert main(argv + ["--device", device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]

@@ -67,12 +67,10 @@ def run(args: argparse.Namespace) -> int:
                               ("--batch-size", args.batch_size, 4096), ("--workers", args.workers, 64)):
         if value > most:
             raise UserError(f"{flag} at most {most}, got {value}")
-    import torch
 
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        raise UserError(f"--device must be cpu or cuda[:N], got {args.device!r}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device} asked for, but CUDA is not available here")
+    from ..interpret.common import check_device
+
+    check_device(args.device)
     model = load_weights_arg(args.weights)
     source = open_source(args.data, args.limit)
     atlas = build_atlas(model, args.layer, source, args.channels, top=args.top, steps=args.steps, size=args.size,

@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..interpret.common import check_device
+
+    check_device(args.device)
     import torch.nn.functional as F
 
     from ..errors import UserError

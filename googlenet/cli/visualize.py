@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..interpret.common import check_device
+
+    check_device(args.device)
     from pathlib import Path
 
     from torchvision.utils import make_grid

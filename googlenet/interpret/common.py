@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 import torch
@@ -10,6 +11,15 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..weights import default_preprocessing
+
+
+def check_device(name: str) -> torch.device:
+    """``--device`` of the interpretability commands: cpu or cuda[:N], refused in one line when CUDA is absent."""
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UserError(f"--device must be cpu or cuda[:N], got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but CUDA is not available here")
+    return torch.device(name)
 
 
 def layer_names(model: nn.Module) -> list[str]:
