@@ -20,13 +20,13 @@ from googlenet.models import create_model
 from googlenet.train.step import TrainStep
 
 FAMILIES = (  # first match wins; names are aten ops as the CPU profiler reports them
+    ("convolution backward", ("convolution_backward", "ConvolutionBackward")),
     ("convolution forward", ("mkldnn_convolution", "aten::_convolution", "aten::conv2d", "aten::convolution")),
-    ("convolution backward", ("convolution_backward",)),
     ("LRN (ours, forward+backward)", ("LRNFunction", "lrn")),
     ("max pooling", ("max_pool2d",)),
     ("matmul (fc, aux heads)", ("aten::mm", "aten::addmm", "aten::bmm")),
     ("optimizer (fused AdamW)", ("fused_adam", "Optimizer.step")),
-    ("ReLU", ("relu", "threshold")),
+    ("ReLU", ("relu", "threshold", "clamp_min")),
     ("concat / copies / casts", ("aten::cat", "aten::copy_", "aten::to", "aten::_to_copy", "aten::clone",
                                  "aten::contiguous")),
     ("elementwise (add, mul, pow, div)", ("aten::add", "aten::mul", "aten::pow", "aten::div", "aten::sub")),
