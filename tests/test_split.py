@@ -135,3 +135,17 @@ def test_train_on_one_folder_writes_lists_and_balances(tmp_path, capsys):
     assert f"split: 9 files kept their side from {tmp_path / 'run'}, 3 placed afresh" in err
     new_val = (tmp_path / "run2" / "split_val.txt").read_text().splitlines()
     assert set(old_val) <= set(new_val) and len(new_val) == 1 + 3  # red 9 images: round(2.7) = 3; blue 1 of 3
+
+
+def test_what_the_scan_leaves_out_rides_on_the_train_side_outside_the_lists(tmp_path):
+    root = tmp_path / "data"
+    _folder(root, {"a": 5, "b": 5})
+    os.mkfifo(root / "a" / "pipe.png")
+    os.symlink("..", root / "b" / "loop")
+    train, val, names, counts = split_folder(root, 0.2)
+    skipped = sorted(os.path.basename(s.path) for s in train if s.skip is not None)
+    assert skipped == ["loop", "pipe.png"] and all(s.skip is None for s in val)
+    assert counts == {"a": {"train": 4, "val": 1}, "b": {"train": 4, "val": 1}}
+    write_lists(tmp_path, root, train, val, names)
+    listed = (tmp_path / "split_train.txt").read_text().splitlines()
+    assert len(listed) == 8 and not any("pipe" in line or "loop" in line for line in listed)

@@ -94,9 +94,13 @@ def split_folder(root: str | os.PathLike, val_fraction: float = 0.2,
     root = Path(root)
     previous = previous or {}
     samples, class_names = scan_image_folder(root)
+    # What the scan left out (links in a cycle, FIFOs, ...) has no class: it rides on the training side, where the
+    # loader reports it as skipped like any unreadable file, and stays out of the counts and the lists.
+    left_out = [s for s in samples if s.skip is not None]
     per_class: dict[int, list[Sample]] = {c: [] for c in range(len(class_names))}
     for s in samples:
-        per_class[s.label].append(s)
+        if s.skip is None:
+            per_class[s.label].append(s)
     small = [class_names[c] for c, items in per_class.items() if len(items) < 2]
     if small:
         raise UserError(f"class {printable(small[0])!r} of {printable(root)} has fewer than 2 images; a one-folder "
@@ -125,7 +129,7 @@ def split_folder(root: str | os.PathLike, val_fraction: float = 0.2,
         counts[name] = {"train": len(side_train), "val": len(side_val)}
         if previous:
             counts[name]["kept"] = len(kept)
-    return train, val, class_names, counts
+    return train + left_out, val, class_names, counts
 
 
 def imbalance_note(counts: dict) -> str | None:
@@ -142,6 +146,6 @@ def write_lists(out: Path, root: Path, train: list[Sample], val: list[Sample], c
 
     for side, name in LIST_NAMES.items():
         lines = [f"{_escape(_relative(s, root))}\t{_escape(class_names[s.label])}"
-                 for s in (train if side == "train" else val)]
+                 for s in (train if side == "train" else val) if s.skip is None]
         with atomic_path(out / name) as tmp:  # surrogateescape: names that are not UTF-8 round-trip as bytes
             tmp.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
