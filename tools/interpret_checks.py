@@ -58,6 +58,24 @@ def randomise_top_down(model):
     return m
 
 
+def dream_checks(model, prep, pixels) -> None:
+    """DeepDream over 10 held-out images: the notebook's defaults at the model's 64 px, then without the roll jitter,
+    as one octave, and with the defaults at 448 px (the notebook dreamt photos at their own size, 500-1000 px)."""
+    for label, kw, size in (("defaults", {}, None), ("--jitter 0", {"jitter": 0}, None),
+                            ("--octaves 1 --steps 40 --jitter 0", {"octaves": 1, "steps": 40, "jitter": 0}, None),
+                            ("defaults, --size 448", {}, 448)):
+        t, ratios = time.time(), []
+        for i in range(10):
+            img = pixels[1999 - i]
+            if size:
+                img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+            out = dream(model, img, "inception4c", grayscale=True, **kw)
+            ratios.append(channel_means_sq(model, prep, out) / channel_means_sq(model, prep, img))
+        print(f"dream {label}: inception4c mean squared activation ratio (result/input), 10 images: mean "
+              f"x{sum(ratios) / 10:.2f}, min x{min(ratios):.2f}, max x{max(ratios):.2f}; "
+              f"{(time.time() - t) / 10:.1f} s an image")
+
+
 def run(model, label: str, channels: int, steps: int, images: int) -> None:
     print(f"== {label}")
     prep = ModelInput(model, True)
@@ -92,16 +110,7 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
     again2 = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
     print(f"deterministic for a fixed seed: {torch.equal(again, again2)}")
 
-    # DeepDream over 10 held-out images: the notebook's defaults, then without the roll jitter and as one octave.
-    for label, kw in (("defaults", {}), ("--jitter 0", {"jitter": 0}),
-                      ("--octaves 1 --steps 40 --jitter 0", {"octaves": 1, "steps": 40, "jitter": 0})):
-        t, ratios = time.time(), []
-        for i in range(10):
-            out = dream(model, pixels[1999 - i], "inception4c", grayscale=True, **kw)
-            ratios.append(channel_means_sq(model, prep, out) / channel_means_sq(model, prep, pixels[1999 - i]))
-        print(f"dream {label}: inception4c mean squared activation ratio (result/input), 10 images: mean "
-              f"x{sum(ratios) / 10:.2f}, min x{min(ratios):.2f}, max x{max(ratios):.2f}; "
-              f"{(time.time() - t) / 10:.1f} s an image")
+    dream_checks(model, prep, pixels)
 
     rand = randomise_top_down(model)
     attach_metadata(rand, model.metadata)
@@ -144,11 +153,20 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--images", type=int, default=50)
+    p.add_argument("--only-dream", action="store_true", help="only the DeepDream ratios")
     a = p.parse_args()
     torch.manual_seed(0)
     trained = load_weights_arg(a.weights)
+    if a.only_dream:
+        rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()
+        attach_metadata(rand, trained.metadata)
+        for label, model in (("trained", trained), ("random weights", rand)):
+            print(f"== {label}")
+            prep = ModelInput(model, True)
+            dream_checks(model, prep, heldout_pixels(prep.size)[0])
+        return
     run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images)
-    rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()
+    rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()  # after: seeded as before
     attach_metadata(rand, trained.metadata)
     run(rand, "random weights", a.channels, a.steps, a.images)
 
