@@ -177,7 +177,9 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
             x = to_pixels(param())
             if transforms:
                 x = robustness_transforms(x, g)
-            x = F.interpolate(x, size=(prep.size, prep.size), mode="bilinear", align_corners=False)
+            # Antialiased, as every reader of the saved PNG resizes it (data.transforms.resize): without it a
+            # 128 px image shrunk to a 64 px model is optimised through aliasing the read-back image does not have.
+            x = F.interpolate(x, size=(prep.size, prep.size), mode="bilinear", align_corners=False, antialias=True)
             act = cap.run(prep(x))
             _check_channels(act, channels, layer)
             loss = -objective_values(act, objective, channels, direction).sum()
