@@ -59,7 +59,7 @@ def test_what_is_not_a_bounded_regular_file_is_refused_before_any_read(tmp_path,
     with pytest.raises(Unreadable) as e:
         read_image_file(path)
     assert str(e.value).startswith(reason), str(e.value)
-    assert time.perf_counter() - t0 < 1.0  # a FIFO would block forever, /dev/zero would read until memory ran out
+    assert time.perf_counter() - t0 < 5.0  # a FIFO would block forever, /dev/zero would read until memory ran out
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
     with pytest.raises(BadImage, match=reason.split(" (")[0].replace("(", r"\(")):
         load_image(path)
