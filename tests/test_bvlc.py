@@ -12,6 +12,7 @@ import googlenet
 from googlenet.cli import main
 from googlenet.pretrained.caffe import write_caffemodel
 from tests.bvlc_fixture import deploy, random_weights
+from tests.protowriter import varint
 
 cv2 = pytest.importorskip("cv2")
 
@@ -145,22 +146,12 @@ def test_preprocessing_applied_exactly_once(caffe_files, tmp_path, capsys):
     assert len(int8_top) == 5
 
 
-def _varint(n: int) -> bytes:
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
 def test_hostile_caffemodels_are_one_line(caffe_files, tmp_path, capsys):
     _, model_path, weights = caffe_files
     truncated = tmp_path / "truncated.caffemodel"
     truncated.write_bytes(model_path.read_bytes()[:100_000])
     huge = tmp_path / "huge.caffemodel"  # field 100 (layer), length 3 GB, then 10 bytes
-    huge.write_bytes(_varint(100 << 3 | 2) + _varint(3 * 1024 ** 3) + b"\x00" * 10)
+    huge.write_bytes(varint(100 << 3 | 2) + varint(3 * 1024 ** 3) + b"\x00" * 10)
     other = tmp_path / "alexnet.caffemodel"
     write_caffemodel(other, {"conv1": [torch.zeros(96, 3, 11, 11), torch.zeros(96)],
                              "loss3/classifier": [torch.zeros(1000, 1024), torch.zeros(1000)]})

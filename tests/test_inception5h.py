@@ -14,6 +14,7 @@ from googlenet.cli import main
 from googlenet.inception5h import PREPROCESSING
 from googlenet.weights import load_model
 from tests.hostile import bare_hostile_pickle, hostile_pickle
+from tests.protowriter import field, varint
 
 # TensorFlow's LRN in the graph: depth_radius 5, bias 2, alpha 1e-4, beta 0.5 = PyTorch size 11, alpha 11e-4.
 TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)
@@ -146,19 +147,6 @@ def test_summary_names_the_departures_from_table_1():
     rows = {r["name"]: r for r in s["rows"]}
     assert rows["inception_4a"]["output"] == [508, 14, 14] and rows["conv1"]["patch"] == "7x7/2 SAME"
     assert summarize("googlenet")["departures"] == []
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def graphdef(state: dict) -> bytes:

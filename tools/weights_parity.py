@@ -20,6 +20,7 @@ from googlenet.data.transforms import model_input  # noqa: E402
 from googlenet.models import create_model  # noqa: E402
 from googlenet.pretrained.bvlc import PREPROCESSING, layer_map  # noqa: E402
 from googlenet.weights import load_model  # noqa: E402
+from tests.protowriter import field, varint  # noqa: E402
 from tests.test_inception5h import lucent_inceptionv1, randomise_  # noqa: E402
 
 INCEPTIONS = {"3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64), "4a": (192, 96, 208, 16, 48, 64),
@@ -28,20 +29,7 @@ INCEPTIONS = {"3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64)
               "5b": (384, 192, 384, 48, 128, 128)}
 
 
-# --- Caffe's wire format, written by hand here so the reader under test is checked against a separate writer ---
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:  # length-delimited
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
+# --- Caffe's wire format: tests/protowriter.py, a writer separate from the reader under test ---
 def blob(t: torch.Tensor, legacy: bool) -> bytes:
     data = field(5, t.detach().numpy().astype("<f4").tobytes())
     if legacy:  # num/channels/height/width, fc weights as 1 x 1 x out x in
