@@ -30,15 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..interpret.common import check_device
-
-    check_device(args.device)
     import torch.nn.functional as F
 
     from ..errors import UserError
     from ..interpret import ModelInput, dream
-    from ..interpret.common import save_png
+    from ..interpret.common import check_device, save_png
     from ..weights import load_weights_arg
+
+    check_device(args.device)
 
     if args.size is not None and args.size > 2048:
         raise UserError("--size at most 2048")

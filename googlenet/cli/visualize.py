@@ -33,16 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..interpret.common import check_device
-
-    check_device(args.device)
     from pathlib import Path
 
     from torchvision.utils import make_grid
 
     from ..interpret import visualize
-    from ..interpret.common import save_png
+    from ..interpret.common import check_device, save_png
     from ..weights import load_weights_arg
+
+    check_device(args.device)
 
     if args.size > 1024:
         from ..errors import UserError

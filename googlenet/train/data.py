@@ -74,9 +74,9 @@ class ArraySource:
         # The images are grey already (replicated to 3 channels): no second grey conversion (torchvision's luma
         # weights sum to 0.9999, which would scale them).
         self.pre = None if pre is None else dict(pre, grayscale=False)
-        mean, std = ([embedded.MEAN] * 3, [embedded.STD] * 3) if pre is None else ([0.0] * 3, [1.0] * 3)
+        self.mean, self.std = (embedded.MEAN, embedded.STD) if pre is None else (0.0, 1.0)
         if self.augment == "paper":
-            self.paper = paper_train_transform(cfg.input_size, mean, std, scale=cfg.crop_scale,
+            self.paper = paper_train_transform(cfg.input_size, [self.mean] * 3, [self.std] * 3, scale=cfg.crop_scale,
                                                ratio=cfg.crop_ratio, color_jitter=cfg.color_jitter,
                                                lighting=cfg.lighting)
 
@@ -89,8 +89,7 @@ class ArraySource:
                 x = torch.stack([self.paper(img.expand(3, -1, -1)) for img in self.images[idx].unsqueeze(1)]) \
                     if len(idx) else torch.empty(0, 3, self.size, self.size)
             else:
-                mean, std = (embedded.MEAN, embedded.STD) if self.pre is None else (0.0, 1.0)
-                x = array_batch(self.images[idx], self.size, mean, std, flip=self.augment == "flip")
+                x = array_batch(self.images[idx], self.size, self.mean, self.std, flip=self.augment == "flip")
             if self.pre is not None:
                 x = unit_model_input(x, self.pre)
             yield x, self.labels[idx], []
