@@ -116,8 +116,8 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["inception4a_c1.png", "inception4a_c2.png",
                                                                     "inception4a_grid.png"]
     assert main(["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "inception3a", "--octaves", "2",
-                 "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
-    assert Image.open(tmp_path / "d.png").size == (64, 64)
+                 "--steps", "2", "--size", "64", "--out", str(tmp_path / "d.png")]) == 0
+    assert Image.open(tmp_path / "d.png").size == (90, 64)  # 50x70 pixels, the shorter side to 64, aspect kept
     capsys.readouterr()
     assert main(["explain", str(tmp_path / "x.png"), "--weights", str(w), "--method", "gradcam",
                  "--out", str(tmp_path / "e.png")]) == 0
@@ -134,6 +134,29 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--octave-scale must be in (1, 4], got 1.0" in err[0]
     assert not (tmp_path / "d3.png").exists()
+
+
+def test_dream_size_is_the_images_own_raised_to_448_and_capped():
+    from googlenet.cli.dream import dream_size
+
+    assert dream_size((50, 70), None) == (448, 627)
+    assert dream_size((1000, 1500), None) == (1000, 1500)  # a photo dreams at its own size, as in the notebook
+    assert dream_size((1000, 4000), None) == (512, 2048)  # the longer side is capped
+    assert dream_size((50, 70), 64) == (64, 90)
+    with pytest.raises(UserError, match="--size 1000 makes the image's longer side 20000 px; at most 2048"):
+        dream_size((50, 1000), 1000)
+
+
+def test_dream_refuses_an_image_too_small_for_its_octaves_in_one_line(model, tmp_path, capsys):
+    from PIL import Image
+
+    w = save_model(model, tmp_path / "w.safetensors")
+    Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()).save(tmp_path / "x.png")
+    assert main(["dream", str(tmp_path / "x.png"), "--weights", str(w), "--layer", "inception4c", "--size", "16",
+                 "--out", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too small to dream at inception4c: its smallest octave is 6x8 px" in err[0]
+    assert not (tmp_path / "d.png").exists()
 
 
 def test_dream_jitter_off_is_deterministic_and_seed_free(model):

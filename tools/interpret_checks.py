@@ -58,17 +58,19 @@ def randomise_top_down(model):
     return m
 
 
-def dream_checks(model, prep, pixels) -> None:
-    """DeepDream over 10 held-out images: the notebook's defaults at the model's 64 px, then without the roll jitter,
-    as one octave, and with the defaults at 448 px (the notebook dreamt photos at their own size, 500-1000 px)."""
-    for label, kw, size in (("defaults", {}, None), ("--jitter 0", {"jitter": 0}, None),
-                            ("--octaves 1 --steps 40 --jitter 0", {"octaves": 1, "steps": 40, "jitter": 0}, None),
-                            ("defaults, --size 448", {}, 448)):
+def dream_checks(model, prep) -> None:
+    """DeepDream over 10 held-out images (28 px as stored): the CLI's defaults (the image raised to a 448 px side, as
+    the notebook dreamt 500-1000 px photos), then at the model's own 64 px, with and without the roll jitter."""
+    from googlenet.cli.dream import dream_size
+
+    _, test = load_fashion()
+    for label, kw, size in (("defaults (448 px)", {}, None), ("--size 64", {}, 64),
+                            ("--size 64 --jitter 0", {"jitter": 0}, 64)):
         t, ratios = time.time(), []
         for i in range(10):
-            img = pixels[1999 - i]
-            if size:
-                img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+            img = test.images[1999 - i].float().div(255).expand(3, -1, -1)
+            img = F.interpolate(img[None], size=dream_size(img.shape[-2:], size), mode="bilinear",
+                                align_corners=False, antialias=True)[0].clamp(0, 1)  # as googlenet dream does
             out = dream(model, img, "inception4c", grayscale=True, **kw)
             ratios.append(channel_means_sq(model, prep, out) / channel_means_sq(model, prep, img))
         print(f"dream {label}: inception4c mean squared activation ratio (result/input), 10 images: mean "
@@ -110,7 +112,7 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
     again2 = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
     print(f"deterministic for a fixed seed: {torch.equal(again, again2)}")
 
-    dream_checks(model, prep, pixels)
+    dream_checks(model, prep)
 
     rand = randomise_top_down(model)
     attach_metadata(rand, model.metadata)
@@ -163,7 +165,7 @@ def main() -> None:
         for label, model in (("trained", trained), ("random weights", rand)):
             print(f"== {label}")
             prep = ModelInput(model, True)
-            dream_checks(model, prep, heldout_pixels(prep.size)[0])
+            dream_checks(model, prep)
         return
     run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images)
     rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()  # after: seeded as before

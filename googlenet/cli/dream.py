@@ -7,6 +7,12 @@ import argparse
 from .common import positive_int
 from .visualize import add_grayscale_flag
 
+# The notebook dreamt photos at their own size, 500-1024 px, and tuned its defaults there (a 32 px roll, 4 octaves
+# x1.4 whose smallest is 1/2.7 of the image). A small image is raised to this shorter side, so that the octaves stay
+# above a net's input size and the roll moves a small part of the image; docs/interpret.md has the measurements.
+MIN_SIDE = 448
+MAX_SIDE = 2048  # bounds the memory of a dream (activations of a 2048 px image on the CPU: a few GB)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dream", help="DeepDream an image at a layer")
@@ -21,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter", type=int, default=32,
                    help="random roll in pixels at 224 px, scaled by side/224 below that; 0 turns it off (default 32)")
     p.add_argument("--size", type=positive_int, default=None,
-                   help="image side to dream at (default: the model's input size)")
+                   help=f"shorter side to dream at, aspect kept (default: the image's own, raised to at least "
+                        f"{MIN_SIDE} and the longer side kept to at most {MAX_SIDE})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     add_grayscale_flag(p)
@@ -39,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
 
-    if args.size is not None and args.size > 2048:
-        raise UserError("--size at most 2048")
+    if args.size is not None and args.size > MAX_SIDE:
+        raise UserError(f"--size at most {MAX_SIDE}")
     if not 1.0 < args.octave_scale <= 4.0:
         raise UserError(f"--octave-scale must be in (1, 4], got {args.octave_scale}")
     if not 0.0 < args.step_size <= 255.0:
@@ -49,11 +56,26 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jitter must be in 0..256, got {args.jitter}")
     model = load_weights_arg(args.weights)
     prep = ModelInput(model, args.grayscale)
-    img = prep.load(args.image)
-    if args.size:
-        img = F.interpolate(img[None], size=(args.size, args.size), mode="bilinear", align_corners=False)[0]
+    img = prep.load_native(args.image)
+    img = F.interpolate(img[None], size=dream_size(img.shape[-2:], args.size), mode="bilinear",
+                        align_corners=False, antialias=True)[0].clamp(0, 1)
     out = dream(model, img, args.layer, octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps,
                 step_size=args.step_size / 255, jitter=args.jitter, seed=args.seed,
                 grayscale=args.grayscale, device=args.device)
     save_png(out, args.out)
     return 0
+
+
+def dream_size(hw: tuple[int, int], short_side: int | None) -> tuple[int, int]:
+    """(H, W) to dream at: the shorter side ``short_side`` (default: its own, at least MIN_SIDE), aspect kept; the
+    longer side at most MAX_SIDE."""
+    from ..errors import UserError
+
+    h, w = hw
+    scale = (short_side or max(MIN_SIDE, min(h, w))) / min(h, w)
+    if max(h, w) * scale > MAX_SIDE:
+        if short_side:
+            raise UserError(f"--size {short_side} makes the image's longer side {round(max(h, w) * scale)} px; "
+                            f"at most {MAX_SIDE}")
+        scale = MAX_SIDE / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))

@@ -116,6 +116,16 @@ class ModelInput:
             raise UserError(f"{path}: {e}") from None
         return self.to_gray(x) if self.grayscale else x
 
+    def load_native(self, path: str | os.PathLike) -> Tensor:
+        """An image file at its own size, not cropped: 3 x H x W, 0..1 (grey if grayscale)."""
+        from ..data.images import BadImage, load_image
+
+        try:
+            x = load_image(path).float() / 255
+        except BadImage as e:
+            raise UserError(f"{path}: {e}") from None
+        return self.to_gray(x) if self.grayscale else x
+
     @staticmethod
     def to_gray(x: Tensor) -> Tensor:
         """ITU-R 601 luma, replicated to 3 channels (what PIL's convert('L') and Fashion-MNIST's images are)."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .common import LayerCapture, ModelInput
 
 
@@ -34,6 +35,14 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
                                      mode="bilinear", align_corners=False))
     detail = torch.zeros_like(pyramid[-1])
     with LayerCapture(model, layer, stop=True) as cap:
+        try:  # the smallest octave must still pass the net's poolings down to the layer
+            with torch.no_grad():
+                cap.run(prep(pyramid[-1]))
+        except RuntimeError:
+            h, w = pyramid[-1].shape[-2:]
+            raise UserError(f"the image is too small to dream at {layer}: its smallest octave is {h}x{w} px "
+                            f"({octaves} octaves at x{octave_scale:g}); use a larger --size or fewer --octaves") \
+                from None
         for octave_base in reversed(pyramid):
             detail = F.interpolate(detail, size=octave_base.shape[-2:], mode="bilinear", align_corners=False)
             x = (octave_base + detail).clamp(0, 1)
