@@ -136,6 +136,68 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     assert not (tmp_path / "d3.png").exists()
 
 
+def _lucent_param_file(name):
+    """One of lucent's parameterisation files (numpy and torch only), loaded alone: lucent's package __init__
+    pulls in kornia, which the project does not install."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lucent")
+    if spec is None:
+        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+    path = f"{spec.submodule_search_locations[0]}/optvis/param/{name}.py"
+    mod_spec = importlib.util.spec_from_file_location(f"lucent_param_{name}", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("size, channels", [(128, 3), (96, 1), (37, 3)])
+def test_fourier_image_and_colours_equal_lucents(size, channels):
+    from googlenet.interpret.visualize import FFTImage, to_pixels
+
+    spatial, color = _lucent_param_file("spatial"), _lucent_param_file("color")
+    ours = FFTImage(2, channels, size)
+    params, lucent_image = spatial.fft_image((2, channels, size, size))
+    with torch.no_grad():
+        params[0].copy_(torch.randn(params[0].shape, generator=torch.Generator().manual_seed(size)))
+        ours.spectrum.copy_(params[0][..., : ours.spectrum.shape[-2], :])  # lucent keeps a column irfft drops
+        theirs = lucent_image()
+        assert torch.allclose(ours(), theirs, atol=1e-6)  # same scale: it once was size (128) times stronger
+        if channels == 3:
+            assert torch.allclose(to_pixels(ours()), color.to_valid_rgb(lucent_image, decorrelate=True)(), atol=1e-6)
+
+
+def test_neutral_pixel_is_what_the_normalisation_maps_to_zero(model):
+    bgr = create_model("googlenet", num_classes=2)
+    attach_metadata(bgr, {"preprocessing": {**default_preprocessing(64), "mean": [104.0, 117.0, 123.0],
+                                            "std": [1.0, 1.0, 1.0], "channel_order": "BGR", "pixel_range": 255}})
+    for m in (model, bgr):
+        prep = ModelInput(m)
+        assert prep(prep.neutral_pixels().expand(1, 3, 4, 4)).abs().max() < 1e-5
+    assert torch.allclose(ModelInput(bgr).neutral_pixels().flatten(), torch.tensor([123.0, 117.0, 104.0]) / 255)
+
+
+def test_restarts_keep_the_best_start_of_each_image(model):
+    from googlenet.interpret.common import LayerCapture
+
+    channels = [3, 7, 11]
+    best = visualize(model, "inception3a", channels, steps=4, size=32, restarts=3, seed=5)
+    assert best.shape == (3, 3, 32, 32)
+    # the same optimisation with restarts=1 for 3x the images: its images are the candidates
+    all_starts = visualize(model, "inception3a", channels * 3, steps=4, size=32, seed=5)
+    with torch.no_grad(), LayerCapture(model, "inception3a", stop=True) as cap:
+        def score(images):  # as the PNG is read: at the model's 64 px, antialiased
+            x = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False,
+                                                antialias=True)
+            act = cap.run(ModelInput(model)(x))
+            return torch.stack([act[i, c].mean() for i, c in enumerate(channels * (len(images) // 3))])
+
+        picked = score(all_starts).view(3, 3).argmax(0)
+        assert torch.allclose(best, all_starts.view(3, 3, 3, 32, 32)[picked, torch.arange(3)], atol=1e-6)
+    with pytest.raises(ValueError, match="restarts keep the best"):
+        visualize(model, "inception3a", [1], steps=1, size=32, restarts=2, diversity_images=2)
+
+
 def test_dream_size_is_the_images_own_raised_to_448_and_capped():
     from googlenet.cli.dream import dream_size
 

@@ -78,7 +78,7 @@ def dream_checks(model, prep) -> None:
               f"{(time.time() - t) / 10:.1f} s an image")
 
 
-def run(model, label: str, channels: int, steps: int, images: int) -> None:
+def run(model, label: str, channels: int, steps: int, images: int, restarts: int = 1, only_visualize: bool = False) -> None:
     print(f"== {label}")
     prep = ModelInput(model, True)
     pixels, labels = heldout_pixels(prep.size)
@@ -90,7 +90,7 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
     held = held_all[:, chosen]
     print(f"channels (the first {channels} that fire on held-out data): {chosen}; "
           f"{int((held_all.max(0).values <= 0).sum())} of {held_all.shape[1]} never fire")
-    vis = visualize(model, "inception4c", chosen, steps=steps, seed=0, grayscale=True)
+    vis = visualize(model, "inception4c", chosen, steps=steps, seed=0, grayscale=True, restarts=restarts)
     vis_time = time.time() - t
     with tempfile.TemporaryDirectory() as d:
         back = []
@@ -98,7 +98,7 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
             save_png(img, Path(d) / f"{i}.png")
             back.append(prep.load(Path(d) / f"{i}.png"))
     m = channel_means(model, "inception4c", torch.stack(back), grayscale=True)[:, chosen]
-    print(f"visualize {channels} channels x {steps} steps: {vis_time:.1f} s")
+    print(f"visualize {channels} channels x {steps} steps, {restarts} start(s) each: {vis_time:.1f} s")
     print("8x8 matrix (row: channel i's mean activation; column: the image made for channel j):")
     for row in m.t():
         print("  " + " ".join(f"{v:7.2f}" for v in row.tolist()))
@@ -111,6 +111,8 @@ def run(model, label: str, channels: int, steps: int, images: int) -> None:
     again = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
     again2 = visualize(model, "inception4c", [0], steps=8, seed=0, grayscale=True)
     print(f"deterministic for a fixed seed: {torch.equal(again, again2)}")
+    if only_visualize:
+        return
 
     dream_checks(model, prep)
 
@@ -155,7 +157,9 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--images", type=int, default=50)
+    p.add_argument("--restarts", type=int, default=1, help="visualize's random starts an image (default 1)")
     p.add_argument("--only-dream", action="store_true", help="only the DeepDream ratios")
+    p.add_argument("--only-visualize", action="store_true", help="only the feature visualisation figures")
     a = p.parse_args()
     torch.manual_seed(0)
     trained = load_weights_arg(a.weights)
@@ -167,10 +171,10 @@ def main() -> None:
             prep = ModelInput(model, True)
             dream_checks(model, prep)
         return
-    run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images)
+    run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images, a.restarts, a.only_visualize)
     rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()  # after: seeded as before
     attach_metadata(rand, trained.metadata)
-    run(rand, "random weights", a.channels, a.steps, a.images)
+    run(rand, "random weights", a.channels, a.steps, a.images, a.restarts, a.only_visualize)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diversity", type=positive_int, default=1, metavar="N",
                    help="N diverse images of one channel (Lucid's diversity term)")
     p.add_argument("--steps", type=positive_int, default=512)
+    p.add_argument("--restarts", type=positive_int, default=1, metavar="K",
+                   help="optimise K random starts of each image and keep the most exciting (default 1, Lucid's)")
     p.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -43,13 +45,18 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
 
+    from ..errors import UserError
+
     if args.size > 1024:
-        from ..errors import UserError
         raise UserError("--size at most 1024")
+    if args.restarts > 64:
+        raise UserError(f"--restarts at most 64, got {args.restarts}")
+    if args.diversity > 1 and (len(args.channel) != 1 or args.restarts > 1):
+        raise UserError("--diversity makes several images of one --channel, without --restarts")
     model = load_weights_arg(args.weights)
     images = visualize(model, args.layer, args.channel, objective=args.objective, diversity_images=args.diversity,
                        steps=args.steps, size=args.size, seed=args.seed, grayscale=args.grayscale,
-                       device=args.device)
+                       restarts=args.restarts, device=args.device)
     out = Path(args.out)
     names = ([f"{args.layer}_c{args.channel[0]}_{i}.png" for i in range(len(images))] if args.diversity > 1
              else [f"{args.layer}_c{c}.png" for c in args.channel])

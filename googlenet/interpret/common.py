@@ -103,6 +103,11 @@ class ModelInput:
         x = x * self.pixel_range
         return (x - self.mean.to(x)) / self.std.to(x)
 
+    def neutral_pixels(self) -> Tensor:
+        """The pixel (1 x 3 x 1 x 1, RGB, 0..1) that the normalisation maps to 0: what the net's zero padding is."""
+        m = self.mean / self.pixel_range
+        return m.flip(1) if self.bgr else m
+
     def load(self, path: str | os.PathLike) -> Tensor:
         """An image file as the model sees it before normalisation: 3 x size x size, 0..1 (grey if grayscale)."""
         from ..data.images import BadImage, load_image

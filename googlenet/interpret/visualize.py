@@ -6,7 +6,11 @@ colour-correlation square root (``param.color``), sigmoid to pixels; ``transform
 jitter 8, random scale 0.9..1.1, random rotation -10..10 degrees, jitter 4); Adam lr 0.05, 512 steps, 128 x 128;
 and ``render_vis``'s ``relu_gradient_override=True``: the redirected ReLU gradient of
 ``lucid/misc/redirected_relu_grad.py``, without which a channel that is off on the starting image never gets a
-gradient and stays black. Lucid's code is TensorFlow; this is our own PyTorch implementation of the same maths.
+gradient and stays black. Two departures, both measured in docs/interpret.md: the redirection is kept for every
+step (Lucid returns to the plain gradient after step 16, and a channel that fires on few images has not started by
+then and stays black), and the robustness padding is the pixel the weights' normalisation maps to 0, i.e. what the
+net's own zero padding stands for (Lucid pads with 0.5, about ImageNet's mean; a net trained on black backgrounds
+reads a mid-grey frame as an object). Lucid's code is TensorFlow; this is our own PyTorch implementation of the same maths.
 """
 
 from __future__ import annotations
@@ -85,7 +89,10 @@ class FFTImage(nn.Module):
         fx = torch.fft.rfftfreq(size).view(1, -1)
         freqs = (fx ** 2 + fy ** 2).sqrt()
         scale = 1.0 / freqs.clamp(min=1.0 / size) ** decay_power
-        self.register_buffer("scale", scale * size)  # Lucid: scale *= sqrt(w * h)
+        # Lucid multiplies by sqrt(w * h) because TensorFlow's irfft2d divides by w * h; with norm="ortho" (as
+        # lucent does) that factor is already in the transform. Counting it twice made every image 128 times too
+        # strong at 128 px: pixels saturated to black and white speckle after a few steps.
+        self.register_buffer("scale", scale)
         init = torch.randn(batch, channels, *freqs.shape, 2, generator=generator) * std
         self.spectrum = nn.Parameter(init)
 
@@ -102,17 +109,19 @@ def to_pixels(raw: Tensor) -> Tensor:
     return torch.sigmoid(raw)
 
 
-def robustness_transforms(x: Tensor, g: torch.Generator) -> Tensor:
-    """lucid.optvis.transform.standard_transforms: pad 12 (constant 0.5), jitter 8, scale, rotate, jitter 4."""
+def robustness_transforms(x: Tensor, g: torch.Generator, pad_value: Tensor | float = 0.5) -> Tensor:
+    """lucid.optvis.transform.standard_transforms: pad 12 (constant ``pad_value``; Lucid's is 0.5), jitter 8,
+    scale, rotate, jitter 4."""
 
     def jitter(t: Tensor, d: int) -> Tensor:
         dy, dx = torch.randint(0, d + 1, (2,), generator=g).tolist()
         return t[..., dy:t.shape[-2] - d + dy, dx:t.shape[-1] - d + dx]
 
-    x = F.pad(x, (12, 12, 12, 12), value=0.5)
+    x = F.pad(x - pad_value, (12, 12, 12, 12)) + pad_value
     x = jitter(x, 8)
     scale = [1 + (i - 5) / 50 for i in range(11)][int(torch.randint(0, 11, (1,), generator=g))]
-    angle = math.radians(list(range(-10, 11))[int(torch.randint(0, 21, (1,), generator=g))])
+    angles = list(range(-10, 11)) + 5 * [0]  # Lucid's list: a quarter of the draws are not rotated
+    angle = math.radians(angles[int(torch.randint(0, len(angles), (1,), generator=g))])
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale  # affine_grid maps output to input coordinates
     theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -145,10 +154,14 @@ def diversity(act: Tensor) -> Tensor:
 def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, objective: str = "channel",
               direction: Optional[Tensor] = None, diversity_images: int = 1, diversity_weight: float = 1e2,
               steps: int = 512, size: int = 128, lr: float = 0.05, seed: int = 0, grayscale: Optional[bool] = None,
-              transforms: bool = True, redirect_relu: bool = True, device: str | torch.device = "cpu",
-              progress=None) -> Tensor:
+              transforms: bool = True, redirect_relu: bool = True, restarts: int = 1,
+              device: str | torch.device = "cpu", progress=None) -> Tensor:
     """Optimises one image per channel (or ``diversity_images`` images of one channel); returns N x 3 x size x size
     pixels in 0..1. Deterministic for a fixed seed on a given device.
+
+    restarts: optimise that many images from different random starts for each one asked for (in one batch), and
+    keep the one whose objective is highest as its PNG will be read (untransformed, at the model's input size).
+    The objective has many local optima; 1 is Lucid's single start.
 
     objective: "channel" (mean activation), "neuron" (the centre position) or "direction" (``direction``: a vector
     over the layer's channels; one image). For a model trained on grey images the image is grey.
@@ -166,17 +179,24 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
     if diversity_images > 1:
         if len(channels) != 1:
             raise ValueError("diversity makes several images of one channel; give exactly one channel")
+        if restarts > 1:
+            raise ValueError("restarts keep the best of several images, diversity wants them all: use one")
         channels = list(channels) * diversity_images
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    n, channels = len(channels), list(channels) * restarts  # start k of image i is image k * n + i
     g = torch.Generator().manual_seed(seed)
     param = FFTImage(len(channels), 1 if prep.grayscale else 3, size, generator=g).to(device)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
+    pad = prep.neutral_pixels().to(device)
+    pad = pad.mean(1, keepdim=True) if prep.grayscale else pad
     redirect = redirected_relus(model) if redirect_relu else contextlib.nullcontext()
     # redirect first: its hooks must run before the capture's when the layer is a conv block itself
     with redirect, LayerCapture(model, layer, stop=True) as cap:
         for step in range(steps):
             x = to_pixels(param())
             if transforms:
-                x = robustness_transforms(x, g)
+                x = robustness_transforms(x, g, pad)
             # Antialiased, as every reader of the saved PNG resizes it (data.transforms.resize): without it a
             # 128 px image shrunk to a 64 px model is optimised through aliasing the read-back image does not have.
             x = F.interpolate(x, size=(prep.size, prep.size), mode="bilinear", align_corners=False, antialias=True)
@@ -190,9 +210,14 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
             opt.step()
             if progress is not None:
                 progress(step + 1, steps)
-    with torch.no_grad():
-        out = to_pixels(param()).cpu()
-    return out.expand(-1, 3, -1, -1).clone()
+        with torch.no_grad():
+            out = to_pixels(param())
+            if restarts > 1:
+                x = F.interpolate(out, size=(prep.size, prep.size), mode="bilinear", align_corners=False,
+                                  antialias=True)
+                score = objective_values(cap.run(prep(x)), objective, channels, direction).view(restarts, n)
+                out = out.view(restarts, n, *out.shape[1:])[score.argmax(0), torch.arange(n, device=out.device)]
+    return out.cpu().expand(-1, 3, -1, -1).clone()
 
 
 def _check_channels(act: Tensor, channels: Sequence[int], layer: str) -> None:
