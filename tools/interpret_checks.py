@@ -78,7 +78,8 @@ def dream_checks(model, prep) -> None:
               f"{(time.time() - t) / 10:.1f} s an image")
 
 
-def run(model, label: str, channels: int, steps: int, images: int, restarts: int = 1, only_visualize: bool = False) -> None:
+def run(model, label: str, channels: int, steps: int, images: int, restarts: int = 1,
+        only_visualize: bool = False) -> None:
     print(f"== {label}")
     prep = ModelInput(model, True)
     pixels, labels = heldout_pixels(prep.size)
