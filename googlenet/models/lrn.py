@@ -6,8 +6,7 @@
 channels, and lets autograd differentiate every step: on the CPU that is the slowest layer of the paper's network
 (56% of a training step at 224x224) and has no bf16 kernel. Here:
 
-* the window sum is one GEMM in channels_last (a banded C x C 1x1 convolution: oneDNN's fastest path) or n
-  shifted in-place adds in NCHW;
+* the window sum is one copy and n - 1 in-place slice adds along the channels (contiguous rows in channels_last);
 * the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and pow):
   dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d), with d = k + alpha / n * window_sum(x^2);
 * bf16 and fp16 inputs are computed in fp32 (the sum of squares can overflow fp16) and returned in their dtype;
@@ -28,25 +27,35 @@ from torch import Tensor
 
 
 def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
-    """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept."""
-    channels = sq.shape[1]
-    if channels > 1 and sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last):
-        # One GEMM: a 1x1 convolution with a banded C x C weight; scale and shift ride along as weight and bias.
-        idx = torch.arange(channels, device=sq.device)
-        band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(sq.dtype).mul_(scale)
-        bias = torch.full((channels,), shift, dtype=sq.dtype, device=sq.device) if shift else None
-        return F.conv2d(sq, band.view(channels, channels, 1, 1), bias)
-    half = size // 2
-    pad = [0, 0] * (sq.dim() - 2) + [half, size - 1 - half]
-    padded = F.pad(sq, pad)
-    out = padded[:, 0:channels].clone()
-    for i in range(1, size):
-        out += padded[:, i:i + channels]
-    if scale != 1.0:
-        out.mul_(scale)
-    if shift:
-        out.add_(shift)
-    return out
+    """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept.
+
+    One copy and size - 1 in-place slice adds along the channels. In channels_last the channels are the innermost
+    dimension, so each add runs over contiguous rows. Measured against a banded C x C 1x1 convolution (one GEMM) at
+    batch 32 on this 2-core CPU, fp32: 192 x 16 x 16 (the main job's second LRN) 0.60 against 3.14 ms, 192 x 28 x 28
+    2.06 against 10.58, 64 x 56 x 56 4.02 against 4.48, 192 x 56 x 56 37.9 against 58.2: the GEMM does C / size
+    times the arithmetic, and loses even where both are memory-bound.
+    """
+    dim, permuted = 1, sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last)
+    if permuted:
+        sq, dim = sq.permute(0, 2, 3, 1), 3
+    n = sq.shape[dim]
+    # shift + scale * centre in one pass; the output keeps sq's strides (contiguous NHWC when permuted)
+    out = torch.add(torch.tensor(shift, dtype=sq.dtype, device=sq.device), sq, alpha=scale)
+    for k in range(1, min(size // 2, n - 1) + 1):
+        out.narrow(dim, k, n - k).add_(sq.narrow(dim, 0, n - k), alpha=scale)
+        out.narrow(dim, 0, n - k).add_(sq.narrow(dim, k, n - k), alpha=scale)
+    return out.permute(0, 3, 1, 2) if permuted else out
+
+
+def _neg_pow(d: Tensor, beta: float) -> Tensor:
+    """d ** -beta; for Caffe's beta 0.75 as rsqrt(d) * sqrt(rsqrt(d)), half the time of pow's exp-log path and within
+    3e-7 relative of it."""
+    if beta == 0.75:
+        r = d.rsqrt()
+        return r.mul_(r.sqrt())
+    if beta == 0.5:
+        return d.rsqrt()
+    return d.pow(-beta)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -58,7 +67,7 @@ class LRNFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         xc = x.to(_compute_dtype(x))
         denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
-        scale = denom.pow(-beta)  # d^-beta
+        scale = _neg_pow(denom, beta)  # d^-beta
         y = xc * scale
         ctx.save_for_backward(xc, y, scale, denom)
         ctx.constants = (size, alpha, beta)
