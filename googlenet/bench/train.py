@@ -54,7 +54,7 @@ def bench_train(*, arch: str = "googlenet_tv", batch_size: int = 32, input_size:
         model = create_model(arch, num_classes=1000).train()
         # fused: one kernel updates all ~200 tensors (weights, momentum) instead of a Python loop over them.
         step = TrainStep(model, sgd(model, fused=True), precision=precision, channels_last=True, compile=compiled)
-        name = f"googlenet TrainStep {precision} channels_last fused-SGD" + (" compile" if compiled else "")
+        name = f"{arch} TrainStep {precision} channels_last fused-SGD" + (" compile" if compiled else "")
         contenders.append(Contender(name, "project", precision, batch_size,
                                     (lambda s=step: s(images, labels)), extra={"arch": arch}))
     run_rounds(contenders, rounds, progress=progress)
