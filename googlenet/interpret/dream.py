@@ -38,7 +38,9 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
         try:  # the smallest octave must still pass the net's poolings down to the layer
             with torch.no_grad():
                 cap.run(prep(pyramid[-1]))
-        except RuntimeError:
+        except RuntimeError as e:
+            if not any(m in str(e) for m in ("too small", "greater than", "smaller than")):
+                raise  # not a size error (out of memory, a device error): as it is
             h, w = pyramid[-1].shape[-2:]
             raise UserError(f"the image is too small to dream at {layer}: its smallest octave is {h}x{w} px "
                             f"({octaves} octaves at x{octave_scale:g}); use a larger --size or fewer --octaves") \

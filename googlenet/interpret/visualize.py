@@ -10,7 +10,8 @@ gradient and stays black. Two departures, both measured in docs/interpret.md: th
 step (Lucid returns to the plain gradient after step 16, and a channel that fires on few images has not started by
 then and stays black), and the robustness padding is the pixel the weights' normalisation maps to 0, i.e. what the
 net's own zero padding stands for (Lucid pads with 0.5, about ImageNet's mean; a net trained on black backgrounds
-reads a mid-grey frame as an object). Lucid's code is TensorFlow; this is our own PyTorch implementation of the same maths.
+reads a mid-grey frame as an object). Lucid's code is TensorFlow; this is our own PyTorch implementation of the
+same maths.
 """
 
 from __future__ import annotations
