@@ -111,3 +111,25 @@ def test_export_onnx_native_or_decomposed_lrn(tmp_path):
         got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
         assert abs(got - ref).max() < 1e-4
     assert counts == {True: 2, False: 0}
+
+
+@pytest.mark.parametrize("size,alpha,beta,k", PARAMS)
+@pytest.mark.parametrize("shape", [(2, 24, 7, 9), (2, 24, 7)])
+def test_onnx_decomposition_equals_pytorch_and_exports_no_pow_for_caffes_beta(size, alpha, beta, k, shape, tmp_path):
+    from googlenet.models.lrn import _onnx_decomposition
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 20
+    ref = F.local_response_norm(x, size, alpha, beta, k)
+    rel = ((_onnx_decomposition(x, size, alpha, beta, k) - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
+    assert rel < 1e-12
+    if beta == 0.75 and len(shape) == 4:
+        onnx = pytest.importorskip("onnx")
+
+        class Decomposed(torch.nn.Module):
+            def forward(self, z):
+                return _onnx_decomposition(z, size, alpha, beta, k)
+
+        path = tmp_path / "lrn.onnx"
+        torch.onnx.export(Decomposed(), (x.float(),), str(path), dynamo=False, opset_version=17)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert "Pow" not in ops and {"Sqrt", "AveragePool"} <= ops

@@ -112,6 +112,19 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
     if size % 2 != 1:
         raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
     if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
-        xc = x.to(_compute_dtype(x))
-        return F.local_response_norm(xc, size, alpha, beta, k).to(x.dtype)
+        return _onnx_decomposition(x.to(_compute_dtype(x)), size, alpha, beta, k).to(x.dtype)
     return LRNFunction.apply(x, size, alpha, beta, k)
+
+
+def _onnx_decomposition(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """PyTorch's own decomposition (``F.local_response_norm``: the window mean as a 3-D average pool), with
+    ``d ** -beta`` as Sqrt and Reciprocal nodes for Caffe's 0.75: ONNX Runtime's ``Pow`` was 9% of the paper net's
+    run time at 224, and the two LRN sites take 19.1 instead of 27.4 ms a batch of 8 this way (BENCHMARKS.md)."""
+    sq = (x * x).unsqueeze(1)
+    pad = [0, 0] * (x.dim() - 2) + [size // 2, (size - 1) // 2]
+    pool = F.avg_pool3d if x.dim() == 4 else F.avg_pool2d if x.dim() == 3 else None
+    if pool is None:  # other ranks: PyTorch's decomposition as it is
+        return F.local_response_norm(x, size, alpha, beta, k)
+    window = (size,) + (1,) * (x.dim() - 2)
+    denom = pool(F.pad(sq, pad), window, stride=1).squeeze(1) * alpha + k
+    return x * _neg_pow(denom, beta)
