@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 from .visualize import add_grayscale_flag
 
 
@@ -17,8 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Writes OUT/index.html and its PNGs (open it from disk; no server, no network): "
                                    "per channel, its feature visualisation (as 'visualize') and the dataset images "
                                    "with the highest mean activation of the channel.")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help="weights file or a named source (torchvision, bvlc, inception5h)")
+    add_weights_flag(p)
     p.add_argument("--layer", required=True, help="layer name, e.g. inception4c ('googlenet layers' lists them)")
     p.add_argument("--data", required=True, metavar="DIR|embedded",
                    help="a folder of images (recursive) or 'embedded' (the bundled Fashion-MNIST held-out set)")

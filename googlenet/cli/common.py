@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 
 
+def add_weights_flag(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """``--weights``: what ``weights.load_weights_arg`` reads, for every command that loads a model; ``several``
+    for the commands that ensemble."""
+    if several:
+        p.add_argument("--weights", nargs="+", required=True, metavar="W",
+                       help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an "
+                            "ensemble")
+    else:
+        p.add_argument("--weights", required=True, metavar="W",
+                       help="weights file or a named source (torchvision, bvlc, inception5h)")
+
+
 def positive_int(text: str, expected: str = "a positive integer") -> int:
     try:
         value = int(text)

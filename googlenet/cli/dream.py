@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import positive_int
+from .common import add_weights_flag, positive_int
 from .visualize import add_grayscale_flag
 
 # The notebook dreamt photos at their own size, 500-1024 px, and tuned its defaults there (a 32 px roll, 4 octaves
@@ -17,7 +17,7 @@ MAX_SIDE = 2048  # bounds the memory of a dream (activations of a 2048 px image 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dream", help="DeepDream an image at a layer")
     p.add_argument("image")
-    p.add_argument("--weights", required=True, metavar="W")
+    add_weights_flag(p)
     p.add_argument("--layer", required=True)
     p.add_argument("--octaves", type=positive_int, default=4)
     p.add_argument("--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "rerun the same command to continue a run that was stopped. Unreadable files in "
                                    "a folder are reported and left out; see docs/finetuning.md.")
     p.add_argument("input", metavar="DIR|IMAGE")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help="weights file or named source (torchvision, bvlc, inception5h)")
+    add_weights_flag(p)
     p.add_argument("--layer", metavar="NAME", help="module whose output is averaged over height and width (the "
                                                    "names 'googlenet layers' lists); default avgpool: 1024-d")
     p.add_argument("--out", required=True, metavar="FEATS.npz")

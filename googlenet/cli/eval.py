@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
@@ -40,8 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Softmax probabilities are averaged over the crops of each image, then over the "
                                    "models given (an ensemble). Without --data: the embedded Fashion-MNIST held-out "
                                    "part. Under torchrun each rank scores its share and the counts are summed.")
-    p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an ensemble")
+    add_weights_flag(p, several=True)
     p.add_argument("--data", default=None, help="DIR/val/<class>/... or DIR/<class>/..., or 'fashion-mnist'; "
                                                 "default: the embedded held-out part")
     p.add_argument("--crops", choices=("1", "10", "144"), default="1", help="crop scheme (default 1)")

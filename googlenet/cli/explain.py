@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 from .visualize import add_grayscale_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="attribution heat map of an image (needs the [explain] extra)")
     p.add_argument("image")
-    p.add_argument("--weights", required=True, metavar="W")
+    add_weights_flag(p)
     p.add_argument("--method", choices=("gradcam", "integrated-gradients", "occlusion"), default="gradcam")
     p.add_argument("--target", type=non_negative_int, default=None, help="class index (default: the top class)")
     p.add_argument("--layer", default="inception5b", help="Grad-CAM layer (default inception5b)")

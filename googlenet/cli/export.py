@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import positive_int
+from .common import add_weights_flag, positive_int
 
 
 def batch_arg(text: str):
@@ -20,8 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Exports the inference graph (images -> logits; aux heads left out). The exported "
                                    "file is run on random batches (1 and 3 for a dynamic batch) and compared with "
                                    "PyTorch; beyond 1e-4 max abs difference the command fails and writes nothing.")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help="weights file or a named source (torchvision, bvlc, inception5h)")
+    add_weights_flag(p)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (11-20, default 17)")

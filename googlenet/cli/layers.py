@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_weights_flag
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas/embed")
-    p.add_argument("--weights", required=True, metavar="W", help="weights file or 'torchvision'")
+    add_weights_flag(p)
     p.set_defaults(func=run)
 
 

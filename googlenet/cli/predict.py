@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 from .eval import add_inference_flags, check_inference_flags, load_ensemble
 
 
@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "every file under the folders named (recursively, sorted). Unreadable files are "
                                    "reported and skipped; the exit code is 2 only when no file could be read.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
-    p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an ensemble")
+    add_weights_flag(p, several=True)
     p.add_argument("--topk", type=positive_int, default=5, help="classes to show (clamped to the class count)")
     p.add_argument("--crops", choices=("1", "10", "144"), default="1", help="crop scheme (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="crops per forward pass")

@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 
-from .common import non_negative_int, positive_float, positive_int
+from .common import add_weights_flag, non_negative_int, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serves one weights file with the same preprocessing and inference path as "
                                    "predict. Binds to 127.0.0.1 unless --host says otherwise. Needs the [serve] "
                                    "extra. SIGTERM (or Ctrl-C) finishes the requests in flight, then exits 0.")
-    p.add_argument("--weights", required=True, metavar="W", help="weights file or a named source (torchvision, bvlc, inception5h)")
+    add_weights_flag(p)
     p.add_argument("--name", default="googlenet", help="model name in the v2 routes (default googlenet)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0: any free port)")

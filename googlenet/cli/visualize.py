@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int
 
 
 def add_grayscale_flag(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("visualize", help="feature visualisation of channels of a layer",
                        description="Optimises an image (Fourier-space, decorrelated colours, robustness transforms; "
                                    "Lucid's defaults) to excite each channel; writes one PNG per channel and a grid.")
-    p.add_argument("--weights", required=True, metavar="W", help="weights file or 'torchvision'")
+    add_weights_flag(p)
     p.add_argument("--layer", required=True, help="layer name, e.g. inception4c ('googlenet layers' lists them)")
     p.add_argument("--channel", type=non_negative_int, nargs="+", required=True, metavar="C")
     p.add_argument("--objective", choices=("channel", "neuron"), default="channel")
