@@ -110,23 +110,22 @@ class ModelInput:
 
     def load(self, path: str | os.PathLike) -> Tensor:
         """An image file as the model sees it before normalisation: 3 x size x size, 0..1 (grey if grayscale)."""
-        from ..data.images import BadImage, load_image
         from ..data.transforms import eval_transform
 
-        try:
-            img = load_image(path)
-            x = eval_transform(self.size, self.resize_size, None, None, interpolation=self.interpolation,
-                               normalize=False)(img)
-        except BadImage as e:
-            raise UserError(f"{path}: {e}") from None
-        return self.to_gray(x) if self.grayscale else x
+        view = eval_transform(self.size, self.resize_size, None, None, interpolation=self.interpolation,
+                              normalize=False)
+        return self._read(path, view)
 
     def load_native(self, path: str | os.PathLike) -> Tensor:
         """An image file at its own size, not cropped: 3 x H x W, 0..1 (grey if grayscale)."""
+        return self._read(path, lambda img: img.float() / 255)
+
+    def _read(self, path: str | os.PathLike, view) -> Tensor:
+        """``view`` of the file's uint8 pixels, greyed if the model is grey; a bad file is one UserError line."""
         from ..data.images import BadImage, load_image
 
         try:
-            x = load_image(path).float() / 255
+            x = view(load_image(path))
         except BadImage as e:
             raise UserError(f"{path}: {e}") from None
         return self.to_gray(x) if self.grayscale else x
