@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from googlenet.bench.data import MEAN, STD, make_jpegs, reference_transform
+from googlenet.bench.data import (MEAN, PAPER_REFERENCE, PIL_PAPER_REFERENCE, STD, make_jpegs,
+                                   pil_paper_transform, reference_transform)
 from googlenet.data.fast import train_transform
 from googlenet.data.folder import ImageFolderDataset, Sample, Skipped
 
@@ -72,6 +73,8 @@ def test_odd_files_take_the_careful_loader_and_bad_files_are_skipped(tmp_path, j
 
 def test_reference_transform_shape(jpegs):
     assert reference_transform(32)(jpegs[0]).shape == (3, 32, 32)
+    x = pil_paper_transform(32)(jpegs[0])
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
 
 
 def test_bench_data_smoke_json(capsys):
@@ -82,7 +85,10 @@ def test_bench_data_smoke_json(capsys):
     assert set(out) >= {"machine", "versions", "results"}
     assert {"cpu", "cores", "threads", "gpu"} <= set(out["machine"])
     roles = sorted(r["role"] for r in out["results"])
-    assert roles == ["project", "project", "reference", "reference"]  # plain and full paper augmentation
+    # plain recipe; full paper augmentation against torchvision's PIL transforms and train's previous path
+    assert roles == ["project", "project", "reference", "reference", "reference"]
+    fast_paper = next(r for r in out["results"] if "FastPaperCrop" in r["name"])
+    assert {PIL_PAPER_REFERENCE, PAPER_REFERENCE} <= set(fast_paper["ratios"])
     for r in out["results"]:
         assert {"name", "role", "precision", "batch_size", "images_per_s", "ms_per_batch", "spread"} <= set(r)
         assert r["images_per_s"] > 0 and r["batch_size"] == 3

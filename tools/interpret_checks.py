@@ -79,7 +79,7 @@ def dream_checks(model, prep) -> None:
 
 
 def run(model, label: str, channels: int, steps: int, images: int, restarts: int = 1,
-        only_visualize: bool = False) -> None:
+        only_visualize: bool = False, channel_set: int = 0) -> None:
     print(f"== {label}")
     prep = ModelInput(model, True)
     pixels, labels = heldout_pixels(prep.size)
@@ -87,9 +87,11 @@ def run(model, label: str, channels: int, steps: int, images: int, restarts: int
     held_all = channel_means(model, "inception4c", pixels, grayscale=True)
     # The first channels that fire on some held-out image: a channel that is zero on all 2,000 (16 of 512 in the
     # main job's inception4c) has no maximum to beat.
-    chosen = [c for c in range(held_all.shape[1]) if held_all[:, c].max() > 0][:channels]
+    # channel_set k: the k-th group of ``channels`` such channels (0: the first; more groups show how general it is)
+    firing = [c for c in range(held_all.shape[1]) if held_all[:, c].max() > 0]
+    chosen = firing[channel_set * channels:(channel_set + 1) * channels]
     held = held_all[:, chosen]
-    print(f"channels (the first {channels} that fire on held-out data): {chosen}; "
+    print(f"channels (group {channel_set} of {channels} that fire on held-out data): {chosen}; "
           f"{int((held_all.max(0).values <= 0).sum())} of {held_all.shape[1]} never fire")
     vis = visualize(model, "inception4c", chosen, steps=steps, seed=0, grayscale=True, restarts=restarts)
     vis_time = time.time() - t
@@ -161,6 +163,8 @@ def main() -> None:
     p.add_argument("--restarts", type=int, default=1, help="visualize's random starts an image (default 1)")
     p.add_argument("--only-dream", action="store_true", help="only the DeepDream ratios")
     p.add_argument("--only-visualize", action="store_true", help="only the feature visualisation figures")
+    p.add_argument("--channel-sets", type=int, default=1,
+                   help="feature visualisation for this many successive groups of --channels firing channels")
     a = p.parse_args()
     torch.manual_seed(0)
     trained = load_weights_arg(a.weights)
@@ -172,6 +176,8 @@ def main() -> None:
             prep = ModelInput(model, True)
             dream_checks(model, prep)
         return
+    for k in range(1, a.channel_sets):  # the further groups: feature visualisation only, trained weights
+        run(trained, f"trained: {a.weights}, channel group {k}", a.channels, a.steps, a.images, a.restarts, True, k)
     run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images, a.restarts, a.only_visualize)
     rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()  # after: seeded as before
     attach_metadata(rand, trained.metadata)
