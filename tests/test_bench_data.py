@@ -80,7 +80,8 @@ def test_reference_transform_shape(jpegs):
 def test_bench_data_smoke_json(capsys):
     from googlenet.cli import main
 
-    assert main(["bench", "data", "--files", "3", "--rounds", "1", "--input-size", "64", "--json"]) == 0
+    assert main(["bench", "data", "--files", "3", "--rounds", "1", "--input-size", "64", "--source-size", "120x90",
+                 "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out) >= {"machine", "versions", "results"}
     assert {"cpu", "cores", "threads", "gpu"} <= set(out["machine"])
@@ -92,3 +93,4 @@ def test_bench_data_smoke_json(capsys):
     for r in out["results"]:
         assert {"name", "role", "precision", "batch_size", "images_per_s", "ms_per_batch", "spread"} <= set(r)
         assert r["images_per_s"] > 0 and r["batch_size"] == 3
+        assert "3 JPEGs 120x90 per round" in r["note"]

@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="intra-op threads for PyTorch and ONNX Runtime alike (default: PyTorch's, one per core); "
                         "1 gives steadier figures on a machine other jobs share")
     p.add_argument("--files", type=positive_int, default=64, help="data: JPEGs per round")
+    p.add_argument("--source-size", type=source_size, default=(500, 375), metavar="WxH",
+                   help="data: the generated JPEGs' size (default 500x375, ImageNet's typical photo)")
     serve = p.add_argument_group("serve (load test with hey against 127.0.0.1)")
     serve.add_argument("--image", help="serve: the image every request sends (default: a held-out Fashion-MNIST one)")
     serve.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 4, 16])
@@ -43,6 +45,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--abuse", type=int, default=50, help="serve: hostile requests during the top level (0: none)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run)
+
+
+def source_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (W, H), each 16..8192 (a generated test photo, not a memory test)."""
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h)) if sep else None
+    except ValueError:
+        size = None
+    if size is None or not all(16 <= v <= 8192 for v in size):
+        raise argparse.ArgumentTypeError(f"expected WxH with sides 16..8192, e.g. 1000x750, got {text!r}")
+    return size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from ..bench.data import bench_data
 
         rows, notes = bench_data(input_size=args.input_size, files=args.batch_size or args.files,
-                                 rounds=args.rounds, progress=progress)
+                                 rounds=args.rounds, image_size=args.source_size, progress=progress)
     if args.json:
         print(json.dumps({"benchmark": args.what, "machine": machine(), "versions": versions(), "results": rows,
                           "notes": notes}))
