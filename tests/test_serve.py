@@ -46,9 +46,15 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def running(weights):
-    with server(weights, "--max-wait-ms", "50", "--max-body-mb", "1", "--read-timeout-s", "1") as (url, proc):
-        yield url
+def running_server(weights):
+    with server(weights, "--max-wait-ms", "50", "--max-body-mb", "1", "--read-timeout-s", "1",
+                "--body-timeout-s", "3") as (url, proc):
+        yield url, proc
+
+
+@pytest.fixture(scope="module")
+def running(running_server):
+    return running_server[0]
 
 
 def predict_json(weights, paths, capsys):
@@ -179,6 +185,18 @@ def test_bad_requests_get_their_4xx(running, tmp_path, images):
     _bad(infer, 415, "not an accepted image",
          json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}]})
     _bad(infer, 400, "Inference-Header-Content-Length", content=b"{}", headers={"Inference-Header-Content-Length": "99"})
+    _bad(infer, 400, "nested too deeply", content=b"[" * 100_000)
+    tensor = {"name": "input", "shape": [1, 3, 64, 64], "datatype": "FP32"}
+    _bad(infer, 400, "must be numbers", content=b'{"inputs": [{"name": "input", "shape": [1, 3, 64, 64], '
+                                                 b'"datatype": "FP32", "data": [' + b"7" * 400 + b", 0" * 12287 + b"]}]}")
+    _bad(infer, 400, "must be numbers", json={"inputs": [{**tensor, "data": ["1.5"] * 12288}]})
+    _bad(infer, 400, "must be numbers", json={"inputs": [{**tensor, "data": [True] * 12288}]})
+    _bad(infer, 400, "12288 expected", json={"inputs": [{**tensor, "data": [[]] * 100_000}]})
+    _bad(classify, 400, "topk", params={"topk": "\u00b2"}, content=images[0].read_bytes())
+    _bad(classify, 400, "topk", params={"topk": "9" * 5000}, content=images[0].read_bytes())
+    strip = io.BytesIO()
+    Image.new("L", (16000, 1), 128).save(strip, "PNG")  # 16k pixels that the eval view would blow up to 85M
+    _bad(classify, 400, "aspect ratio too extreme", content=strip.getvalue())
     assert httpx.get(running + "/v1/classify").status_code == 405
     r = httpx.get(running + "/no/such/route")
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
@@ -209,6 +227,32 @@ def test_slow_body_and_header_flood(running):
     flood = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))
     reply = _raw(running, flood + b"\r\n")
     assert reply.split(b" ")[1].startswith(b"4"), reply[:100]
+    assert httpx.get(running + "/v2/health/live").status_code == 200
+
+
+def test_trickled_body_and_hang_up(running):
+    host, port = running.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        reply = b""
+        for _ in range(20):  # a byte every 0.5 s: each within --read-timeout-s 1, the whole not in --body-timeout-s 3
+            try:
+                s.sendall(b"\xff")
+            except OSError:
+                break
+            s.settimeout(0.5)
+            try:
+                reply += s.recv(65536)
+            except socket.timeout:
+                continue
+            if reply:
+                break
+    assert reply.startswith(b"HTTP/1.1 408") and b"whole body did not arrive within 3 s" in reply, reply[:200]
+    assert time.monotonic() - started < 6
+    with socket.create_connection((host, int(port)), timeout=10) as s:  # hangs up mid-body
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n\xff\xd8\xff\x00\x00")
+    time.sleep(0.5)
     assert httpx.get(running + "/v2/health/live").status_code == 200
 
 
@@ -245,6 +289,17 @@ def test_concurrent_requests_are_batched_and_counted(running, images):
     assert 'googlenet_requests_total{code="200",route="classify"}' in metrics
     assert "googlenet_queue_depth 0.0" in metrics
     assert "googlenet_request_seconds_bucket" in metrics
+
+
+def test_abuse_left_no_traceback_in_the_log(running_server):
+    """After every hostile request above (this test runs after them: pytest keeps file order), the server's log
+    holds no traceback, and it exits 0 on SIGTERM."""
+    url, proc = running_server
+    assert httpx.get(url + "/v2/health/live").status_code == 200
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    log = proc.stderr.read().decode(errors="replace")
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
 def test_sigterm_drains_in_flight_requests(weights, images):

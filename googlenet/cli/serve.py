@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout-s", type=positive_float, default=30.0, help="request deadline, 504 past it")
     p.add_argument("--read-timeout-s", type=positive_float, default=10.0,
                    help="longest wait for the next chunk of a body, 408 past it (default 10)")
+    p.add_argument("--body-timeout-s", type=positive_float, default=30.0,
+                   help="longest a whole request body may take to arrive, 408 past it (default 30)")
+    p.add_argument("--max-decodes", type=positive_int, default=4,
+                   help="uploads decoded at once; the others wait their turn within --timeout-s (default 4)")
+    p.add_argument("--max-connections", type=positive_int, default=512,
+                   help="open connections and tasks before new ones get 503 (default 512)")
     p.add_argument("--cors-origin", default=None, help="allow this one origin to call the API from a browser")
     p.set_defaults(func=run)
 
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     served = ServedModel(model, name=args.name, precision=args.precision, backend=backend, scheme=args.crops)
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          max_body_bytes=int(args.max_body_mb * 1024 * 1024), timeout_s=args.timeout_s,
-                         read_timeout_s=args.read_timeout_s, cors_origin=args.cors_origin)
+                         read_timeout_s=args.read_timeout_s, body_timeout_s=args.body_timeout_s,
+                         max_decodes=args.max_decodes, cors_origin=args.cors_origin)
     app = create_app(served, config)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"googlenet serve: note: listening on {args.host}, reachable from other machines", file=sys.stderr)
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # h11 (not httptools) for its documented limits: a request head over 16 KiB (e.g. 10,000 headers) is refused.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, http="h11", lifespan="on",
                                            log_level="warning", access_log=False, timeout_keep_alive=5,
+                                           limit_concurrency=args.max_connections,
                                            timeout_graceful_shutdown=max(args.timeout_s, 1.0),
                                            h11_max_incomplete_event_size=16 * 1024))
     # uvicorn handles SIGTERM itself (stop accepting, finish open requests, lifespan drains the batcher) and then

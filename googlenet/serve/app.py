@@ -41,6 +41,8 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0  # a request's deadline, queue and inference included (504 past it)
     read_timeout_s: float = 10.0  # the longest wait for the next chunk of a body (408 past it)
+    body_timeout_s: float = 30.0  # the longest a whole body may take to arrive (408 past it)
+    max_decodes: int = 4  # images decoded at once (each can take ~0.5 GB at 40 megapixels); the rest wait
     cors_origin: Optional[str] = None
 
 
@@ -68,9 +70,28 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
     metrics.queue_depth.set_function(lambda: batcher.depth)
     state = {"ready": False}
 
+    decoding = asyncio.Semaphore(config.max_decodes)
+
+    async def decode(data: bytes, deadline: float):
+        """One upload decoded on a worker thread, at most ``max_decodes`` at once; the wait for a turn counts
+        against the request's deadline (504), so a flood of uploads queues here instead of exhausting memory."""
+        try:
+            await asyncio.wait_for(decoding.acquire(), max(deadline - time.perf_counter(), 0.0))
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s") from None
+        try:
+            return await run_in_threadpool(served.prepare, data)
+        finally:
+            decoding.release()
+
     async def classify_images(route: str, images: list[bytes], arrival=None):
         started = time.perf_counter()
-        prepared = [await run_in_threadpool(served.prepare, data) for data in images]
+        deadline = started + config.timeout_s
+        prepared = []
+        for data in images:
+            prepared.append(await decode(data, deadline))
+            if time.perf_counter() > deadline:
+                raise RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s")
         decoded = time.perf_counter()
         probs = await submit(route, "images", prepared, len(prepared), arrival)
         return prepared, probs, {"decode": 1000 * (decoded - started),
@@ -137,9 +158,10 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
             check_name(request.path_params["name"], request.path_params.get("version"))
             with batcher.arrival() as arrival:
                 body = await read_body(request, max_bytes=config.max_body_bytes,
-                                       read_timeout_s=config.read_timeout_s)
-                req = parse_infer(body, request.headers.get("inference-header-content-length"),
-                                  input_size=served.input_size)
+                                       read_timeout_s=config.read_timeout_s, body_timeout_s=config.body_timeout_s)
+                # On a worker thread: parsing megabytes of JSON would stall every other request (and /health).
+                req = await run_in_threadpool(parse_infer, body, request.headers.get("inference-header-content-length"),
+                                              input_size=served.input_size)
                 if req.kind == "images":
                     _, probs, _ = await classify_images("infer", req.images, arrival)
                 else:
@@ -152,11 +174,11 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         started = time.perf_counter()
         try:
             topk = request.query_params.get("topk", "5")
-            if not topk.isdigit() or not 1 <= int(topk) <= 1000:
+            if not (topk.isascii() and topk.isdigit() and len(topk) <= 4) or not 1 <= int(topk) <= 1000:
                 raise RequestError(400, f"topk must be an integer from 1 to 1000, got {topk[:20]!r}")
             with batcher.arrival() as arrival:
                 body = await read_body(request, max_bytes=config.max_body_bytes,
-                                       read_timeout_s=config.read_timeout_s)
+                                       read_timeout_s=config.read_timeout_s, body_timeout_s=config.body_timeout_s)
                 prepared, probs, timing = await classify_images("classify", [body], arrival)
         except RequestError as e:
             return failed("classify", started, e)

@@ -2,21 +2,25 @@
 
 The size limit is checked twice: on the declared Content-Length before a byte is read, and on the bytes actually
 received as they stream in (a client may send no length, chunked encoding, or lie). Each chunk must arrive within
-``read_timeout_s``, so a client that trickles its body (a slowloris) holds a connection for that long at most.
+``read_timeout_s`` and the whole body within ``body_timeout_s``: a client that trickles its body (a slowloris, one
+byte every few seconds) is answered 408 then. A client that hangs up mid-body ends the request quietly (no
+traceback in the log), counted as a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Optional
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from .model import RequestError
 
 
-async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float) -> bytes:
+async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
+                    body_timeout_s: Optional[float] = None) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -27,12 +31,19 @@ async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float) 
             raise RequestError(413, f"body of {length:,} bytes is over the limit of {max_bytes:,} bytes")
     chunks, received = [], 0
     stream = request.stream().__aiter__()
+    deadline = time.monotonic() + (body_timeout_s if body_timeout_s is not None else float("inf"))
     while True:
+        left = deadline - time.monotonic()
+        wait = min(read_timeout_s, max(left, 0.0))
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), read_timeout_s)
+            chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:
             break
+        except ClientDisconnect:
+            raise RequestError(400, "the client closed the connection before sending the whole body") from None
         except asyncio.TimeoutError:
+            if wait < read_timeout_s:
+                raise RequestError(408, f"the whole body did not arrive within {body_timeout_s:g} s") from None
             raise RequestError(408, f"the body did not arrive within {read_timeout_s:g} s") from None
         received += len(chunk)
         if received > max_bytes:

@@ -28,6 +28,9 @@ ALLOWED = (
     (b"BM", "BMP"),
 )
 SERVE_MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
+# The longer side over the shorter: the eval view resizes the shorter side to ~1.14x the crop, so a 1 x 16,000 strip
+# (a 142-byte PNG) would become a 73 x 1,168,000 float image (hundreds of MB). 20:1 is past any panorama.
+SERVE_MAX_ASPECT = 20
 
 
 def sniff_format(data: bytes) -> Optional[str]:
@@ -82,6 +85,10 @@ class ServedModel:
             raise RequestError(415, "not an accepted image: send JPEG, PNG, GIF, BMP or WebP bytes")
         try:
             image = decode_image_bytes(data, max_pixels=self.max_pixels)
+            h, w = image.shape[-2:]
+            if max(h, w) > SERVE_MAX_ASPECT * min(h, w):
+                raise RequestError(400, f"bad {fmt} image: aspect ratio too extreme ({w}x{h}); the server takes up "
+                                        f"to {SERVE_MAX_ASPECT}:1")
             crops = self.view.crops(image)
         except BadImage as e:
             status = 413 if str(e).startswith("image too large") else 400

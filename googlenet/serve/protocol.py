@@ -79,6 +79,8 @@ def parse_infer(body: bytes, header_length: Optional[str], *, input_size: int) -
         request = json.loads(head)
     except (ValueError, UnicodeDecodeError):
         raise _bad("the body is not valid JSON") from None
+    except RecursionError:
+        raise _bad("the JSON is nested too deeply") from None
     if not isinstance(request, dict):
         raise _bad("the request must be a JSON object")
     inputs = request.get("inputs")
@@ -180,10 +182,21 @@ def _fp32_tensor(raw: Optional[bytes], data: Any, shape: list[int]) -> torch.Ten
             raise _bad(f"binary FP32 data of {len(raw)} bytes for shape {shape} ({4 * count} expected)")
         array = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     else:
+        # Counted before anything is converted: a flat list by its length, a nested one by its first dimension.
+        if not isinstance(data, list):
+            raise _bad(f"input '{TENSOR_INPUT}' data must be a list of numbers")
+        if len(data) not in (count, shape[0]):
+            raise _bad(f"input '{TENSOR_INPUT}' has {len(data)} values for shape {shape} ({count} expected)")
         try:
-            array = np.asarray(data, dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError):
-            raise _bad(f"input '{TENSOR_INPUT}' data must be numbers") from None
+            array = np.asarray(data)  # no dtype: strings and booleans stay what they are, and are refused below
+            if array.dtype.kind not in "fiu":  # object (ragged, or integers past int64): numbers, or refused
+                array = np.asarray(data, dtype=np.float64) if array.dtype.kind == "O" else None
+            if array is None:
+                raise TypeError
+            with np.errstate(over="ignore"):  # past FP32's range becomes inf, refused below as not finite
+                array = array.astype(np.float32).reshape(-1)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            raise _bad(f"input '{TENSOR_INPUT}' data must be numbers, as a flat list or nested by the shape") from None
         if array.size != count:
             raise _bad(f"input '{TENSOR_INPUT}' has {array.size} values for shape {shape} ({count} expected)")
     if not np.isfinite(array).all():
