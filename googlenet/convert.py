@@ -28,7 +28,8 @@ from torch import nn
 
 from .errors import UserError, one_line
 from .fileio import open_weights_file
-from .weights import attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model
+from .weights import (attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model,
+                      tensor_problem)
 
 ARCH = "googlenet_tv"
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "epoch": ...}
@@ -78,6 +79,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 state = inner
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    for k, v in state.items():
+        problem = tensor_problem(v)
+        if problem is not None:
+            raise UserError(f"{path}: tensor {str(k)[:80]} {problem}")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -92,6 +97,8 @@ def from_torchvision_state_dict(state: dict[str, torch.Tensor], *, source: str =
     """
     if "fc.weight" not in state or state["fc.weight"].ndim != 2 or "conv1.conv.weight" not in state:
         raise UserError(f"{source} is not a torchvision GoogLeNet state dict (no conv1.conv.weight / fc.weight)")
+    if state["fc.weight"].shape[1] != 1024 or state["fc.weight"].shape[0] < 1:  # before a model is built to it
+        raise UserError(f"{source}: fc.weight has shape {list(state['fc.weight'].shape)}, expected [classes, 1024]")
     has_aux = any(k.startswith(("aux1.", "aux2.")) for k in state)
     keep_aux = has_aux if aux_logits is None else (aux_logits and has_aux)
     if aux_logits and not has_aux:

@@ -14,6 +14,7 @@ Input convention of the graph (DeepDream's notebook): RGB, pixels 0..255, minus 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -103,8 +104,11 @@ def read_graphdef(path: Path) -> dict[str, torch.Tensor]:
                     floats.append(v)
             if dtype != 1:  # DT_FLOAT
                 continue
-            data = np.frombuffer(content if content is not None else b"".join(bytes(x) for x in floats), "<f4")
-            if data.size != int(np.prod(shape)):
+            raw_floats = content if content is not None else b"".join(bytes(x) for x in floats)
+            if len(raw_floats) % 4:
+                raise UserError(f"{path}: Const {name} holds {len(raw_floats):,} bytes, not a whole number of floats")
+            data = np.frombuffer(raw_floats, "<f4")
+            if data.size != math.prod(shape):  # Python integers: np.prod wraps around past 2^63
                 raise UserError(f"{path}: Const {name} has {data.size:,} values for shape {tuple(shape)}")
             t = torch.from_numpy(data.reshape(shape).copy())
             if t.ndim == 4:

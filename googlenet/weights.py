@@ -128,7 +128,7 @@ def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
                         f"convert other checkpoints with 'googlenet convert'")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; nesting past the parser's depth
         raise UserError(f"{path}: googlenet metadata is not valid JSON") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path}: googlenet metadata is a JSON {type(meta).__name__}, not an object")
@@ -248,10 +248,28 @@ def load_state_dict_checked(model: nn.Module, state: dict, *, source: str, assig
         raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: "
                         f"keys {', '.join(parts)}")
     for k, v in state.items():
+        problem = tensor_problem(v)
+        if problem is None and v.is_floating_point() != own[k].is_floating_point():
+            problem = f"is {str(v.dtype).removeprefix('torch.')}, expected {str(own[k].dtype).removeprefix('torch.')}"
+        if problem is not None:
+            raise UserError(f"{source}: tensor {k} {problem}")
         if tuple(v.shape) != tuple(own[k].shape):
             raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: {k} has shape "
                             f"{tuple(v.shape)}, expected {tuple(own[k].shape)}")
     model.load_state_dict(state, strict=True, assign=assign)
+
+
+def tensor_problem(t: torch.Tensor) -> Optional[str]:
+    """Why a tensor read from a file cannot be a weight (a phrase), or None: weights are dense real numbers whose
+    data the file actually holds. A 2 KB pickle can declare a meta, sparse or stride-0 expanded tensor of 10^9
+    rows; building a model to its shape would allocate gigabytes from nothing."""
+    if t.layout != torch.strided or t.is_meta or t.is_quantized:
+        return f"is not a plain dense tensor ({'meta' if t.is_meta else t.layout})"
+    if t.is_complex() or t.dtype == torch.bool:
+        return f"has dtype {str(t.dtype).removeprefix('torch.')}, not real numbers"
+    if t.numel() and t.untyped_storage().nbytes() < t.numel() * t.element_size():
+        return f"declares {t.numel():,} values but the file holds {t.untyped_storage().nbytes() // t.element_size():,}"
+    return None
 
 
 def attach_metadata(model: nn.Module, meta: dict) -> None:

@@ -12,7 +12,7 @@ import googlenet
 from googlenet.cli import main
 from googlenet.pretrained.caffe import write_caffemodel
 from tests.bvlc_fixture import deploy, random_weights
-from tests.protowriter import varint
+from tests.protowriter import field, varint
 
 cv2 = pytest.importorskip("cv2")
 
@@ -175,6 +175,38 @@ def test_hostile_caffemodels_are_one_line(caffe_files, tmp_path, capsys):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 3 GB allocation
     assert not (tmp_path / "out.safetensors").exists()
     assert main(["convert", "--from", "caffe", str(text), str(tmp_path / "out.safetensors")]) == 2
+
+
+def test_lying_caffemodels_are_one_line_and_cheap(caffe_files, tmp_path, capsys):
+    """Shapes whose product wraps around int64, zero classes, junk layers the net does not use (two million empty
+    blobs), duplicate label names and a directory as the output: one line each, no traceback, little memory."""
+    import resource
+
+    _, model_path, weights = caffe_files
+    wrap = tmp_path / "wrap.caffemodel"  # loss3/classifier blob declaring [2^32, 2^32] (np.prod wraps to 0), no data
+    shape = field(7, field(1, varint(1 << 32) + varint(1 << 32)))
+    wrap.write_bytes(field(100, field(1, b"loss3/classifier") + field(7, shape)))
+    zero = tmp_path / "zero.caffemodel"
+    write_caffemodel(zero, dict(weights, **{"loss3/classifier": [torch.zeros(0, 1024), torch.zeros(0)]}))
+    junk = tmp_path / "junk.caffemodel"
+    junk.write_bytes(model_path.read_bytes() + field(100, field(1, b"junk") + field(7, b"") * 2_000_000))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\ncat\n")
+    cases = [(wrap, [], "blob declares shape [4294967296, 4294967296] (18446744073709551616 values) but holds 0"),
+             (zero, [], "'loss3/classifier' has weight shape [0, 1024], expected [classes, 1024]"),
+             (model_path, ["--labels", str(labels)], "names 'cat' twice: class names must be unique")]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for path, extra, message in cases:
+        capsys.readouterr()
+        assert main(["convert", "--from", "caffe", str(path), str(tmp_path / "out.safetensors"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    capsys.readouterr()
+    assert main(["convert", "--from", "caffe", str(junk), str(tmp_path / "junk.safetensors")]) == 0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 800_000  # KiB; it took 1.3 GB before
+    (tmp_path / "dir").mkdir()
+    assert main(["convert", "--from", "caffe", str(model_path), str(tmp_path / "dir")]) == 2
+    assert "is a directory; give a file name" in capsys.readouterr().err
 
 
 def test_bvlc_named_source_offline_is_one_line(monkeypatch, tmp_path, capsys):

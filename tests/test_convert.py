@@ -127,6 +127,30 @@ def test_convert_refuses_hostile_and_wrong_checkpoints(tmp_path, capsys, tv_mode
     assert not marker.exists()
 
 
+def test_checkpoints_declaring_data_they_do_not_hold_are_refused(tmp_path, capsys, tv_model):
+    """A 2 KB pickle can declare a stride-0 expanded, meta or sparse tensor of millions of rows: refused from the
+    file, before a model is built to its shape (one such file reached 9.5 GB before)."""
+    import resource
+
+    state = tv_model.state_dict()
+    cases = {
+        "expanded.pth": ({"conv1.conv.weight": torch.zeros(1), "fc.weight": torch.zeros(1).expand(1_500_000, 1024)},
+                         "fc.weight declares 1,536,000,000 values but the file holds 1"),
+        "meta.pth": (dict(state, **{"fc.weight": torch.empty(10**9, 1024, device="meta")}), "not a plain dense tensor"),
+        "sparse.pth": (dict(state, **{"fc.bias": torch.zeros(1000).to_sparse()}), "not a plain dense tensor"),
+        "complex.pth": (dict(state, **{"fc.bias": torch.zeros(1000, dtype=torch.complex64)}), "not real numbers"),
+        "narrow.pth": (dict(state, **{"fc.weight": torch.zeros(1_500_000, 1)}), "expected [classes, 1024]"),
+        "zero.pth": (dict(state, **{"fc.weight": torch.zeros(0, 1024), "fc.bias": torch.zeros(0)}),
+                     "expected [classes, 1024]"),
+    }
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, (sd, message) in cases.items():
+        torch.save(sd, tmp_path / name)
+        code, out, err = run_cli(capsys, "convert", "--from", "torchvision", tmp_path / name, tmp_path / "o.safetensors")
+        assert code == 2 and message in err and err.count("\n") == 1, (name, err)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+
+
 def test_weights_torchvision_from_hub_cache(tmp_path, monkeypatch, tv_model):
     # torchvision's own file name in torch.hub's cache: what a connected machine leaves there after one download.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -181,6 +181,23 @@ def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "claims 8,589,934,592 bytes" in err[0]
 
 
+def test_graphdef_lying_consts_are_one_line(tmp_path, capsys):
+    """A Const whose shape product wraps around int64, and one whose bytes are not whole floats."""
+    def const(name: bytes, dims: list[int], content: bytes) -> bytes:
+        shape = field(2, b"".join(field(2, varint(1 << 3) + varint(d)) for d in dims))
+        tensor = varint(1 << 3) + varint(1) + shape + field(4, content)
+        return field(1, field(1, name) + field(2, b"Const") + field(5, field(1, b"value") + field(2, field(8, tensor))))
+
+    cases = {"wrap.pb": (const(b"conv2d0_b", [1 << 32, 1 << 32], b""), "has 0 values for shape"),
+             "odd.pb": (const(b"conv2d0_b", [1], b"\0" * 5), "holds 5 bytes, not a whole number of floats")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        capsys.readouterr()
+        assert main(["convert", "--from", "inception5h", str(tmp_path / name), str(tmp_path / "o.safetensors")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
 def test_weights_inception5h_offline_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
 

@@ -69,6 +69,21 @@ def test_metadata_that_lies_about_shapes_is_refused(tmp_path):
         googlenet.load_model(tmp_path / "lie.safetensors")
 
 
+def test_integer_weights_and_deep_metadata_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    model = googlenet.create_model("googlenet", num_classes=4)
+    meta = dict(read_metadata(googlenet.save_model(model, tmp_path / "w.safetensors")))
+    ints = {k: (v.to(torch.int32) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(ints, str(tmp_path / "ints.safetensors"), metadata={"googlenet": json.dumps(meta)})
+    with pytest.raises(googlenet.UserError, match="is int32, expected float32"):
+        googlenet.load_model(tmp_path / "ints.safetensors")
+    floats = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(floats, str(tmp_path / "deep.safetensors"), metadata={"googlenet": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(googlenet.UserError, match="metadata is not valid JSON"):
+        googlenet.load_model(tmp_path / "deep.safetensors")
+
+
 def test_save_model_refuses_scripted_models_and_duplicate_names(tmp_path):
     import warnings
 

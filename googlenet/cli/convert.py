@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,13 +40,20 @@ def _labels(path: str) -> list[str]:
         raise UserError(f"cannot read --labels {printable(path)}: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"--labels {printable(path)} is not UTF-8 text") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    seen: set[str] = set()
+    repeated = next((name for name in labels if name in seen or seen.add(name)), None)
+    if repeated is not None:
+        raise UserError(f"--labels {printable(path)} names {repeated[:60]!r} twice: class names must be unique")
+    return labels
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
     aux = False if args.drop_aux else None
+    if os.path.isdir(args.output):  # found now, not after the whole conversion as a temp file's error
+        raise UserError(f"output {args.output} is a directory; give a file name, e.g. {args.output}/weights.safetensors")
     if args.source == "inception5h":
         from ..inception5h import convert_inception5h
 

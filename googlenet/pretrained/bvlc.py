@@ -59,12 +59,12 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     """
     from ..models import create_model
 
-    net_name, layers = read_caffemodel(path)
+    net_name, layers = read_caffemodel(path, wanted=set(layer_map(True)))
     if "loss3/classifier" not in layers:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): layer 'loss3/classifier' "
                         f"is missing")
     classifier = layers["loss3/classifier"][0]
-    if classifier.dim() != 2 or classifier.shape[1] != 1024:
+    if classifier.dim() != 2 or classifier.shape[1] != 1024 or classifier.shape[0] < 1:
         raise UserError(f"{printable(path)}: layer 'loss3/classifier' has weight shape {list(classifier.shape)}, "
                         f"expected [classes, 1024]")
     num_classes = int(classifier.shape[0])
