@@ -204,6 +204,11 @@ def test_lying_caffemodels_are_one_line_and_cheap(caffe_files, tmp_path, capsys)
     capsys.readouterr()
     assert main(["convert", "--from", "caffe", str(junk), str(tmp_path / "junk.safetensors")]) == 0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 800_000  # KiB; it took 1.3 GB before
+    some_aux = tmp_path / "some_aux.caffemodel"
+    write_caffemodel(some_aux, {k: v for k, v in weights.items() if k != "loss2/fc"})
+    assert main(["convert", "--from", "caffe", str(some_aux), str(tmp_path / "out.safetensors")]) == 2
+    assert "has some aux-head layers but not 'loss2/fc'; convert with --drop-aux" in capsys.readouterr().err
+    assert main(["convert", "--from", "caffe", str(some_aux), str(tmp_path / "out.safetensors"), "--drop-aux"]) == 0
     (tmp_path / "dir").mkdir()
     assert main(["convert", "--from", "caffe", str(model_path), str(tmp_path / "dir")]) == 2
     assert "is a directory; give a file name" in capsys.readouterr().err

@@ -79,6 +79,10 @@ def test_integer_weights_and_deep_metadata_are_refused(tmp_path):
     with pytest.raises(googlenet.UserError, match="is int32, expected float32"):
         googlenet.load_model(tmp_path / "ints.safetensors")
     floats = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(floats, str(tmp_path / "yes.safetensors"),
+              metadata={"googlenet": json.dumps(dict(meta, options=dict(meta["options"], transform_input="yes")))})
+    with pytest.raises(googlenet.UserError, match="transform_input must be true or false, got 'yes'"):
+        googlenet.load_model(tmp_path / "yes.safetensors")
     save_file(floats, str(tmp_path / "deep.safetensors"), metadata={"googlenet": "[" * 100_000 + "]" * 100_000})
     with pytest.raises(googlenet.UserError, match="metadata is not valid JSON"):
         googlenet.load_model(tmp_path / "deep.safetensors")

@@ -343,6 +343,8 @@ def build(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, **opti
                          f"accepted: {', '.join(OPTION_FIELDS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(options.get("transform_input", False), bool):  # a weights file's "yes" would read as true
+        raise ValueError(f"transform_input must be true or false, got {options['transform_input']!r}")
     for key in ("dropout", "aux_dropout"):
         if key in options and not 0.0 <= float(options[key]) < 1.0:
             raise ValueError(f"{key} must be in [0, 1), got {options[key]!r}")
