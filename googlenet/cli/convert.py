@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +42,8 @@ def _labels(path: str) -> list[str]:
     except UnicodeDecodeError:
         raise UserError(f"--labels {printable(path)} is not UTF-8 text") from None
     labels = [line.strip() for line in text.splitlines() if line.strip()]
-    seen: set[str] = set()
-    repeated = next((name for name in labels if name in seen or seen.add(name)), None)
+    # checked here, before the conversion, as save_model would refuse them only after it
+    repeated = next((name for name, n in Counter(labels).items() if n > 1), None)
     if repeated is not None:
         raise UserError(f"--labels {printable(path)} names {repeated[:60]!r} twice: class names must be unique")
     return labels

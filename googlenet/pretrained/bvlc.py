@@ -69,11 +69,11 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
                         f"expected [classes, 1024]")
     num_classes = int(classifier.shape[0])
     aux_names = [f"loss{i}/{p}" for i in (1, 2) for p in ("conv", "fc", "classifier")]
-    has_aux = all(name in layers for name in aux_names)
-    partial = next((name for name in aux_names if name not in layers), None) if not has_aux else None
-    if aux_logits is None and partial is not None and any(name in layers for name in aux_names):
-        raise UserError(f"{printable(path)} has some aux-head layers but not {partial!r}; convert with --drop-aux to "
-                        f"leave the aux heads out")
+    missing = [name for name in aux_names if name not in layers]
+    has_aux = not missing
+    if aux_logits is None and 0 < len(missing) < len(aux_names):
+        raise UserError(f"{printable(path)} has some aux-head layers but not {missing[0]!r}; convert with --drop-aux "
+                        f"to leave the aux heads out")
     aux = has_aux if aux_logits is None else aux_logits
     if aux and not has_aux:
         raise UserError(f"{printable(path)} has no aux heads (loss1/*, loss2/*); convert with --drop-aux")

@@ -72,13 +72,16 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
 
     decoding = asyncio.Semaphore(config.max_decodes)
 
+    def past_deadline() -> RequestError:
+        return RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s")
+
     async def decode(data: bytes, deadline: float):
         """One upload decoded on a worker thread, at most ``max_decodes`` at once; the wait for a turn counts
         against the request's deadline (504), so a flood of uploads queues here instead of exhausting memory."""
         try:
             await asyncio.wait_for(decoding.acquire(), max(deadline - time.perf_counter(), 0.0))
         except asyncio.TimeoutError:
-            raise RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s") from None
+            raise past_deadline() from None
         try:
             return await run_in_threadpool(served.prepare, data)
         finally:
@@ -91,7 +94,7 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         for data in images:
             prepared.append(await decode(data, deadline))
             if time.perf_counter() > deadline:
-                raise RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s")
+                raise past_deadline()
         decoded = time.perf_counter()
         probs = await submit(route, "images", prepared, len(prepared), arrival)
         return prepared, probs, {"decode": 1000 * (decoded - started),
@@ -103,7 +106,7 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         except QueueFull:
             raise RequestError(503, f"the queue is full ({config.max_queue} requests waiting); retry shortly")
         except asyncio.TimeoutError:
-            raise RequestError(504, f"no answer within the deadline of {config.timeout_s:g} s")
+            raise past_deadline()
 
     def answer(route: str, started: float, payload: dict, status: int = 200) -> Response:
         metrics.request(route, status, time.perf_counter() - started)

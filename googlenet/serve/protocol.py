@@ -188,11 +188,11 @@ def _fp32_tensor(raw: Optional[bytes], data: Any, shape: list[int]) -> torch.Ten
         if len(data) not in (count, shape[0]):
             raise _bad(f"input '{TENSOR_INPUT}' has {len(data)} values for shape {shape} ({count} expected)")
         try:
-            array = np.asarray(data)  # no dtype: strings and booleans stay what they are, and are refused below
-            if array.dtype.kind not in "fiu":  # object (ragged, or integers past int64): numbers, or refused
-                array = np.asarray(data, dtype=np.float64) if array.dtype.kind == "O" else None
-            if array is None:
-                raise TypeError
+            array = np.asarray(data)  # no dtype: strings and booleans keep their kind, and are refused
+            if array.dtype.kind == "O":  # ragged, or integers past int64: numbers as float64, or a TypeError
+                array = np.asarray(data, dtype=np.float64)
+            elif array.dtype.kind not in "fiu":
+                raise TypeError(array.dtype)
             with np.errstate(over="ignore"):  # past FP32's range becomes inf, refused below as not finite
                 array = array.astype(np.float32).reshape(-1)
         except (TypeError, ValueError, OverflowError, RecursionError):
