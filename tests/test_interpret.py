@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import pytest
 import torch
@@ -134,6 +135,11 @@ def test_commands_write_pngs_and_refuse_bad_input(model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--octave-scale must be in (1, 4], got 1.0" in err[0]
     assert not (tmp_path / "d3.png").exists()
+    assert main(["visualize", "--weights", str(w), "--layer", "conv1", "--channel", "0", "--decay-power", "nan",
+                 "--out", str(tmp_path / "v3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--decay-power must be in 0..4, got nan" in err[0]
+    assert not (tmp_path / "v3").exists()
 
 
 def _lucent_param_file(name):
@@ -151,13 +157,13 @@ def _lucent_param_file(name):
     return mod
 
 
-@pytest.mark.parametrize("size, channels", [(128, 3), (96, 1), (37, 3)])
-def test_fourier_image_and_colours_equal_lucents(size, channels):
+@pytest.mark.parametrize("size, channels, decay_power", [(128, 3, 1.0), (96, 1, 1.5), (37, 3, 2.0)])
+def test_fourier_image_and_colours_equal_lucents(size, channels, decay_power):
     from googlenet.interpret.visualize import FFTImage, to_pixels
 
     spatial, color = _lucent_param_file("spatial"), _lucent_param_file("color")
-    ours = FFTImage(2, channels, size)
-    params, lucent_image = spatial.fft_image((2, channels, size, size))
+    ours = FFTImage(2, channels, size, decay_power=decay_power)
+    params, lucent_image = spatial.fft_image((2, channels, size, size), decay_power=decay_power)
     with torch.no_grad():
         params[0].copy_(torch.randn(params[0].shape, generator=torch.Generator().manual_seed(size)))
         ours.spectrum.copy_(params[0][..., : ours.spectrum.shape[-2], :])  # lucent keeps a column irfft drops
@@ -181,10 +187,10 @@ def test_restarts_keep_the_best_start_of_each_image(model):
     from googlenet.interpret.common import LayerCapture
 
     channels = [3, 7, 11]
-    best = visualize(model, "inception3a", channels, steps=4, size=32, restarts=3, seed=5)
+    # without the random transforms: each start's draws aside, restarts=1 for 3x the images gives the candidates
+    best = visualize(model, "inception3a", channels, steps=4, size=32, restarts=3, seed=5, transforms=False)
     assert best.shape == (3, 3, 32, 32)
-    # the same optimisation with restarts=1 for 3x the images: its images are the candidates
-    all_starts = visualize(model, "inception3a", channels * 3, steps=4, size=32, seed=5)
+    all_starts = visualize(model, "inception3a", channels * 3, steps=4, size=32, seed=5, transforms=False)
     with torch.no_grad(), LayerCapture(model, "inception3a", stop=True) as cap:
         def score(images):  # as the PNG is read: at the model's 64 px, antialiased
             x = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False,
@@ -196,6 +202,21 @@ def test_restarts_keep_the_best_start_of_each_image(model):
         assert torch.allclose(best, all_starts.view(3, 3, 3, 32, 32)[picked, torch.arange(3)], atol=1e-6)
     with pytest.raises(ValueError, match="restarts keep the best"):
         visualize(model, "inception3a", [1], steps=1, size=32, restarts=2, diversity_images=2)
+
+
+def test_each_restart_draws_its_own_transforms(model, monkeypatch):
+    """Starts that shared the transform draws settled in the same optimum: each start gets its own."""
+    vis_module = sys.modules["googlenet.interpret.visualize"]
+    batches, real = [], vis_module.robustness_transforms
+    monkeypatch.setattr(vis_module, "robustness_transforms",
+                        lambda x, g, pad: batches.append(len(x)) or real(x, g, pad))
+    visualize(model, "inception3a", [3, 7], steps=2, size=32, restarts=3)
+    assert batches == [2] * 6  # 2 steps x 3 starts, each a batch of the 2 channels
+    batches.clear()
+    visualize(model, "inception3a", [3, 7], steps=2, size=32)
+    assert batches == [2, 2]
+    with pytest.raises(ValueError, match="decay_power must be in 0..4, got 5"):
+        visualize(model, "inception3a", [1], steps=1, size=32, decay_power=5)
 
 
 def test_dream_size_is_the_images_own_raised_to_448_and_capped():

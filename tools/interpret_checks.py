@@ -79,7 +79,7 @@ def dream_checks(model, prep) -> None:
 
 
 def run(model, label: str, channels: int, steps: int, images: int, restarts: int = 1,
-        only_visualize: bool = False, channel_set: int = 0) -> None:
+        only_visualize: bool = False, channel_set: int = 0, decay_power: float = 1.0) -> None:
     print(f"== {label}")
     prep = ModelInput(model, True)
     pixels, labels = heldout_pixels(prep.size)
@@ -93,7 +93,8 @@ def run(model, label: str, channels: int, steps: int, images: int, restarts: int
     held = held_all[:, chosen]
     print(f"channels (group {channel_set} of {channels} that fire on held-out data): {chosen}; "
           f"{int((held_all.max(0).values <= 0).sum())} of {held_all.shape[1]} never fire")
-    vis = visualize(model, "inception4c", chosen, steps=steps, seed=0, grayscale=True, restarts=restarts)
+    vis = visualize(model, "inception4c", chosen, steps=steps, seed=0, grayscale=True, restarts=restarts,
+                    decay_power=decay_power)
     vis_time = time.time() - t
     with tempfile.TemporaryDirectory() as d:
         back = []
@@ -101,7 +102,8 @@ def run(model, label: str, channels: int, steps: int, images: int, restarts: int
             save_png(img, Path(d) / f"{i}.png")
             back.append(prep.load(Path(d) / f"{i}.png"))
     m = channel_means(model, "inception4c", torch.stack(back), grayscale=True)[:, chosen]
-    print(f"visualize {channels} channels x {steps} steps, {restarts} start(s) each: {vis_time:.1f} s")
+    print(f"visualize {channels} channels x {steps} steps, {restarts} start(s) each, decay power "
+          f"{decay_power}: {vis_time:.1f} s")
     print("8x8 matrix (row: channel i's mean activation; column: the image made for channel j):")
     for row in m.t():
         print("  " + " ".join(f"{v:7.2f}" for v in row.tolist()))
@@ -161,6 +163,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--restarts", type=int, default=1, help="visualize's random starts an image (default 1)")
+    p.add_argument("--decay-power", type=float, default=1.0, help="visualize's Fourier decay power (default 1)")
     p.add_argument("--only-dream", action="store_true", help="only the DeepDream ratios")
     p.add_argument("--only-visualize", action="store_true", help="only the feature visualisation figures")
     p.add_argument("--channel-sets", type=int, default=1,
@@ -177,11 +180,14 @@ def main() -> None:
             dream_checks(model, prep)
         return
     for k in range(1, a.channel_sets):  # the further groups: feature visualisation only, trained weights
-        run(trained, f"trained: {a.weights}, channel group {k}", a.channels, a.steps, a.images, a.restarts, True, k)
-    run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images, a.restarts, a.only_visualize)
+        run(trained, f"trained: {a.weights}, channel group {k}", a.channels, a.steps, a.images, a.restarts, True, k,
+            a.decay_power)
+    run(trained, f"trained: {a.weights}", a.channels, a.steps, a.images, a.restarts, a.only_visualize,
+        decay_power=a.decay_power)
     rand = create_model(trained.metadata["arch"], num_classes=trained.num_classes).eval()  # after: seeded as before
     attach_metadata(rand, trained.metadata)
-    run(rand, "random weights", a.channels, a.steps, a.images, a.restarts, a.only_visualize)
+    run(rand, "random weights", a.channels, a.steps, a.images, a.restarts, a.only_visualize,
+        decay_power=a.decay_power)
 
 
 if __name__ == "__main__":

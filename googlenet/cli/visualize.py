@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=512)
     p.add_argument("--restarts", type=positive_int, default=1, metavar="K",
                    help="optimise K random starts of each image and keep the most exciting (default 1, Lucid's)")
+    p.add_argument("--decay-power", type=float, default=1.0, metavar="P",
+                   help="Fourier scaling 1/frequency^P (default 1, Lucid's; 1.5 favours large shapes)")
     p.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -53,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--restarts at most 64, got {args.restarts}")
     if args.diversity > 1 and (len(args.channel) != 1 or args.restarts > 1):
         raise UserError("--diversity makes several images of one --channel, without --restarts")
+    if not 0 <= args.decay_power <= 4:
+        raise UserError(f"--decay-power must be in 0..4, got {args.decay_power}")
     model = load_weights_arg(args.weights)
     images = visualize(model, args.layer, args.channel, objective=args.objective, diversity_images=args.diversity,
                        steps=args.steps, size=args.size, seed=args.seed, grayscale=args.grayscale,
-                       restarts=args.restarts, device=args.device)
+                       restarts=args.restarts, decay_power=args.decay_power,
+                       device=args.device)
     out = Path(args.out)
     names = ([f"{args.layer}_c{args.channel[0]}_{i}.png" for i in range(len(images))] if args.diversity > 1
              else [f"{args.layer}_c{c}.png" for c in args.channel])

@@ -86,10 +86,10 @@ class FFTImage(nn.Module):
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         self.size = size
-        fy = torch.fft.fftfreq(size).view(-1, 1)
-        fx = torch.fft.rfftfreq(size).view(1, -1)
+        fy = torch.fft.fftfreq(size, dtype=torch.float64).view(-1, 1)  # in float64 as Lucid's numpy, then cast
+        fx = torch.fft.rfftfreq(size, dtype=torch.float64).view(1, -1)
         freqs = (fx ** 2 + fy ** 2).sqrt()
-        scale = 1.0 / freqs.clamp(min=1.0 / size) ** decay_power
+        scale = (1.0 / freqs.clamp(min=1.0 / size) ** decay_power).float()
         # Lucid multiplies by sqrt(w * h) because TensorFlow's irfft2d divides by w * h; with norm="ortho" (as
         # lucent does) that factor is already in the transform. Counting it twice made every image 128 times too
         # strong at 128 px: pixels saturated to black and white speckle after a few steps.
@@ -155,14 +155,17 @@ def diversity(act: Tensor) -> Tensor:
 def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, objective: str = "channel",
               direction: Optional[Tensor] = None, diversity_images: int = 1, diversity_weight: float = 1e2,
               steps: int = 512, size: int = 128, lr: float = 0.05, seed: int = 0, grayscale: Optional[bool] = None,
-              transforms: bool = True, redirect_relu: bool = True, restarts: int = 1,
+              transforms: bool = True, redirect_relu: bool = True, restarts: int = 1, decay_power: float = 1.0,
               device: str | torch.device = "cpu", progress=None) -> Tensor:
     """Optimises one image per channel (or ``diversity_images`` images of one channel); returns N x 3 x size x size
     pixels in 0..1. Deterministic for a fixed seed on a given device.
 
     restarts: optimise that many images from different random starts for each one asked for (in one batch), and
     keep the one whose objective is highest as its PNG will be read (untransformed, at the model's input size).
-    The objective has many local optima; 1 is Lucid's single start.
+    The objective has many local optima; 1 is Lucid's single start. Each start draws its own robustness transforms.
+
+    decay_power: the Fourier image's 1/frequency^decay_power scaling (Lucid's ``fft_image`` default: 1). Higher
+    values favour large shapes early in the ascent.
 
     objective: "channel" (mean activation), "neuron" (the centre position) or "direction" (``direction``: a vector
     over the layer's channels; one image). For a model trained on grey images the image is grey.
@@ -185,9 +188,12 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
         channels = list(channels) * diversity_images
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
+    if not 0 <= decay_power <= 4:
+        raise ValueError(f"decay_power must be in 0..4, got {decay_power}")
     n, channels = len(channels), list(channels) * restarts  # start k of image i is image k * n + i
     g = torch.Generator().manual_seed(seed)
-    param = FFTImage(len(channels), 1 if prep.grayscale else 3, size, generator=g).to(device)
+    param = FFTImage(len(channels), 1 if prep.grayscale else 3, size, decay_power=decay_power,
+                     generator=g).to(device)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     pad = prep.neutral_pixels().to(device)
     pad = pad.mean(1, keepdim=True) if prep.grayscale else pad
@@ -196,8 +202,8 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
     with redirect, LayerCapture(model, layer, stop=True) as cap:
         for step in range(steps):
             x = to_pixels(param())
-            if transforms:
-                x = robustness_transforms(x, g, pad)
+            if transforms:  # each start its own draws: starts that shared them settled in the same optimum
+                x = torch.cat([robustness_transforms(part, g, pad) for part in x.split(n)])
             # Antialiased, as every reader of the saved PNG resizes it (data.transforms.resize): without it a
             # 128 px image shrunk to a 64 px model is optimised through aliasing the read-back image does not have.
             x = F.interpolate(x, size=(prep.size, prep.size), mode="bilinear", align_corners=False, antialias=True)
