@@ -2,6 +2,8 @@
 both parameter sets the archs use, NCHW and channels_last, bf16 autocast, and its ONNX export as the native LRN op
 run by ONNX Runtime."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +135,105 @@ def test_onnx_decomposition_equals_pytorch_and_exports_no_pow_for_caffes_beta(si
         torch.onnx.export(Decomposed(), (x.float(),), str(path), dynamo=False, opset_version=17)
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert "Pow" not in ops and {"Sqrt", "AveragePool"} <= ops
+
+
+@pytest.fixture
+def fresh_native(monkeypatch):
+    """lrn_native with its loaded library forgotten (restored after), so a test can build it under other settings."""
+    from googlenet.models import lrn_native
+
+    monkeypatch.setattr(lrn_native, "_state", {})
+    return lrn_native
+
+
+def need_c_kernel():
+    """The fused LRN kernel's library. Without a C compiler: skipped locally, a failure under CI (.ci/run installs
+    gcc through .ci/system-packages)."""
+    from googlenet.models import lrn_native
+
+    if lrn_native.kernel() is None:
+        if os.environ.get("CI"):
+            pytest.fail("the LRN kernel was not built: no C compiler? run .ci/system-packages")
+        pytest.skip("needs a C compiler (gcc and libc6-dev: bash .ci/system-packages)")
+    return lrn_native
+
+
+@pytest.mark.parametrize("size,alpha,beta,k", PARAMS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_c_kernel_is_built_here_and_equals_pytorch(size, alpha, beta, k, threads):
+    lrn_native = need_c_kernel()
+    g = torch.Generator().manual_seed(size)
+    # 3 x 7 x 11 = 231 pixels a sample: 693 pixels, split across 2 threads unevenly; 192 channels as in the net
+    x = (torch.randn(3, 192, 7, 11, generator=g) * 20).contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(x.shape, generator=g)
+    assert lrn_native.supports(x)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ours_x = x.clone().requires_grad_()
+        ours = local_response_norm(ours_x, size, alpha, beta, k)
+        (ours_grad,) = torch.autograd.grad(ours, ours_x, grad_out)
+    finally:
+        torch.set_num_threads(before)
+    ref_x = x.double().requires_grad_()
+    ref = F.local_response_norm(ref_x, size, alpha, beta, k)
+    (ref_grad,) = torch.autograd.grad(ref, ref_x, grad_out.double())
+    assert ours.is_contiguous(memory_format=torch.channels_last) and ours_grad.dtype == torch.float32
+    assert ((ours.double() - ref).abs() / ref.abs().clamp_min(1e-30)).max() < 1e-6
+    assert (ours_grad.double() - ref_grad).abs().max() / ref_grad.abs().max() < 1e-6
+
+
+def test_the_c_kernel_takes_bf16_through_fp32_and_leaves_other_layouts_to_pytorch():
+    lrn_native = need_c_kernel()
+
+    x = (torch.randn(2, 16, 5, 5) * 300).contiguous(memory_format=torch.channels_last)
+    assert lrn_native.supports(x) and not lrn_native.supports(x.contiguous()) and not lrn_native.supports(x.double())
+    y = local_response_norm(x.bfloat16().requires_grad_(), 5, 1e-4, 0.75, 1.0)
+    ref = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
+    assert y.dtype == torch.bfloat16 and (y.float() - ref).abs().max() <= 0.01 * ref.abs().max()
+    empty = torch.zeros(0, 16, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    local_response_norm(empty, 5).sum().backward()
+    assert empty.grad.shape == empty.shape
+
+
+def test_without_a_compiler_or_switched_off_pytorchs_kernel_is_used(fresh_native, monkeypatch, tmp_path):
+    x = (torch.randn(2, 8, 3, 3) * 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
+    monkeypatch.setenv("GOOGLENET_NATIVE_LRN", "0")
+    assert fresh_native.kernel() is None and not fresh_native.supports(x)
+    assert torch.allclose(local_response_norm(x, 5, 1e-4, 0.75, 1.0), ref, rtol=1e-6)
+    monkeypatch.delenv("GOOGLENET_NATIVE_LRN")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert fresh_native.kernel() is None
+    local_response_norm(x, 5, 1e-4, 0.75, 1.0).sum().backward()
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_the_library_is_built_once_into_the_cache_and_reused(fresh_native, monkeypatch, tmp_path):
+    need_c_kernel()
+    fresh_native._state.clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fresh_native.kernel() is not None
+    built = list((tmp_path / "googlenet").glob("lrn-*.so"))
+    assert len(built) == 1 and not list((tmp_path / "googlenet").glob("tmp*"))
+    stamp = built[0].stat().st_mtime_ns
+    fresh_native._state.clear()
+    assert fresh_native.kernel() is not None and built[0].stat().st_mtime_ns == stamp
+
+
+def test_a_cache_folder_others_can_write_to_is_not_used(fresh_native, monkeypatch, tmp_path):
+    """A library another user could have put there would run as us: such a folder is passed over."""
+    import tempfile
+
+    need_c_kernel()
+    fresh_native._state.clear()
+    shared = tmp_path / "shared"
+    (shared / "googlenet").mkdir(parents=True)
+    (shared / "googlenet").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert fresh_native.kernel() is not None
+    assert not list((shared / "googlenet").iterdir())
+    assert len(list((tmp_path / "tmp").glob("googlenet-*/lrn-*.so"))) == 1

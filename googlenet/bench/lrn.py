@@ -2,10 +2,13 @@
 
 Site 1 follows pool1 (64 channels at input/4), site 2 follows conv2's 3x3 (192 channels at input/4). Each contender
 is one forward and backward pass of both sites on a channels_last batch (the training layout), fp32, with the
-Caffe parameters (5, 1e-4, 0.75, 1).
+Caffe parameters (5, 1e-4, 0.75, 1). The backward pass gets a dense upstream gradient, as in the network (conv2's
+and pool2's backward give one), not the one broadcast scalar that ``.sum().backward()`` would.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,17 +25,20 @@ def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
     g = torch.Generator().manual_seed(0)
     sites = [torch.randn(batch_size, c, side, side, generator=g).relu().contiguous(memory_format=torch.channels_last)
              for c in (64, 192)]
+    upstream = [torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last) for x in sites]
 
     def step(fn):
         def run():
-            for x in sites:
+            for x, grad in zip(sites, upstream):
                 x = x.detach().requires_grad_()
-                fn(x, 5, 1e-4, 0.75, 1.0).sum().backward()
+                fn(x, 5, 1e-4, 0.75, 1.0).backward(grad)
         return run
 
     contenders = [Contender(REFERENCE, "reference", "fp32", batch_size, step(F.local_response_norm)),
                   Contender("googlenet.models.lrn (fast LRN)", "project", "fp32", batch_size,
-                            step(local_response_norm))]
+                            step(local_response_norm)),
+                  Contender("googlenet.models.lrn, PyTorch ops only (no C compiler)", "project", "fp32", batch_size,
+                            step(partial(local_response_norm, native=False)))]
     run_rounds(contenders, rounds, progress=progress)
     rows = [row(c) for c in contenders]
     add_ratios(rows, REFERENCE)

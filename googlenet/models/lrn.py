@@ -6,9 +6,13 @@
 channels, and lets autograd differentiate every step: on the CPU that is the slowest layer of the paper's network
 (56% of a training step at 224x224) and has no bf16 kernel. Here:
 
-* the window sum is one copy and n - 1 in-place slice adds along the channels (contiguous rows in channels_last);
-* the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and pow):
-  dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d), with d = k + alpha / n * window_sum(x^2);
+* on the CPU, 4-D channels_last input (inference's layout; training's with --channels-last) goes through a fused
+  C kernel (lrn_kernel.c, built on first use by lrn_native.py): one pass over the tensor forward, one backward;
+* elsewhere (NCHW, other devices, no C compiler), the PyTorch ops below:
+  * the window sum is one copy and n - 1 in-place slice adds along the channels (contiguous rows in channels_last);
+  * the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and
+    pow): dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d),
+    with d = k + alpha / n * window_sum(x^2);
 * bf16 and fp16 inputs are computed in fp32 (the sum of squares can overflow fp16) and returned in their dtype;
 * ONNX export emits the native ``LRN`` operator (same formula, odd sizes), so ONNX Runtime runs its own kernel.
 
@@ -24,6 +28,8 @@ import threading
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import lrn_native
 
 
 def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
@@ -64,27 +70,35 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 class LRNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = True) -> Tensor:
         xc = x.to(_compute_dtype(x))
+        ctx.constants = (size, alpha, beta, k)
+        if native and lrn_native.supports(xc):  # the fused C kernel: one pass forward, one backward
+            ctx.native = True
+            ctx.save_for_backward(xc)
+            return lrn_native.forward(xc, size, alpha, beta, k).to(x.dtype)
+        ctx.native = False
         denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
         scale = _neg_pow(denom, beta)  # d^-beta
         y = xc * scale
         ctx.save_for_backward(xc, y, scale, denom)
-        ctx.constants = (size, alpha, beta)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        size, alpha, beta, k = ctx.constants
+        if ctx.native:
+            (xc,) = ctx.saved_tensors
+            return lrn_native.backward(grad, xc, size, alpha, beta, k).to(grad.dtype), None, None, None, None, None
         # dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d): five passes over the tensor.
         xc, y, scale, denom = ctx.saved_tensors
-        size, alpha, beta = ctx.constants
         g = grad.to(xc.dtype)
         spread = window_sum((g * y).div_(denom), size)
         gx = (g * scale).addcmul_(xc, spread, value=-2.0 * alpha * beta / size)
-        return gx.to(grad.dtype), None, None, None, None
+        return gx.to(grad.dtype), None, None, None, None, None
 
     @staticmethod
-    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
+    def symbolic(g, x, size: int, alpha: float, beta: float, k: float, native: bool = True):
         # ONNX LRN: square_sum over [c - floor((size-1)/2), c + ceil((size-1)/2)], x / (bias + alpha/size * sum)^beta.
         return g.op("LRN", x, alpha_f=alpha, beta_f=beta, bias_f=k, size_i=size)
 
@@ -107,13 +121,17 @@ def onnx_lrn(native: bool):
         _onnx.native = previous
 
 
-def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
-    """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it)."""
+def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, *,
+                        native: bool = True) -> Tensor:
+    """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it).
+
+    native: use the fused C kernel (lrn_native.py) where it applies: 4-D channels_last input on the CPU, with a C
+    compiler on the machine. Otherwise, and with native=False, the kernel written in PyTorch ops below."""
     if size % 2 != 1:
         raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
     if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
         return _onnx_decomposition(x.to(_compute_dtype(x)), size, alpha, beta, k).to(x.dtype)
-    return LRNFunction.apply(x, size, alpha, beta, k)
+    return LRNFunction.apply(x, size, alpha, beta, k, native)
 
 
 def _onnx_decomposition(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
