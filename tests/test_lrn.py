@@ -183,6 +183,22 @@ def test_the_c_kernel_is_built_here_and_equals_pytorch(size, alpha, beta, k, thr
     assert (ours_grad.double() - ref_grad).abs().max() / ref_grad.abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("size,channels", [(1, 8), (3, 1), (9, 3), (21, 4), (5, 2)])
+def test_the_c_kernel_at_windows_as_wide_as_or_wider_than_the_channels(size, channels):
+    need_c_kernel()
+    g = torch.Generator().manual_seed(size)
+    x = (torch.randn(3, channels, 5, 7, generator=g) * 20).contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(x.shape, generator=g)
+    ours_x = x.clone().requires_grad_()
+    ours = local_response_norm(ours_x, size, 2e-3, 0.75, 1.0)
+    (ours_grad,) = torch.autograd.grad(ours, ours_x, grad_out)
+    ref_x = x.double().requires_grad_()
+    ref = F.local_response_norm(ref_x, size, 2e-3, 0.75, 1.0)
+    (ref_grad,) = torch.autograd.grad(ref, ref_x, grad_out.double())
+    assert ((ours.double() - ref).abs() / ref.abs().clamp_min(1e-30)).max() < 1e-6
+    assert (ours_grad.double() - ref_grad).abs().max() / ref_grad.abs().max() < 1e-6
+
+
 def test_the_c_kernel_takes_bf16_through_fp32_and_leaves_other_layouts_to_pytorch():
     lrn_native = need_c_kernel()
 

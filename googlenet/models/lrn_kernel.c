@@ -56,13 +56,15 @@ static void neg_pow(const float *restrict d, float *restrict out, float *restric
 /* For `pixels` pixels of C channels: out[p * C + c] = sum over the window of c within pixel p of v, where v is
  * read at padded + half (padded holds half readable floats before and after the block). */
 static void window_sum(const float *restrict padded, float *restrict out, int64_t pixels, int64_t C, int size) {
-    const int half = size / 2;
+    /* taps beyond C - 1 only ever reach outside the pixel, where the window is clipped: leave them out */
+    const int half = size / 2 < C ? size / 2 : (int)(C > 0 ? C - 1 : 0);
     const int64_t n = pixels * C;
-    const float *v = padded + half;
+    const float *v = padded + size / 2; /* the block starts after size / 2 readable floats */
     memcpy(out, v, (size_t)n * sizeof(float));
     for (int j = 1; j <= half; ++j) {
         for (int64_t i = 0; i < n; ++i) out[i] += v[i - j] + v[i + j];
     }
+    if (half == 0) return; /* a window of one channel: nothing crossed */
     for (int64_t p = 0; p < pixels; ++p) { /* the edge channels, whose flat sums crossed into the neighbours */
         const float *vp = v + p * C;
         float *op = out + p * C;
