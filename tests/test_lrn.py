@@ -253,3 +253,42 @@ def test_a_cache_folder_others_can_write_to_is_not_used(fresh_native, monkeypatc
     assert fresh_native.kernel() is not None
     assert not list((shared / "googlenet").iterdir())
     assert len(list((tmp_path / "tmp").glob("googlenet-*/lrn-*.so"))) == 1
+
+
+@pytest.mark.parametrize("size", [0, -1, -3, 4, 1025, 2**32 + 5, 5.0, "5"])
+def test_sizes_that_define_no_window_are_refused_on_both_paths(size):
+    x = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    for native in (True, False):
+        with pytest.raises(ValueError, match=r"LRN size must be an odd integer from 1 to 1023 .*got"):
+            local_response_norm(x, size, native=native)
+
+
+def test_zero_channels_give_an_empty_output_and_double_backward_is_refused_on_both_paths():
+    for layout in (torch.channels_last, torch.contiguous_format):
+        empty = torch.zeros(2, 0, 3, 3).contiguous(memory_format=layout)
+        assert local_response_norm(empty, 5).shape == (2, 0, 3, 3)
+        x = torch.randn(2, 8, 3, 3).contiguous(memory_format=layout).requires_grad_()
+        (g,) = torch.autograd.grad(local_response_norm(x, 5).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            g.sum().backward()  # the written-out backward has no backward of its own: an error, not a wrong number
+
+
+def test_a_damaged_cached_library_is_rebuilt_and_a_bad_cc_falls_back(fresh_native, monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    need_c_kernel()
+    fresh_native._state.clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # built by another process (this one must not have the file mapped while it is cut short)
+    subprocess.run([sys.executable, "-c", "from googlenet.models import lrn_native; assert lrn_native.kernel()"],
+                   check=True)
+    (lib,) = (tmp_path / "googlenet").glob("lrn-*.so")
+    whole = lib.read_bytes()
+    lib.write_bytes(whole[: len(whole) // 2])  # as a crash mid-write would leave it: calling into it would SIGBUS
+    assert fresh_native.kernel() is not None and fresh_native._intact(lib) and len(lib.read_bytes()) == len(whole)
+    x = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fresh_native.forward(x, 5, 1e-4, 0.75, 1.0), F.local_response_norm(x, 5), rtol=1e-6)
+    fresh_native._state.clear()
+    monkeypatch.setenv("CC", 'gcc "unclosed')
+    assert fresh_native.kernel() is None and not fresh_native.supports(x)

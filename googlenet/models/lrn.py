@@ -23,13 +23,17 @@ both parameter sets the archs use) is tested in tests/test_lrn.py.
 from __future__ import annotations
 
 import contextlib
+import operator
 import threading
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import lrn_native
+
+MAX_SIZE = 1023  # the window (in channels); 5 in Caffe, 11 in inception5h
 
 
 def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
@@ -85,6 +89,7 @@ class LRNFunction(torch.autograd.Function):
         return y.to(x.dtype)
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: say so rather than be wrong
     def backward(ctx, grad: Tensor):
         size, alpha, beta, k = ctx.constants
         if ctx.native:
@@ -127,8 +132,14 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
 
     native: use the fused C kernel (lrn_native.py) where it applies: 4-D channels_last input on the CPU, with a C
     compiler on the machine. Otherwise, and with native=False, the kernel written in PyTorch ops below."""
-    if size % 2 != 1:
-        raise ValueError(f"LRN size must be odd (Caffe and ONNX define the window for odd sizes), got {size}")
+    try:
+        n = operator.index(size)  # an int, or an int-like such as numpy's: not 5.0
+    except TypeError:
+        n = 0
+    if not (1 <= n <= MAX_SIZE and n % 2 == 1):
+        raise ValueError(f"LRN size must be an odd integer from 1 to {MAX_SIZE} (Caffe and ONNX define the window "
+                         f"for odd sizes), got {size!r}")
+    size = n
     if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
         return _onnx_decomposition(x.to(_compute_dtype(x)), size, alpha, beta, k).to(x.dtype)
     return LRNFunction.apply(x, size, alpha, beta, k, native)

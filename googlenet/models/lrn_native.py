@@ -62,41 +62,70 @@ def _private(folder: Path) -> bool:
 
 
 def _build() -> Optional[ctypes.CDLL]:
-    cc = shlex.split(os.environ.get("CC", "cc"))
+    """The library, built or found in the cache; None on any failure (the PyTorch kernel is used then: a broken
+    compiler, cache or install must not stop a model from running)."""
     try:
+        cc = shlex.split(os.environ.get("CC", "cc"))
         version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode(),
+                                         _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode(),
-                                     _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
     for folder in _folders():
         lib = folder / f"lrn-{key}.so"
         try:
             if not _private(folder):
                 continue
-            if not lib.exists() and not _compile(cc, folder, lib):
+            if not _intact(lib) and not _compile(cc, folder, lib):
                 return None  # the compiler refused: no point trying another folder
             return _declare(ctypes.CDLL(str(lib)))
-        except (OSError, subprocess.SubprocessError):
-            continue  # folder not writable, library unreadable, compiler timed out: try the next folder
+        except subprocess.TimeoutExpired:
+            return None  # a hanging compiler: once is enough
+        except (OSError, AttributeError, subprocess.SubprocessError):
+            continue  # folder not writable, library unloadable or not ours: try the next folder
     return None
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(lib: Path) -> bool:
+    """The cached library is whole: its SHA-256 is the one written beside it after the build. A truncated library
+    (a crash mid-write) would not fail to load; it would kill the process with SIGBUS when called."""
+    try:
+        return lib.with_suffix(".sha256").read_text() == _digest(lib)
+    except OSError:
+        return False
+
+
 def _compile(cc: list[str], folder: Path, lib: Path) -> bool:
-    """Builds into a temp file, then renames it (atomic: a concurrent process sees the whole library or none).
-    With OpenMP if the compiler has it, and for this CPU if it can; else plainer."""
+    """Builds into a temp file, then renames it (atomic: a concurrent process sees the whole library or none), and
+    writes its digest beside it last. With OpenMP if the compiler has it, and for this CPU if it can; else plainer."""
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
         for extra in (["-march=native", "-fopenmp"], ["-march=native"], []):
             cmd = [*cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"]
-            if subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0:
-                os.replace(tmp, lib)
+            if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
+                _replace_durably(tmp, lib, None)
+                _replace_durably(None, lib.with_suffix(".sha256"), _digest(lib))
                 return True
         return False
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _replace_durably(src: Optional[str], dst: Path, text: Optional[str]) -> None:
+    """dst becomes src's file (or ``text``), flushed to disk before the rename."""
+    if src is None:
+        fd, src = tempfile.mkstemp(dir=dst.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -118,14 +147,15 @@ def kernel() -> Optional[ctypes.CDLL]:
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the C kernel takes this input: 4-D fp32 on the CPU in channels_last (the layout training uses)."""
-    return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32
+    """Whether the C kernel takes this input: 4-D fp32 on the CPU in channels_last (the layout training uses),
+    with at least one channel."""
+    return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[1] > 0
             and x.is_contiguous(memory_format=torch.channels_last) and kernel() is not None)
 
 
 def _check(status: int) -> None:
     if status != 0:
-        raise MemoryError("LRN kernel: out of memory for its per-thread scratch")
+        raise MemoryError("LRN kernel: out of memory for its per-thread scratch")  # the only failure it reports
 
 
 def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
