@@ -108,8 +108,11 @@ def _compile(cc: list[str], folder: Path, lib: Path) -> bool:
         for extra in (["-march=native", "-fopenmp"], ["-march=native"], []):
             cmd = [*cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"]
             if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
-                _replace_durably(tmp, lib, None)
-                _replace_durably(None, lib.with_suffix(".sha256"), _digest(lib))
+                _fsync_replace(tmp, lib)
+                fd, digest = tempfile.mkstemp(dir=folder)
+                with os.fdopen(fd, "w") as f:
+                    f.write(_digest(lib))
+                _fsync_replace(digest, lib.with_suffix(".sha256"))
                 return True
         return False
     finally:
@@ -117,12 +120,8 @@ def _compile(cc: list[str], folder: Path, lib: Path) -> bool:
             os.unlink(tmp)
 
 
-def _replace_durably(src: Optional[str], dst: Path, text: Optional[str]) -> None:
-    """dst becomes src's file (or ``text``), flushed to disk before the rename."""
-    if src is None:
-        fd, src = tempfile.mkstemp(dir=dst.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+def _fsync_replace(src: str, dst: Path) -> None:
+    """src, flushed to disk, renamed to dst."""
     with open(src, "rb") as f:
         os.fsync(f.fileno())
     os.replace(src, dst)
