@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
+from tests.system_packages import missing
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -14,9 +14,7 @@ def chromium_driver(width: int = 1100, height: int = 900):
     """A headless Chromium WebDriver. Without the Debian packages: skipped locally, a failure under CI (.ci/run
     installs them through .ci/system-packages)."""
     if not (os.path.exists(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        if os.environ.get("CI"):
-            pytest.fail("chromium / chromium-driver missing: run .ci/system-packages")
-        pytest.skip("needs Debian's chromium and chromium-driver (bash .ci/system-packages)")
+        missing("Debian's chromium / chromium-driver missing", "chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

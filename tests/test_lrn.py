@@ -2,13 +2,12 @@
 both parameter sets the archs use, NCHW and channels_last, bf16 autocast, and its ONNX export as the native LRN op
 run by ONNX Runtime."""
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from googlenet.models.lrn import local_response_norm
+from tests.system_packages import missing
 
 # (size, alpha, beta, k): Caffe's (the paper's googlenet) and TensorFlow's depth_radius 5, bias 2, alpha 1e-4,
 # beta 0.5 in PyTorch's terms (inception5h).
@@ -152,9 +151,7 @@ def need_c_kernel():
     from googlenet.models import lrn_native
 
     if lrn_native.kernel() is None:
-        if os.environ.get("CI"):
-            pytest.fail("the LRN kernel was not built: no C compiler? run .ci/system-packages")
-        pytest.skip("needs a C compiler (gcc and libc6-dev: bash .ci/system-packages)")
+        missing("the LRN kernel was not built: no C compiler", "gcc and libc6-dev")
     return lrn_native
 
 
