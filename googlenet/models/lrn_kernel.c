@@ -153,7 +153,8 @@ typedef struct {
  * torch (the same soname, so one thread pool and no second set of spinning threads). Returns 0, or -1 when a
  * thread's scratch memory could not be had (the output is then incomplete). */
 static int run(const Job *j, int64_t P, int threads) {
-    if (j->C <= 0 || j->size < 1 || P <= 0) return j->C <= 0 || P <= 0 ? 0 : -1; /* nothing to do, or no window */
+    if (j->C <= 0 || P <= 0) return 0; /* nothing to do */
+    if (j->size < 1) return -1;        /* no window (lrn.py refuses such sizes before this) */
     const int64_t bp = block_pixels(j->C), blocks = (P + bp - 1) / bp;
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && blocks > 1)
