@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from googlenet import native
 from googlenet.models.lrn import local_response_norm
 from tests.system_packages import missing
 
@@ -141,7 +142,7 @@ def fresh_native(monkeypatch):
     """lrn_native with its loaded library forgotten (restored after), so a test can build it under other settings."""
     from googlenet.models import lrn_native
 
-    monkeypatch.setattr(lrn_native, "_state", {})
+    monkeypatch.setattr(lrn_native._library, "state", {})
     return lrn_native
 
 
@@ -225,13 +226,13 @@ def test_without_a_compiler_or_switched_off_pytorchs_kernel_is_used(fresh_native
 
 def test_the_library_is_built_once_into_the_cache_and_reused(fresh_native, monkeypatch, tmp_path):
     need_c_kernel()
-    fresh_native._state.clear()
+    fresh_native._library.state.clear()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert fresh_native.kernel() is not None
     built = list((tmp_path / "googlenet").glob("lrn-*.so"))
     assert len(built) == 1 and not list((tmp_path / "googlenet").glob("tmp*"))
     stamp = built[0].stat().st_mtime_ns
-    fresh_native._state.clear()
+    fresh_native._library.state.clear()
     assert fresh_native.kernel() is not None and built[0].stat().st_mtime_ns == stamp
 
 
@@ -240,7 +241,7 @@ def test_a_cache_folder_others_can_write_to_is_not_used(fresh_native, monkeypatc
     import tempfile
 
     need_c_kernel()
-    fresh_native._state.clear()
+    fresh_native._library.state.clear()
     shared = tmp_path / "shared"
     (shared / "googlenet").mkdir(parents=True)
     (shared / "googlenet").chmod(0o777)
@@ -275,7 +276,7 @@ def test_a_damaged_cached_library_is_rebuilt_and_a_bad_cc_falls_back(fresh_nativ
     import sys
 
     need_c_kernel()
-    fresh_native._state.clear()
+    fresh_native._library.state.clear()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     # built by another process (this one must not have the file mapped while it is cut short)
     subprocess.run([sys.executable, "-c", "from googlenet.models import lrn_native; assert lrn_native.kernel()"],
@@ -283,9 +284,9 @@ def test_a_damaged_cached_library_is_rebuilt_and_a_bad_cc_falls_back(fresh_nativ
     (lib,) = (tmp_path / "googlenet").glob("lrn-*.so")
     whole = lib.read_bytes()
     lib.write_bytes(whole[: len(whole) // 2])  # as a crash mid-write would leave it: calling into it would SIGBUS
-    assert fresh_native.kernel() is not None and fresh_native._intact(lib) and len(lib.read_bytes()) == len(whole)
+    assert fresh_native.kernel() is not None and native.intact(lib) and len(lib.read_bytes()) == len(whole)
     x = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
     assert torch.allclose(fresh_native.forward(x, 5, 1e-4, 0.75, 1.0), F.local_response_norm(x, 5), rtol=1e-6)
-    fresh_native._state.clear()
+    fresh_native._library.state.clear()
     monkeypatch.setenv("CC", 'gcc "unclosed')
     assert fresh_native.kernel() is None and not fresh_native.supports(x)
