@@ -173,13 +173,12 @@ class FastPaperCrop(FastRandomResizedCrop):
         self.norm = to_model or Normalize(mean, std)
 
     def _resize(self, crop: Tensor) -> Tensor:
-        from .transforms import INTERPOLATIONS, resize
+        from .resample import resize_u8
+        from .transforms import INTERPOLATIONS
 
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
-        # One pass to contiguous float: the DCT-scaled decode is a channels-last view, which F.interpolate runs
-        # slower here (a uint8 .contiguous() and then .float() was two passes, 5% of the time at 224).
-        x = crop.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
-        return resize(x, (self.size, self.size), mode).clamp_(0, 1)
+        # PaperCrop's float resize (uint8 / 255, resize, clamp to [0, 1]) in one C pass over the uint8 crop.
+        return resize_u8(crop, (self.size, self.size), mode)
 
     def _finish(self, crop: Tensor) -> Tensor:
         x = super()._finish(crop)  # flip; float [0, 1] from _resize

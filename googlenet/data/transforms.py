@@ -28,10 +28,14 @@ PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
                            [-0.5836, -0.6948, 0.4203]])
 
 
+def interpolate_options(mode: str) -> dict:
+    """F.interpolate's keyword arguments for ``mode`` in this project: antialiased bilinear/bicubic."""
+    return {"align_corners": False, "antialias": True} if mode in ("bilinear", "bicubic") else {}
+
+
 def resize(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
     """x: C x H x W float -> C x size[0] x size[1]; antialiased when shrinking with bilinear/bicubic."""
-    extra = {"align_corners": False, "antialias": True} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(x.unsqueeze(0), size=tuple(size), mode=mode, **extra).squeeze(0)
+    return F.interpolate(x.unsqueeze(0), size=tuple(size), mode=mode, **interpolate_options(mode)).squeeze(0)
 
 
 class PaperCrop:
