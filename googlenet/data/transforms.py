@@ -84,7 +84,7 @@ class Normalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        return x.sub(self.mean).div_(self.std)  # (x - mean) / std, with one new tensor rather than two
 
 
 class Compose:
