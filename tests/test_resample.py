@@ -96,3 +96,43 @@ def test_switched_off_pytorchs_path_runs(monkeypatch):
     assert resample.kernel() is None
     crop = torch.randint(0, 256, (3, 30, 40), dtype=torch.uint8)
     assert torch.equal(resample.resize_u8(crop, (16, 16), "bicubic"), reference(crop, (16, 16), "bicubic"))
+
+
+def test_large_shrink_factors_are_at_least_as_close_to_exact_arithmetic_as_pytorchs_float_path():
+    """At large shrink factors both sum many float terms, in different orders: judged against float64."""
+    need_kernel()
+    ramp = (torch.linspace(0, 1, 2000)[:, None] * torch.linspace(0, 1, 1500) * 255).round().to(torch.uint8)
+    crop = ramp.expand(3, -1, -1).contiguous()
+    for mode in ("area", "bilinear", "bicubic"):
+        exact = resize(crop.double() / 255, (64, 64), mode).clamp(0, 1)
+        ours = (resample.resize_u8(crop, (64, 64), mode).double() - exact).abs().max()
+        pytorch = (reference(crop, (64, 64), mode).double() - exact).abs().max()
+        assert ours <= pytorch + 1e-6, mode
+
+
+def test_shrink_factors_past_the_limit_take_pytorchs_path():
+    crop = torch.randint(0, 256, (3, 2000, 10), dtype=torch.uint8)
+    assert 2000 / 1 > resample.MAX_SHRINK
+    assert torch.equal(resample.resize_u8(crop, (1, 10), "bilinear"), reference(crop, (1, 10), "bilinear"))
+
+
+def test_threads_that_end_give_their_scratch_back():
+    """Each thread's scratch buffer is freed when the thread ends (a thread pool calling the kernel must not grow
+    by a buffer per thread it ever ran)."""
+    import resource
+    import threading
+
+    need_kernel()
+    crop = torch.randint(0, 256, (1000, 1000, 3), dtype=torch.uint8).permute(2, 0, 1)  # 2.7 MB of scratch a call
+
+    def run():
+        resample.resize_u8(crop, (224, 224), "area")
+
+    run()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    for _ in range(100):
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100, f"peak memory grew by {grown_mib:.0f} MiB over 100 threads"

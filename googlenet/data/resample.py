@@ -1,11 +1,15 @@
 """The data path's resize: a uint8 crop -> float pixels in [0, 1], ``C x size[0] x size[1]``, the numbers of
-``transforms.resize(crop.float() / 255, size, mode).clamp(0, 1)`` (to float rounding, within 1e-6) at 3-4x its
-speed on one core, through the C kernel resample_kernel.c (built on first use by ``googlenet.native``).
+``transforms.resize(crop.float() / 255, size, mode).clamp(0, 1)`` to float rounding (within 2e-6 at the shrink
+factors training meets; at large ones both sum many float terms in different orders, and this kernel is the one
+closer to exact arithmetic) at 3-5x its speed on one core, through the C kernel resample_kernel.c (built on first
+use by ``googlenet.native``).
 
 The kernel knows no interpolation: it applies per-axis weights, and those come from F.interpolate itself (``taps``),
 so every mode in ``transforms.INTERPOLATIONS`` keeps PyTorch's exact definition (antialiased bilinear and bicubic,
 area as adaptive average pooling, nearest). Without a C compiler, with ``GOOGLENET_NATIVE_RESAMPLE=0``, or for an
-input the kernel does not take (a side over MAX_SIDE, an unusual memory layout), PyTorch's own path runs.
+input the kernel does not take (not on the CPU, a side over MAX_SIDE, a shrink factor over MAX_SHRINK, an unusual
+memory layout), PyTorch's own path runs. One known difference: torch 2.14's antialiased kernel repeats its first
+row when the output is one pixel wide; this kernel does not (training sizes are at least 64).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from .transforms import interpolate_options, resize
 
 SOURCE = Path(__file__).with_name("resample_kernel.c")
 # Sides up to this take the kernel (its scratch is side x output side floats); larger ones, rare once JPEGs are
-# decoded at DCT scale, PyTorch's path.
+# decoded at DCT scale, PyTorch's path. So do shrink factors over MAX_SHRINK: taps' probe is 4 x factor rows.
 MAX_SIDE = 8192
-_SIGNAL = torch.rand(MAX_SIDE, generator=torch.Generator().manual_seed(0))  # taps' check
+MAX_SHRINK = 64
+_SIGNAL = torch.rand(8192, generator=torch.Generator().manual_seed(0))  # taps' check: one value per input
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -58,7 +63,7 @@ class Taps(NamedTuple):
     width: int
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=2048)
 def taps(n_in: int, n_out: int, mode: str) -> Taps:
     """F.interpolate's own float32 weights along one axis (the kernel library must be loaded).
 
@@ -69,6 +74,8 @@ def taps(n_in: int, n_out: int, mode: str) -> Taps:
     size seen for the first time costs about as much as one resize. The weights are checked against F.interpolate's
     response to a random signal, probed with them."""
     lib = kernel()
+    if n_in > len(_SIGNAL):
+        raise ValueError(f"taps: {n_in} inputs, at most {len(_SIGNAL)}")
     ratio = n_in / n_out
     period = 4 * math.ceil(max(ratio, 1.0)) + 4
     probe = torch.empty(period + 1, 1, 1, n_in)
@@ -82,7 +89,8 @@ def taps(n_in: int, n_out: int, mode: str) -> Taps:
         raise MemoryError("resample kernel: out of memory")
     if status != 0:
         raise AssertionError(f"resample taps for {mode} {n_in} -> {n_out} disagree with F.interpolate")
-    return Taps(start, count, weights, period)
+    width = int(count.max())  # the band, usually a fraction of the period: the cache keeps only that
+    return Taps(start, count, weights[:, :width].contiguous(), width)
 
 
 def _layout_ok(crop: Tensor) -> bool:
@@ -98,9 +106,10 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
     channels, height, width = crop.shape
     out_h, out_w = (int(s) for s in size)
     lib = kernel()
-    if (lib is None or min(channels, height, width, out_h, out_w) <= 0
-            or max(height, width) > MAX_SIDE or not _layout_ok(crop)):
-        return resize(crop.float().div_(255), (out_h, out_w), mode).clamp_(0, 1)
+    if (lib is None or crop.device.type != "cpu" or min(channels, height, width, out_h, out_w) <= 0
+            or max(height, width) > min(MAX_SIDE, len(_SIGNAL))
+            or max(height / out_h, width / out_w) > MAX_SHRINK or not _layout_ok(crop)):
+        return _pytorch(crop, (out_h, out_w), mode)
     rows, cols = taps(height, out_h, mode), taps(width, out_w, mode)
     out = torch.empty(channels, out_h, out_w)
     sc, sy, sx = crop.stride()
@@ -111,5 +120,11 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
     if status == 1:
         raise MemoryError("resample kernel: out of memory for its scratch")
     if status != 0:  # a layout _layout_ok let through: a bug, but the PyTorch path still gives the right answer
-        return resize(crop.float().div_(255), (out_h, out_w), mode).clamp_(0, 1)
+        return _pytorch(crop, (out_h, out_w), mode)
     return out
+
+
+def _pytorch(crop: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """The definition, in PyTorch: contiguous float first (F.interpolate runs slower on a channels-last view)."""
+    x = crop.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+    return resize(x, size, mode).clamp_(0, 1)

@@ -16,23 +16,38 @@
  */
 #include <stdint.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #define TILE 16
 typedef float vec __attribute__((vector_size(TILE * sizeof(float)), aligned(4), may_alias));
 
 /* One scratch buffer per thread, grown as needed and kept: a fresh one per call would cost more in page faults
- * than the arithmetic. */
-static _Thread_local float *scratch = 0;
-static _Thread_local int64_t scratch_size = 0;
+ * than the arithmetic. It lives under a pthread key whose destructor frees it when the thread ends. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok = 0;
+
+typedef struct {
+    int64_t size;
+    float data[];
+} Scratch;
+
+static void make_scratch_key(void) { scratch_key_ok = pthread_key_create(&scratch_key, free) == 0; }
 
 static float *get_scratch(int64_t n) {
-    if (n > scratch_size) {
-        free(scratch);
-        scratch = malloc(sizeof(float) * (size_t)n);
-        scratch_size = scratch ? n : 0;
+    pthread_once(&scratch_once, make_scratch_key);
+    if (!scratch_key_ok) return 0;
+    Scratch *s = pthread_getspecific(scratch_key);
+    if (!s || s->size < n) {
+        free(s);
+        pthread_setspecific(scratch_key, 0);
+        s = malloc(sizeof(Scratch) + sizeof(float) * (size_t)n);
+        if (!s) return 0;
+        s->size = n;
+        pthread_setspecific(scratch_key, s);
     }
-    return scratch;
+    return s->data;
 }
 
 /* Pass A for one plane: T[x][o] = sum_j yw[o][j] * row(ys[o] + j)[x], o padded to whole tiles with zeros. */
@@ -144,6 +159,10 @@ int resample_taps(const float *response, const float *signal, int64_t n_in, int6
         }
         start[i] = (int32_t)(lo + first);
         count[i] = (int32_t)(last - first + 1);
+        if (lo + first < 0 || lo + last >= n_in) {  /* a weight outside the input: the window was too narrow */
+            status = -1;
+            break;
+        }
         double check = 0;
         for (int64_t k = 0; k < period; k++) {
             float w = k < count[i] ? window[first + k] : 0.f;
