@@ -156,8 +156,9 @@ def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.40
 class FastPaperCrop(FastRandomResizedCrop):
     """The paper recipe (``transforms.paper_train_transform``) on the fast decoder: the same crop sampler, an
     interpolation drawn from ``INTERPOLATIONS`` after the crop (PaperCrop's order), the flip, then ColorJitter,
-    PCA lighting and Normalize from ``googlenet.data.transforms`` itself, so the photometric distortions are the
-    very same objects. Only the decode differs (DCT-scaled for large crops, as in FastRandomResizedCrop)."""
+    PCA lighting and Normalize: the very same objects make the draws, and two C kernels do the arithmetic (the
+    resize: resample.py; the photometric distortions: photometric.py), equal to PyTorch's to float rounding. The
+    decode differs too (DCT-scaled for large crops, as in FastRandomResizedCrop)."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
                  ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1,
@@ -181,7 +182,7 @@ class FastPaperCrop(FastRandomResizedCrop):
         return resize_u8(crop, (self.size, self.size), mode)
 
     def _finish(self, crop: Tensor) -> Tensor:
-        x = super()._finish(crop)  # flip; float [0, 1] from _resize
-        if self.jitter is not None:
-            x = self.jitter(x)
-        return self.norm(self.lighting(x))
+        from .photometric import distort_
+
+        x = super()._finish(crop)  # flip; float [0, 1] from _resize, a tensor of our own
+        return distort_(x, self.jitter, self.lighting, self.norm)  # norm(lighting(jitter(x))) in one C kernel

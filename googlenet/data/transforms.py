@@ -63,12 +63,16 @@ class Lighting:
     def __init__(self, std: float) -> None:
         self.std = std
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def shift(self) -> Optional[Tensor]:
+        """This draw's RGB offset (3 floats), or None when the noise is off."""
         if self.std <= 0:
-            return x
+            return None
         alpha = torch.randn(3) * self.std
-        rgb = PCA_EIGVEC @ (alpha * PCA_EIGVAL)
-        return x + rgb.view(3, 1, 1)
+        return PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        rgb = self.shift()
+        return x if rgb is None else x + rgb.view(3, 1, 1)
 
 
 class RandomFlip:

@@ -1,0 +1,67 @@
+"""The paper recipe's photometric distortions on one image, in place: ``norm(lighting(jitter(x)))`` with
+torchvision's ColorJitter, AlexNet's PCA lighting and Normalize, in one C kernel (photometric_kernel.c, built on
+first use by ``googlenet.native``) instead of 8-12 tensor operations.
+
+The random draws are the transforms' own (``ColorJitter.make_params``, ``Lighting.shift``), made in the order the
+PyTorch path makes them, so a seeded run draws the same distortions; the numbers agree to float rounding (within
+2e-6, tests/test_photometric.py). Without a C compiler, with ``GOOGLENET_NATIVE_PHOTOMETRIC=0``, for hue jitter
+(which the kernel does not do) or an input it does not take, the transforms themselves run. A ``norm`` other than a
+plain ``Normalize`` (a model's whole preprocessing, ``ModelNormalize``) runs after the kernel, in PyTorch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+from .. import native
+from .transforms import Lighting, Normalize
+
+SOURCE = Path(__file__).with_name("photometric_kernel.c")
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    f, i64, p = ctypes.c_float, ctypes.c_int64, ctypes.c_void_p
+    lib.photometric.argtypes = [p, i64, p, f, f, f, p, p, p]
+    lib.photometric.restype = None
+    return lib
+
+
+_library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_PHOTOMETRIC")
+
+
+def kernel() -> Optional[ctypes.CDLL]:
+    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
+    return _library.get()
+
+
+def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
+             norm: Callable[[Tensor], Tensor]) -> Tensor:
+    """``norm(lighting(jitter(x)))`` (``jitter`` may be None) for x: 3 x H x W float32 pixels in [0, 1] that the
+    caller owns: the kernel overwrites x and returns it."""
+    lib = kernel()
+    if (lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3 or x.shape[0] != 3
+            or not x.is_contiguous() or (jitter is not None and jitter.hue is not None)):
+        return norm(lighting(x if jitter is None else jitter(x)))
+    order, factors = torch.arange(4), [-1.0, -1.0, -1.0]  # a factor below 0: that distortion is off
+    if jitter is not None:
+        params = jitter.make_params([x])  # ColorJitter's draws, as its forward makes them
+        order = params["fn_idx"]
+        for i, key in enumerate(("brightness_factor", "contrast_factor", "saturation_factor")):
+            if params[key] is not None:
+                factors[i] = float(params[key])
+    shift = lighting.shift()  # Lighting's draw, after the jitter's
+    plain = (isinstance(norm, Normalize) and norm.mean.dtype == norm.std.dtype == torch.float32
+             and norm.mean.numel() == norm.std.numel() == 3)
+    order = order.to(torch.int64).contiguous()
+    shift = None if shift is None else shift.to(torch.float32).contiguous()
+    mean, std = (norm.mean.contiguous(), norm.std.contiguous()) if plain else (None, None)
+    lib.photometric(x.data_ptr(), x.shape[1] * x.shape[2], order.data_ptr(), *factors,
+                    None if shift is None else shift.data_ptr(), None if mean is None else mean.data_ptr(),
+                    None if std is None else std.data_ptr())
+    return x if plain else norm(x)
