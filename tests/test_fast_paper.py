@@ -1,5 +1,7 @@
 """The paper recipe on the fast decoder draws the same crops, interpolations, flips and distortions as
-transforms.paper_train_transform: equal to float rounding on a PNG (full decode; the resize and the photometric distortions run in C kernels on one side, in PyTorch and torchvision on the other), close on a JPEG small enough for a full decode."""
+transforms.paper_train_transform: equal to float rounding on a PNG (full decode; the resize and the photometric
+distortions run in C kernels on one side, in PyTorch and torchvision on the other), close on a JPEG small enough
+for a full decode."""
 
 import io
 
