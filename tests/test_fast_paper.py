@@ -46,3 +46,24 @@ def test_jpeg_close_to_paper_transform(tmp_path):
         a, b = _both(path, seed)
         # libjpeg-turbo (decode_jpeg) vs PIL's libjpeg may round a few pixels by 1/255
         assert (a - b).abs().max() < 0.1
+
+
+def test_the_first_dct_scaled_decode_of_a_process_takes_the_fast_path(tmp_path):
+    """torch warns once a process that Pillow's decoded array is read-only; the decoder's warnings-as-errors must
+    not turn that warning into a fall back to the careful loader (in a fresh process, where it is first raised)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.jpg"
+    g = torch.Generator().manual_seed(0)
+    Image.fromarray(torch.randint(0, 256, (800, 1000, 3), generator=g, dtype=torch.uint8).numpy()).save(path)
+    code = f"""
+import torch
+from googlenet.data.fast import FastPaperCrop
+crop = FastPaperCrop(64, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+torch.manual_seed(0)
+params = crop._params(800, 1000)
+assert min(params[2], params[3]) >= 256, params  # a crop DCT scaling applies to
+assert crop._decode_crop(open({str(path)!r}, "rb").read(), 800, 1000, params) is not None
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

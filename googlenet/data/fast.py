@@ -112,6 +112,9 @@ class FastRandomResizedCrop:
                 warnings.simplefilter("error")  # libjpeg warnings (truncated data) -> the careful loader
                 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work.
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # torch warns (once a process) that Pillow's array is read-only; nothing writes to it. As an error,
+                # it sent each worker's first DCT-scaled decode to the careful loader.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 if factor > 1:
                     img = Image.open(io.BytesIO(data))
                     img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
