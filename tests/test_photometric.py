@@ -55,6 +55,26 @@ def test_partial_jitter_no_lighting_and_no_jitter():
             assert (got - expected).abs().max() <= 1e-5
 
 
+def test_training_s_preprocessing_is_fused_when_it_is_a_plain_normalize():
+    """Training passes its preprocessing as a ModelNormalize; for RGB 0..1 pixels it is Normalize, fused."""
+    need_kernel()
+    pre = {"mean": list(MEAN), "std": list(STD), "channel_order": "RGB", "pixel_range": 1, "grayscale": False}
+    x = next(images())
+    mine = x.clone()
+    torch.manual_seed(2)
+    out = photometric.distort_(mine, v2.ColorJitter(0.4, 0.4, 0.4), Lighting(0.1), ModelNormalize(pre))
+    assert out is mine  # normalised in place by the kernel, not by a PyTorch step after it
+    got, expected = both(x, v2.ColorJitter(0.4, 0.4, 0.4), Lighting(0.1), ModelNormalize(pre), 2)
+    assert (got - expected).abs().max() <= 5e-6
+
+
+def test_a_tensor_that_needs_gradients_is_left_to_autograd():
+    x = next(images()).requires_grad_()
+    out = photometric.distort_(x, v2.ColorJitter(0.4, 0.4, 0.4), Lighting(0.1), Normalize(MEAN, STD))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_a_models_preprocessing_runs_after_the_kernel():
     need_kernel()
     caffe = {"pixel_range": 255, "channel_order": "BGR", "mean": [104.0, 117.0, 123.0], "std": [1.0, 1.0, 1.0]}

@@ -3,10 +3,12 @@ torchvision's ColorJitter, AlexNet's PCA lighting and Normalize, in one C kernel
 first use by ``googlenet.native``) instead of 8-12 tensor operations.
 
 The random draws are the transforms' own (``ColorJitter.make_params``, ``Lighting.shift``), made in the order the
-PyTorch path makes them, so a seeded run draws the same distortions; the numbers agree to float rounding (within
-2e-6, tests/test_photometric.py). Without a C compiler, with ``GOOGLENET_NATIVE_PHOTOMETRIC=0``, for hue jitter
-(which the kernel does not do) or an input it does not take, the transforms themselves run. A ``norm`` other than a
-plain ``Normalize`` (a model's whole preprocessing, ``ModelNormalize``) runs after the kernel, in PyTorch.
+PyTorch path makes them, so a seeded run draws the same distortions; the numbers agree to float rounding (each
+operation within 1-2 float ulps: within 2e-6 for the recipe's jitter of 0.4, more for much stronger jitter, whose
+factors amplify it; tests/test_photometric.py). Without a C compiler, with ``GOOGLENET_NATIVE_PHOTOMETRIC=0``, for
+hue jitter (which the kernel does not do) or an input it does not take, the transforms themselves run. ``norm`` is
+fused when it is a ``Normalize`` or a ``ModelNormalize`` that amounts to one (RGB, 0..1 pixels, no grey); any other
+model preprocessing runs after the kernel, in PyTorch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from .. import native
-from .transforms import Lighting, Normalize
+from .transforms import Lighting, ModelNormalize, Normalize
 
 SOURCE = Path(__file__).with_name("photometric_kernel.c")
 
@@ -43,10 +45,10 @@ def kernel() -> Optional[ctypes.CDLL]:
 def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
              norm: Callable[[Tensor], Tensor]) -> Tensor:
     """``norm(lighting(jitter(x)))`` (``jitter`` may be None) for x: 3 x H x W float32 pixels in [0, 1] that the
-    caller owns: the kernel overwrites x and returns it."""
+    caller owns: the kernel overwrites x, and returns x (``norm`` fused) or ``norm(x)``."""
     lib = kernel()
     if (lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3 or x.shape[0] != 3
-            or not x.is_contiguous() or (jitter is not None and jitter.hue is not None)):
+            or not x.is_contiguous() or x.requires_grad or (jitter is not None and jitter.hue is not None)):
         return norm(lighting(x if jitter is None else jitter(x)))
     order, factors = torch.arange(4), [-1.0, -1.0, -1.0]  # a factor below 0: that distortion is off
     if jitter is not None:
@@ -56,12 +58,24 @@ def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
             if params[key] is not None:
                 factors[i] = float(params[key])
     shift = lighting.shift()  # Lighting's draw, after the jitter's
-    plain = (isinstance(norm, Normalize) and norm.mean.dtype == norm.std.dtype == torch.float32
-             and norm.mean.numel() == norm.std.numel() == 3)
+    fused = _as_normalize(norm)
     order = order.to(torch.int64).contiguous()
     shift = None if shift is None else shift.to(torch.float32).contiguous()
-    mean, std = (norm.mean.contiguous(), norm.std.contiguous()) if plain else (None, None)
+    mean, std = (None, None) if fused is None else (fused.mean.contiguous(), fused.std.contiguous())
     lib.photometric(x.data_ptr(), x.shape[1] * x.shape[2], order.data_ptr(), *factors,
                     None if shift is None else shift.data_ptr(), None if mean is None else mean.data_ptr(),
                     None if std is None else std.data_ptr())
-    return x if plain else norm(x)
+    return x if fused is not None else norm(x)
+
+
+def _as_normalize(norm) -> Optional[Normalize]:
+    """``norm`` as a plain float32 CPU ``Normalize`` of 3 channels, which the kernel applies itself; else None."""
+    if isinstance(norm, ModelNormalize):
+        norm = norm.as_normalize()
+    if not isinstance(norm, Normalize):
+        return None
+    mean, std = norm.mean, norm.std
+    if not (mean.dtype == std.dtype == torch.float32 and mean.numel() == std.numel() == 3
+            and mean.device.type == std.device.type == "cpu"):
+        return None
+    return norm

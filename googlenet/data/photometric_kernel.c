@@ -12,7 +12,8 @@
  *   lighting:      x_ch += shift[ch];   normalize: x_ch = (x_ch - mean[ch]) / std[ch]
  *
  * x is planar RGB (3 x n floats). order[k]: torchvision's fn_idx (0 brightness, 1 contrast, 2 saturation, 3 hue,
- * which the caller never passes here); a factor below 0 means that distortion is off. shift, mean, std may be NULL.
+ * which the caller never passes here); a factor below 0 means that distortion is off. shift may be NULL; mean and
+ * std both NULL (no normalisation) or both given.
  */
 #include <stdint.h>
 
@@ -50,6 +51,7 @@ static float grey_mean(const float *restrict r, const float *restrict g, const f
 
 void photometric(float *x, int64_t n, const int64_t *order, float bright, float contrast, float sat,
                  const float *shift, const float *mean, const float *std) {
+    if (n <= 0) return;
     float *r = x, *g = x + n, *b = x + 2 * n;
     for (int k = 0; k < 4; k++) {
         if (order[k] == 0 && bright >= 0.f) brightness(x, 3 * n, bright);
@@ -62,7 +64,7 @@ void photometric(float *x, int64_t n, const int64_t *order, float bright, float 
             float add = shift[c];
             for (int64_t i = 0; i < n; i++) p[i] += add;
         }
-        if (mean) {
+        if (mean && std) {
             float m = mean[c], s = std[c];
             for (int64_t i = 0; i < n; i++) p[i] = (p[i] - m) / s;
         }
