@@ -68,11 +68,12 @@ class FastRandomResizedCrop:
             data = read_image_file(path)  # the same rules as load_image: regular files only, bounded
         except Unreadable as e:
             raise BadImage(str(e)) from None
-        header = self._plain_jpeg_size(data) if data[:3] == _JPEG_MAGIC else None
+        jpeg = self._plain_jpeg(data) if data[:3] == _JPEG_MAGIC else None
+        header = None if jpeg is None else (jpeg.size[1], jpeg.size[0])
         if header is not None:
             height, width = header
             params = self._params(height, width)
-            crop = self._decode_crop(data, height, width, params)
+            crop = self._decode_crop(data, height, width, params, opened=jpeg)
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
@@ -87,8 +88,8 @@ class FastRandomResizedCrop:
         dummy = torch.empty(1, 1, 1).expand(1, height, width)
         return v2.RandomResizedCrop.get_params(dummy, self.scale, self.ratio)
 
-    def _plain_jpeg_size(self, data: bytes) -> Optional[tuple[int, int]]:
-        """(height, width) of an RGB / grayscale JPEG without EXIF rotation, from its header; else None."""
+    def _plain_jpeg(self, data: bytes) -> Optional[Image.Image]:
+        """An RGB / grayscale JPEG without EXIF rotation, opened (its header read, nothing decoded); else None."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -99,10 +100,12 @@ class FastRandomResizedCrop:
                     return None
         except Exception:
             return None
-        return height, width
+        return img
 
-    def _decode_crop(self, data: bytes, height: int, width: int, params) -> Optional[Tensor]:
-        """The resized uint8 crop ``params`` = (top, left, h, w) of a plain JPEG, or None when libjpeg complains."""
+    def _decode_crop(self, data: bytes, height: int, width: int, params,
+                     opened: Optional[Image.Image] = None) -> Optional[Tensor]:
+        """The resized uint8 crop ``params`` = (top, left, h, w) of a plain JPEG, or None when libjpeg complains.
+        opened: the same file already opened by ``_plain_jpeg`` (not yet decoded), saving a second header parse."""
         top, left, h, w = params
         factor = 1
         while factor < 8 and w >= 2 * factor * self.size and h >= 2 * factor * self.size:
@@ -116,7 +119,7 @@ class FastRandomResizedCrop:
                 # it sent each worker's first DCT-scaled decode to the careful loader.
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 if factor > 1:
-                    img = Image.open(io.BytesIO(data))
+                    img = opened if opened is not None else Image.open(io.BytesIO(data))
                     img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
                     img.load()
                     if img.mode != "RGB":
