@@ -194,9 +194,13 @@ class ModelNormalize:
         return unit_model_input(x, self.pre)
 
     def as_normalize(self) -> Optional[Normalize]:
-        """The same step as a plain ``Normalize`` (RGB, pixel_range 1, no grey: ``(x - mean) / std``), else None."""
-        pre = self.pre
-        if (pre.get("grayscale", False) or pre.get("pixel_range", 1) != 1 or pre.get("channel_order", "RGB") != "RGB"
-                or len(pre.get("mean", (0.0,) * 3)) != 3 or len(pre.get("std", (1.0,) * 3)) != 3):
-            return None
-        return Normalize(pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0)))
+        """The same step as a plain ``Normalize`` (RGB, pixel_range 1, no grey: ``(x - mean) / std``), else None.
+        Made once (a data worker asks for every image)."""
+        if not hasattr(self, "_normalize"):
+            pre = self.pre
+            plain = not (pre.get("grayscale", False) or pre.get("pixel_range", 1) != 1
+                         or pre.get("channel_order", "RGB") != "RGB"
+                         or len(pre.get("mean", (0.0,) * 3)) != 3 or len(pre.get("std", (1.0,) * 3)) != 3)
+            self._normalize = (Normalize(pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0)))
+                               if plain else None)
+        return self._normalize
