@@ -220,11 +220,13 @@ def _clean_copy(data: Path, to: Path) -> Path:
 
 def test_train_on_hostile_files_with_dataloader_workers(hostile):
     """A training run of this torch build peaks near 1 GiB on any folder (``import torch`` alone holds 560 MiB),
-    so the hostile run is held against a clean run in the same process: it must not raise the peak."""
+    so the hostile run is held against a clean run: it must not raise the peak. Each runs first in a process of its
+    own: a second run in the same process added 35-76 MiB of its own (one CI run failed the 64 MiB bound on that);
+    run apart, the two differ by 16-25 MiB."""
     clean = _clean_copy(hostile["data"], hostile["root"] / "clean")
     flags = [*TRAIN_FLAGS, "--workers", "2"]
-    ref, r = probe([["train", "--data", clean, *flags, "--out", hostile["root"] / "run_clean"],
-                    ["train", "--data", hostile["data"], *flags, "--out", hostile["root"] / "run"]], timeout=300)
+    (ref,) = probe([["train", "--data", clean, *flags, "--out", hostile["root"] / "run_clean"]], timeout=300)
+    (r,) = probe([["train", "--data", hostile["data"], *flags, "--out", hostile["root"] / "run"]], timeout=300)
     assert ref["rc"] == 0 and r["rc"] == 0 and "Traceback" not in r["stderr"], r["stderr"][-3000:]
     assert r["seconds"] < 10, r["seconds"]
     assert r["peak_kib"] - ref["peak_kib"] < 64 * 1024, (ref["peak_kib"], r["peak_kib"])
