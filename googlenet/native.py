@@ -1,5 +1,5 @@
-"""Small C kernels built on first use with the system C compiler and loaded with ctypes (the LRN's, the data
-path's resampler).
+"""Small C kernels built on first use with the system C compiler and loaded with ctypes (the LRN's; the data
+path's resize and photometric distortions).
 
 Why C and ctypes rather than PyTorch C++ extensions: these kernels need no PyTorch headers, so each compiles in well
 under a second with any ``cc`` (a C++ extension takes a minute, inside the main job's time budget). Loaded after

@@ -32,11 +32,13 @@ static void blend_value(float *restrict x, int64_t n3, float ratio, float other)
     for (int64_t i = 0; i < n3; i++) x[i] = clamp01(x[i] * ratio + rest);
 }
 
+/* torchvision's rgb_to_grayscale weights */
+static float grey(float r, float g, float b) { return r * 0.2989f + g * 0.587f + b * 0.114f; }
+
 static void saturation(float *restrict r, float *restrict g, float *restrict b, int64_t n, float s) {
     float t = 1.f - s;
     for (int64_t i = 0; i < n; i++) {
-        float grey = r[i] * 0.2989f + g[i] * 0.587f + b[i] * 0.114f;
-        float mix = t * grey;
+        float mix = t * grey(r[i], g[i], b[i]);
         r[i] = clamp01(r[i] * s + mix);
         g[i] = clamp01(g[i] * s + mix);
         b[i] = clamp01(b[i] * s + mix);
@@ -45,7 +47,7 @@ static void saturation(float *restrict r, float *restrict g, float *restrict b, 
 
 static float grey_mean(const float *restrict r, const float *restrict g, const float *restrict b, int64_t n) {
     double sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += r[i] * 0.2989f + g[i] * 0.587f + b[i] * 0.114f;
+    for (int64_t i = 0; i < n; i++) sum += grey(r[i], g[i], b[i]);
     return (float)(sum / (double)n);
 }
 

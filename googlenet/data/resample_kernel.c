@@ -137,8 +137,9 @@ void resample_probe(float *probe, const float *signal, int64_t n_in, int64_t per
 /* One axis's weights from F.interpolate's response (n_out values per probe row, rows as resample_probe made
  * them): within the window of `period` inputs around output i, lo = ceil((i + 0.5) * ratio - 0.5 - period / 2),
  * each impulse train has exactly one impulse, whose weight is the train's response; `period` is wider than any
- * output's band of inputs. Writes start[i], count[i] and weights[i * period + k] (zero past count[i]). Returns 0; -1 when the weights do not reproduce the response to the signal (the band was wider than
- * `period`, which the caller's choice rules out), -2 when out of memory. */
+ * output's band of inputs. Writes start[i], count[i] and weights[i * period + k] (zero past count[i]). Returns
+ * 0; -1 when the weights do not reproduce the response to the signal (the band was wider than `period`, which
+ * the caller's choice rules out), -2 when out of memory. */
 int resample_taps(const float *response, const float *signal, int64_t n_in, int64_t n_out, int64_t period,
                   double ratio, int32_t *start, int32_t *count, float *weights) {
     float *window = malloc(sizeof(float) * (size_t)period);
