@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..interpret import visualize
     from ..interpret.common import check_device, save_png
+    from ..interpret.visualize import MAX_DECAY_POWER
     from ..weights import load_weights_arg
 
     check_device(args.device)
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--restarts at most 64, got {args.restarts}")
     if args.diversity > 1 and (len(args.channel) != 1 or args.restarts > 1):
         raise UserError("--diversity makes several images of one --channel, without --restarts")
-    if not 0 <= args.decay_power <= 4:
-        raise UserError(f"--decay-power must be in 0..4, got {args.decay_power}")
+    if not 0 <= args.decay_power <= MAX_DECAY_POWER:
+        raise UserError(f"--decay-power must be in 0..{MAX_DECAY_POWER:g}, got {args.decay_power}")
     model = load_weights_arg(args.weights)
     images = visualize(model, args.layer, args.channel, objective=args.objective, diversity_images=args.diversity,
                        steps=args.steps, size=args.size, seed=args.seed, grayscale=args.grayscale,

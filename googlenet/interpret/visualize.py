@@ -29,6 +29,7 @@ from .common import LayerCapture, ModelInput
 # lucid/optvis/param/color.py: square root of the ImageNet colour correlation matrix.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+MAX_DECAY_POWER = 4.0  # the Fourier scaling exponents visualize accepts: 0..this (Lucid's default is 1)
 
 
 class RedirectedReLU(torch.autograd.Function):
@@ -188,8 +189,8 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
         channels = list(channels) * diversity_images
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    if not 0 <= decay_power <= 4:
-        raise ValueError(f"decay_power must be in 0..4, got {decay_power}")
+    if not 0 <= decay_power <= MAX_DECAY_POWER:
+        raise ValueError(f"decay_power must be in 0..{MAX_DECAY_POWER:g}, got {decay_power}")
     n, channels = len(channels), list(channels) * restarts  # start k of image i is image k * n + i
     g = torch.Generator().manual_seed(seed)
     param = FFTImage(len(channels), 1 if prep.grayscale else 3, size, decay_power=decay_power,
