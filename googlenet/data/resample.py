@@ -32,7 +32,7 @@ SOURCE = Path(__file__).with_name("resample_kernel.c")
 # decoded at DCT scale, PyTorch's path. So do shrink factors over MAX_SHRINK: taps' probe is 4 x factor rows.
 MAX_SIDE = 8192
 MAX_SHRINK = 64
-_SIGNAL = torch.rand(8192, generator=torch.Generator().manual_seed(0))  # taps' check: one value per input
+_SIGNAL = torch.rand(MAX_SIDE, generator=torch.Generator().manual_seed(0))  # taps' check: one value per input
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
