@@ -115,6 +115,26 @@ def test_export_onnx_native_or_decomposed_lrn(tmp_path):
     assert counts == {True: 2, False: 0}
 
 
+def test_decomposed_export_keeps_every_shape_for_onnxruntimes_layout_pass(tmp_path):
+    # The in-process sessions export a dynamic batch with the LRN decomposed. ONNX Runtime's NCHWc pass converts a
+    # pool only when its input's channel count is known; an LRN written with squeeze(1) became an If node with no
+    # output shape, and every pool after it ran in plain NCHW between reorders (the paper net 9% slower).
+    onnx = pytest.importorskip("onnx")
+    from googlenet.export import export_onnx
+    from googlenet.models import create_model
+
+    model = create_model("googlenet", num_classes=3).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=64, batch="dynamic", native_lrn=False)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    assert not [n.op_type for n in graph.node if n.op_type in ("If", "Loop")]
+    shapes = {v.name: v.type.tensor_type.shape for v in list(graph.value_info) + list(graph.input)}
+    pools = [n for n in graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 13  # 4 in the trunk, one in each of the 9 inception blocks
+    for pool in pools:
+        shape = shapes[pool.input[0]]
+        assert len(shape.dim) == 4 and shape.dim[1].dim_value > 0, pool.name
+
+
 @pytest.mark.parametrize("size,alpha,beta,k", PARAMS)
 @pytest.mark.parametrize("shape", [(2, 24, 7, 9), (2, 24, 7)])
 def test_onnx_decomposition_equals_pytorch_and_exports_no_pow_for_caffes_beta(size, alpha, beta, k, shape, tmp_path):

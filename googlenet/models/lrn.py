@@ -148,12 +148,17 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
 def _onnx_decomposition(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
     """PyTorch's own decomposition (``F.local_response_norm``: the window mean as a 3-D average pool), with
     ``d ** -beta`` as Sqrt and Reciprocal nodes for Caffe's 0.75: ONNX Runtime's ``Pow`` was 9% of the paper net's
-    run time at 224, and the two LRN sites take 19.1 instead of 27.4 ms a batch of 8 this way (BENCHMARKS.md)."""
+    run time at 224, and the two LRN sites take 19.1 instead of 27.4 ms a batch of 8 this way (BENCHMARKS.md).
+
+    The channel padding is the pool's own (odd sizes pad equally on both sides; zeros counted, as F.pad's were), and
+    the pool's extra axis is dropped by indexing, not ``squeeze(1)``: with a dynamic batch the exporter writes
+    squeeze as an ``If`` node, whose output has no shape, and ONNX Runtime's NCHWc layout pass then skipped every
+    pool downstream and reordered around each inception block: the paper net took 20.6 instead of 18.8 ms an
+    image at batch 32 (BENCHMARKS.md)."""
     sq = (x * x).unsqueeze(1)
-    pad = [0, 0] * (x.dim() - 2) + [size // 2, (size - 1) // 2]
     pool = F.avg_pool3d if x.dim() == 4 else F.avg_pool2d if x.dim() == 3 else None
     if pool is None:  # other ranks: PyTorch's decomposition as it is
         return F.local_response_norm(x, size, alpha, beta, k)
-    window = (size,) + (1,) * (x.dim() - 2)
-    denom = pool(F.pad(sq, pad), window, stride=1).squeeze(1) * alpha + k
+    window, padding = (size,) + (1,) * (x.dim() - 2), (size // 2,) + (0,) * (x.dim() - 2)
+    denom = pool(sq, window, stride=1, padding=padding, count_include_pad=True)[:, 0] * alpha + k
     return x * _neg_pow(denom, beta)
