@@ -121,3 +121,30 @@ def test_bf16_runs_for_the_other_archs(arch):
     assert got.dtype == torch.float32 and got.shape == want.shape
     top1, cosine = _agree(got, want)
     assert cosine > 0.98, (top1, cosine)
+
+
+def test_int8_leaves_the_lrn_window_pool_in_fp32(tmp_path):
+    # ONNX Runtime's QLinearAveragePool of the decomposed LRN's channel window was slower than the rest of the int8
+    # net; quantize_int8 keeps that pool (and so the LRN's window and power) in fp32 and quantises the convolutions.
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from googlenet.export import export_onnx
+    from googlenet.inference import quantize_int8
+
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=64, batch="dynamic", native_lrn=False)
+    out = quantize_int8(str(path), _images()[:, :, :64, :64], str(tmp_path / "m.int8.onnx"))
+    graph = onnx.load(out).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    used_by = {}
+    for n in graph.node:
+        for i in n.input:
+            used_by.setdefault(i, []).append(n.op_type)
+    # ONNX Runtime makes a node int8 when it sits between a DequantizeLinear and a QuantizeLinear
+    pools = [n for n in graph.node if n.op_type == "AveragePool"]
+    assert len(pools) == 2  # the two LRN sites
+    assert all("QuantizeLinear" not in used_by[p.output[0]] for p in pools)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 57 and all(made_by.get(c.input[0]) == "DequantizeLinear" for c in convs)
+    assert all("QuantizeLinear" in used_by[c.output[0]] for c in convs)
