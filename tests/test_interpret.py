@@ -96,6 +96,24 @@ def test_integrated_gradients_completeness(model):
     assert abs(abs(e["attribution_sum"] - e["output_gap"]) - e["delta"]) < 1e-4
 
 
+def test_integrated_gradients_doubles_its_steps_until_complete(model):
+    # Sundararajan et al.'s completeness check: more steps while the attributions miss F(x) - F(0) by more than
+    # the tolerance, up to max_steps. Tolerance 0 is never met: 4, 8, 16, then the cap of 20.
+    pytest.importorskip("captum")
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    _, _, never = explain(model, img, "integrated-gradients", steps=4, max_steps=20, tolerance=0.0)
+    assert never["steps"] == 20 and never["converged"] is False
+    assert never["completeness_error"] == pytest.approx(abs(never["attribution_sum"] - never["output_gap"])
+                                                        / abs(never["output_gap"]))
+    _, _, loose = explain(model, img, "integrated-gradients", steps=4, max_steps=20, tolerance=1e6)
+    assert loose["steps"] == 4 and loose["converged"] is True
+    # the error at the last step count is the one reported: 20 Gauss-Legendre steps, not the first 4
+    _, _, direct = explain(model, img, "integrated-gradients", steps=20, max_steps=20, tolerance=1e6)
+    assert never["attribution_sum"] == pytest.approx(direct["attribution_sum"], rel=1e-6)
+    with pytest.raises(UserError, match="tolerance must be a number >= 0"):
+        explain(model, img, "integrated-gradients", tolerance=-0.1)
+
+
 def test_gradcam_and_occlusion_maps(model):
     pytest.importorskip("captum")
     img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))

@@ -136,16 +136,18 @@ def run(model, label: str, channels: int, steps: int, images: int, restarts: int
         dels.append(deletion_auc(model, prep, img, tgt, (-(h1 + 1e-6 * torch.rand(h1.shape, generator=g))).flatten().argsort()))
         dels_rand.append(deletion_auc(model, prep, img, tgt, torch.randperm(h1.numel(), generator=g)))
     gc_time = (time.time() - t) / images / 3
+    steps_used = []
     for i in range(min(images, 10)):
         _, _, e = explain(model, pixels[1990 + i - 10], "integrated-gradients", grayscale=True)
         gaps.append(abs(e["attribution_sum"] - e["output_gap"]) / max(abs(e["output_gap"]), 1e-12))
         abs_gaps.append((abs(e["attribution_sum"] - e["output_gap"]), abs(e["output_gap"])))
+        steps_used.append(e["steps"])
     mean = lambda v: sum(v) / len(v)
     print(f"gradcam: trained-vs-trained Spearman {mean(agree):.3f}; trained-vs-randomised {mean(rhos):.3f} "
           f"({images} images); {gc_time:.2f} s a map")
     print(f"deletion AUC: gradcam order {mean(dels):.4f} vs random order {mean(dels_rand):.4f}")
     print(f"integrated gradients completeness error: mean {100 * mean(gaps):.2f}%, max {100 * max(gaps):.2f}% "
-          f"of |F(x) - F(0)| ({len(gaps)} images, 50 steps); absolute: mean {mean([a for a, _ in abs_gaps]):.4f} "
+          f"of |F(x) - F(0)| ({len(gaps)} images; steps used {steps_used}); absolute: mean {mean([a for a, _ in abs_gaps]):.4f} "
           f"against a mean |F(x) - F(0)| of {mean([g for _, g in abs_gaps]):.4f} (logits)")
 
 
