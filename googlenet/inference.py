@@ -191,7 +191,7 @@ def quantize_int8(path: str, calibration: Tensor, out: str) -> str:
     # Every op type quantize_static would take (its own default list) except AveragePool: the only AveragePool in
     # these nets is the decomposed LRN's window over channels (global pools are another op type), and ONNX Runtime's
     # QLinearAveragePool of that 3-D window took 209 of the int8 paper net's 525 ms a batch of 32 at 224: int8 was
-    # 1.26x its fp32 instead of 1.78x. Left unquantised, the LRN's window and power run in fp32.
+    # 1.26x its fp32 instead of 1.6-1.8x. Left unquantised, the LRN's window and power run in fp32.
     op_types = sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"AveragePool"})
     quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=op_types,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

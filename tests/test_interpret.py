@@ -112,6 +112,8 @@ def test_integrated_gradients_doubles_its_steps_until_complete(model):
     assert never["attribution_sum"] == pytest.approx(direct["attribution_sum"], rel=1e-6)
     with pytest.raises(UserError, match="tolerance must be a number >= 0"):
         explain(model, img, "integrated-gradients", tolerance=-0.1)
+    with pytest.raises(UserError, match="steps must be at least 1, got 0"):
+        explain(model, img, "integrated-gradients", steps=0)
 
 
 def test_gradcam_and_occlusion_maps(model):

@@ -87,6 +87,8 @@ def _integrated_gradients(ig, f: nn.Module, x: Tensor, target: int, steps: int, 
     ``max_steps`` is reached; ``extras`` gets the final figures, so a map that did not converge says so."""
     if not tolerance >= 0:  # also nan
         raise UserError(f"tolerance must be a number >= 0, got {tolerance}")
+    if steps < 1:  # doubling from 0 would never end
+        raise UserError(f"steps must be at least 1, got {steps}")
     baseline = torch.zeros_like(x)
     with torch.no_grad():
         gap = float(f(x)[0, target] - f(baseline)[0, target])
