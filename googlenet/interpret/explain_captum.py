@@ -67,8 +67,8 @@ def explain(model: nn.Module, image: Tensor, method: str = "gradcam", *, target:
         cam = attr.LayerGradCam(f, resolve_layer(model, layer)).attribute(x, target=target, relu_attributions=True)
         heat = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     elif method == "integrated-gradients":
-        a = _integrated_gradients(attr.IntegratedGradients(f), f, x, target, steps, max_steps, tolerance,
-                                  internal_batch_size, extras)
+        a = _integrated_gradients(attr.IntegratedGradients(f), f, x, float(logits[0, target]), target, steps,
+                                  max_steps, tolerance, internal_batch_size, extras)
         heat = a[0].sum(0)
     else:
         side = window or max(2, x.shape[-1] // 8)
@@ -79,8 +79,8 @@ def explain(model: nn.Module, image: Tensor, method: str = "gradcam", *, target:
     return heat.detach(), target, extras
 
 
-def _integrated_gradients(ig, f: nn.Module, x: Tensor, target: int, steps: int, max_steps: int, tolerance: float,
-                          batch: int, extras: dict) -> Tensor:
+def _integrated_gradients(ig, f: nn.Module, x: Tensor, score: float, target: int, steps: int, max_steps: int,
+                          tolerance: float, batch: int, extras: dict) -> Tensor:
     """Integrated gradients from a black baseline, with the completeness check of Sundararajan et al. (2017,
     section 3): the attributions must add up to F(x) - F(baseline), and where they do not, their advice is more
     steps (20 to 300 were enough for them). Doubles the steps until the error is within ``tolerance`` of the gap or
@@ -91,7 +91,7 @@ def _integrated_gradients(ig, f: nn.Module, x: Tensor, target: int, steps: int, 
         raise UserError(f"steps must be at least 1, got {steps}")
     baseline = torch.zeros_like(x)
     with torch.no_grad():
-        gap = float(f(x)[0, target] - f(baseline)[0, target])
+        gap = score - float(f(baseline)[0, target])  # score: F(x), the logit explain already computed
     n = steps
     while True:
         a, delta = ig.attribute(x, baselines=baseline, target=target, n_steps=n, internal_batch_size=batch,
