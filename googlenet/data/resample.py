@@ -107,7 +107,7 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
     out_h, out_w = (int(s) for s in size)
     lib = kernel()
     if (lib is None or crop.device.type != "cpu" or min(channels, height, width, out_h, out_w) <= 0
-            or max(height, width) > min(MAX_SIDE, len(_SIGNAL))
+            or max(height, width) > MAX_SIDE
             or max(height / out_h, width / out_w) > MAX_SHRINK or not _layout_ok(crop)):
         return _pytorch(crop, (out_h, out_w), mode)
     rows, cols = taps(height, out_h, mode), taps(width, out_w, mode)
