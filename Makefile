@@ -4,14 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast install bench
+.PHONY: train test test-fast install bench detect
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The stamp covers every install below: a change to the extras or to this recipe reinstalls.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[export,explain,serve,test]"
+	# opencv-python-headless (an older venv's) and opencv-contrib-python-headless ship the same cv2: keep contrib only.
+	$(PY) -m pip uninstall --quiet --yes opencv-python-headless 2>/dev/null || true
+	$(PY) -m pip install --quiet -e ".[export,explain,serve,detect,scale,test]"
 	# Test reference for inception5h: lucent's InceptionV1 file only. --no-deps: its requirements (kornia, ...) are
 	# not needed by that file and must not pull in another torch.
 	$(PY) -m pip install --quiet --no-deps "torch-lucent==0.1.8"
@@ -19,6 +22,10 @@ $(STAMP): pyproject.toml
 
 train: $(STAMP)
 	$(VENV)/bin/googlenet train
+
+# The detection main job: R-CNN on GoogLeNet, trained and evaluated on the generated offline scenes.
+detect: $(STAMP)
+	$(VENV)/bin/googlenet detect train --out runs/detect
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -18,7 +18,7 @@ from ..fileio import check_limits
 
 # Order shown in --help.
 COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve", "layers",
-            "visualize", "dream", "explain", "atlas", "embed")
+            "visualize", "dream", "explain", "atlas", "embed", "detect", "scenes")
 
 
 class ArgumentParser(argparse.ArgumentParser):

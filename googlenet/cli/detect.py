@@ -1,0 +1,29 @@
+"""``googlenet detect train|eval|predict|propose``: object detection on the GoogLeNet trunk (docs/detection.md).
+
+Each action lives in its own module, ``detect_<action>.py``, defining ``add_parser(subparsers)`` like the top-level
+commands, so the paper's R-CNN, its proposals and the evaluators stay separate files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+ACTIONS = ("train", "eval", "predict", "propose")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="object detection as the paper does it (R-CNN with GoogLeNet as the region "
+                                      "classifier) and a single-pass Faster R-CNN on the same trunk",
+                       description="Detection: train, evaluate (VOC07 / VOC12 / ILSVRC / COCO mAP), predict, and "
+                                   "region proposals with their recall.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    actions.required = True
+    for name in ACTIONS:
+        try:
+            module = importlib.import_module(f".detect_{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.detect_{name}":
+                continue  # an action not shipped in this build
+            raise
+        module.add_parser(actions)
