@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -71,3 +72,42 @@ def test_coco_reader(tmp_path):
     assert a.labels.tolist() == [1, 0] and a.difficult.tolist() == [False, True]
     assert ds.by_id()["3"].boxes.shape == (0, 4)
     assert read_detection_set(path, images=tmp_path / "img").classes == ["ant", "zebra"]
+
+
+# --- results files ---------------------------------------------------------------------------------------------------
+
+def test_voc_results_files_round_trip(tmp_path):
+    from googlenet.detect.metrics import evaluate_detections
+    from googlenet.detect.results import read_detections, write_voc_results
+
+    root = make_voc(tmp_path / "VOC", {"a": (60, 40, [("dog", 1, 1, 30, 30)]), "b": (50, 50, [("cat", 5, 5, 20, 20)])})
+    ds = read_voc(root, "test")
+    dets = {"a": (np.array([[0, 0, 30, 30], [10.5, 2.25, 20, 30]], np.float32), np.array([1, 0]), np.array([.9, .25])),
+            "b": (np.array([[4, 4, 20, 20]], np.float32), np.array([0]), np.array([.5]))}
+    paths = write_voc_results(tmp_path / "res", ds, dets, "test")
+    assert [p.name for p in paths] == ["comp4_det_test_cat.txt", "comp4_det_test_dog.txt"]
+    # VOC pixels: 0-based (10.5, 2.25, 20, 30) is written 11.5 3.25 20 30; image order, then detection order
+    assert paths[0].read_text() == "a 0.25 11.5 3.25 20 30\nb 0.5 5 5 20 20\n"
+    assert paths[1].read_text() == "a 0.9 1 1 30 30\n"
+    back = read_detections(tmp_path / "res", ds)
+    assert sorted(map(tuple, back["a"][0].tolist())) == sorted(map(tuple, dets["a"][0].tolist()))
+    assert evaluate_detections(ds, back) == evaluate_detections(ds, dets)
+
+
+def test_coco_results_round_trip_keeps_the_files_ids(tmp_path):
+    from googlenet.detect.metrics import evaluate_detections
+    from googlenet.detect.results import read_detections, write_coco_results
+
+    path = make_coco(tmp_path / "instances.json", tmp_path / "img", {7: ("a.jpg", 50, 40), 3: ("b.png", 20, 30)},
+                     [(5, "zebra"), (2, "ant")],
+                     [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [1.5, 2, 10, 20], "iscrowd": 0},
+                      {"id": 2, "image_id": 3, "category_id": 2, "bbox": [0, 0, 10, 10], "iscrowd": 0}])
+    ds = read_coco(path, tmp_path / "img")
+    dets = {"7": (np.array([[1.5, 2, 11.5, 22]], np.float32), np.array([1]), np.array([.8])),
+            "3": (np.array([[0, 0, 10, 10]], np.float32), np.array([0]), np.array([.7]))}
+    out = write_coco_results(tmp_path / "res.json", ds, dets)
+    rows = json.loads(out.read_text())
+    assert rows == [{"image_id": 7, "category_id": 5, "bbox": [1.5, 2.0, 10.0, 20.0], "score": 0.8},
+                    {"image_id": 3, "category_id": 2, "bbox": [0.0, 0.0, 10.0, 10.0], "score": 0.7}]
+    back = read_detections(out, ds)
+    assert evaluate_detections(ds, back)["coco_map"] == evaluate_detections(ds, dets)["coco_map"] == pytest.approx(1)

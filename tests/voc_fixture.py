@@ -35,7 +35,8 @@ def make_voc(root: Path, images: dict, splits: dict | None = None) -> Path:
     return root
 
 
-def make_coco(path: Path, images_dir: Path, images: dict, categories: list[tuple[int, str]], annotations: list[dict]) -> Path:
+def make_coco(path: Path, images_dir: Path, images: dict, categories: list[tuple[int, str]],
+              annotations: list[dict]) -> Path:
     """images: {id: (file_name, w, h)}; the image files are written into images_dir."""
     images_dir.mkdir(parents=True, exist_ok=True)
     for iid, (fname, w, h) in images.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 from xml.etree.ElementTree import ParseError
@@ -61,9 +61,14 @@ class DetectionSet:
     images: list[DetectionImage]
     kind: str  # "voc" | "coco"
     name: str
+    category_ids: list[int] = field(default_factory=list)  # COCO category id of each class; empty: 1..C
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def category_id(self, label: int) -> int:
+        """The COCO category id of class index ``label`` (the file's own ids for COCO data, else label + 1)."""
+        return self.category_ids[label] if self.category_ids else int(label) + 1
 
     def by_id(self) -> dict[str, DetectionImage]:
         return {img.image_id: img for img in self.images}
@@ -321,7 +326,7 @@ def read_coco(json_path: str | Path, images_dir: str | Path, classes: Optional[S
             crowd.append(iscrowd)
         images.append(DetectionImage(str(iid), path, w, h, *_pack(boxes, labels, crowd), iid))
     bad.finish()
-    return DetectionSet(names, images, "coco", json_path.stem)
+    return DetectionSet(names, images, "coco", json_path.stem, [cid for cid, _ in cats])
 
 
 def read_detection_set(data: str | Path, split: str = "trainval", images: Optional[str | Path] = None,

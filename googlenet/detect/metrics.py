@@ -194,16 +194,16 @@ def evaluate_voc(dset: DetectionSet, dets: Detections, rules: Sequence[str] = ("
 
 
 def coco_ground_truth(dset: DetectionSet) -> dict:
-    """The set as a COCO instances dict (category ids 1..C in class order, bbox xywh in continuous pixels)."""
+    """The set as a COCO instances dict (its category ids, bbox xywh in continuous pixels)."""
     images = [{"id": img.coco_id, "width": img.width, "height": img.height, "file_name": img.path.name}
               for img in dset.images]
     anns = []
     for img in dset.images:
         for box, label, diff in zip(img.boxes.tolist(), img.labels.tolist(), img.difficult.tolist()):
             x1, y1, x2, y2 = box
-            anns.append({"id": len(anns) + 1, "image_id": img.coco_id, "category_id": label + 1,
+            anns.append({"id": len(anns) + 1, "image_id": img.coco_id, "category_id": dset.category_id(label),
                          "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(diff)})
-    cats = [{"id": k + 1, "name": name} for k, name in enumerate(dset.classes)]
+    cats = [{"id": dset.category_id(k), "name": name} for k, name in enumerate(dset.classes)]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
@@ -216,7 +216,7 @@ def coco_results(dset: DetectionSet, dets: Detections) -> list[dict]:
         boxes, labels, scores = dets[img.image_id]
         for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
                                                   np.asarray(labels).tolist(), np.asarray(scores).tolist()):
-            out.append({"image_id": img.coco_id, "category_id": int(label) + 1,
+            out.append({"image_id": img.coco_id, "category_id": dset.category_id(int(label)),
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
     return out
 
