@@ -111,3 +111,23 @@ def test_coco_results_round_trip_keeps_the_files_ids(tmp_path):
                     {"image_id": 3, "category_id": 2, "bbox": [0.0, 0.0, 10.0, 10.0], "score": 0.7}]
     back = read_detections(out, ds)
     assert evaluate_detections(ds, back)["coco_map"] == evaluate_detections(ds, dets)["coco_map"] == pytest.approx(1)
+
+
+# --- drawing ---------------------------------------------------------------------------------------------------------
+
+def test_draw_boxes_and_plots(tmp_path):
+    from PIL import Image
+
+    from googlenet.detect.draw import PALETTE, draw_boxes, plot_pr, plot_recall
+
+    rgb = np.zeros((80, 100, 3), np.uint8)
+    img = draw_boxes(rgb, np.array([[20, 30, 60, 70]], np.float32), [1], [0.87], ["cat", "dog"])
+    px = np.asarray(img)
+    assert img.size == (100, 80)
+    assert tuple(px[50, 20]) == PALETTE[1] and tuple(px[50, 59]) == PALETTE[1]  # left and right edge pixels
+    assert tuple(px[50, 40]) == (0, 0, 0) and tuple(px[50, 61]) == (0, 0, 0)  # inside and outside: untouched
+    label = px[15:29, 21:50]  # the "dog 0.87" tag above the box: its colour with white text
+    assert (label == PALETTE[1]).all(-1).any() and (label.min(-1) > 150).any()  # anti-aliased white text
+    pr = plot_pr({"cat": ([0, .5, 1], [1, 1, .5])}, tmp_path / "pr.png", ap={"cat": 0.75})
+    rc = plot_recall({"ss": ([10, 100, 1000], [.3, .7, .9])}, tmp_path / "sub" / "recall.png")
+    assert Image.open(pr).size == (600, 500) and Image.open(rc).size == (600, 450)
