@@ -1,0 +1,156 @@
+"""``googlenet detect eval``: VOC07 / VOC2010+ / ILSVRC / COCO mAP of detections on a VOC folder or COCO JSON.
+
+The detections are either a results file set made elsewhere (``--detections``: a folder of VOC comp4 files, or a COCO
+results JSON), scored without any model, or made here by one detector file or an ensemble (``--weights``, which
+needs googlenet.detect.detector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+
+def add_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("eval", help="mAP (VOC07, VOC2010+, ILSVRC, COCO) of detections or of a detector",
+                           description="Scores detections against a VOC year folder or COCO instances JSON: VOC07 "
+                                       "11-point and VOC2010+ AP as the devkit, the ILSVRC DET rule, COCO "
+                                       "AP@[.5:.95] and AP50 (pycocotools). Prints a per-class table; with --json "
+                                       "the last line is one JSON object.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--detections", metavar="RESULTS",
+                     help="a folder of VOC results files (comp4_det_<split>_<class>.txt) or a COCO results .json")
+    src.add_argument("--weights", action="append", metavar="W",
+                     help="a detector file (googlenet detect train); repeat for an ensemble")
+    p.add_argument("--data", required=True, metavar="VOCDIR|JSON",
+                   help="a VOC year folder (e.g. VOCdevkit/VOC2007) or COCO instances .json")
+    p.add_argument("--images", metavar="DIR", help="COCO: the images folder (default: the JSON's folder)")
+    p.add_argument("--split", default="test", help="VOC image set to score (default test)")
+    p.add_argument("--classes", metavar="A,B,...",
+                   help="VOC class names in label order (default: the detector's, else the sorted names of the "
+                        "trainval split, else of --split)")
+    p.add_argument("--plots", metavar="DIR", help="write the precision-recall curves (pr.png) here")
+    p.add_argument("--write-results", metavar="DIR",
+                   help="with --weights: also write the detections as VOC results files and COCO results JSON")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=run)
+
+
+def _classes(args: argparse.Namespace, detector_classes):
+    from pathlib import Path
+
+    from ..detect.data import read_voc
+
+    if args.classes:
+        return [c.strip() for c in args.classes.split(",") if c.strip()]
+    if detector_classes is not None:
+        return list(detector_classes)
+    data = Path(args.data)
+    if data.is_dir() and args.split != "trainval" and (data / "ImageSets" / "Main" / "trainval.txt").exists():
+        return read_voc(data, "trainval").classes
+    return None
+
+
+def _load_detector(weights: list[str]):
+    from ..errors import UserError
+
+    try:
+        from ..detect import detector as module
+    except ModuleNotFoundError as e:
+        if e.name == "googlenet.detect.detector":
+            raise UserError("--weights needs googlenet.detect.detector, which this build lacks; score results "
+                            "files with --detections") from None
+        raise
+    if len(weights) == 1:
+        return module.load_detector(weights[0])
+    load_ensemble = getattr(module, "load_ensemble", None)
+    if load_ensemble is None:
+        raise UserError("this build's detector cannot ensemble several --weights")
+    return load_ensemble(weights)
+
+
+def _run_detector(detector, dset):
+    """Detections for every image, and the mean seconds per image (with the detector's own split when it keeps
+    one in ``last_timings``: proposals / features / scoring)."""
+    import numpy as np
+
+    from ..detect.data import load_rgb
+
+    dets, total, parts = {}, 0.0, {}
+    for img in dset.images:
+        rgb = load_rgb(img)
+        t0 = time.perf_counter()
+        boxes, labels, scores = detector.detect(rgb)
+        total += time.perf_counter() - t0
+        dets[img.image_id] = (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
+                              np.asarray(scores, np.float64))
+        for k, v in (getattr(detector, "last_timings", None) or {}).items():
+            parts[k] = parts.get(k, 0.0) + float(v)
+    n = max(len(dset.images), 1)
+    return dets, {"total": total / n, **{k: v / n for k, v in parts.items()}}
+
+
+def format_table(ap: dict, classes) -> str:
+    rules = list(ap)
+    rows = [["class"] + rules]
+    for c in classes:
+        rows.append([c] + ["-" if ap[r].get(c) is None or math.isnan(ap[r][c]) else f"{ap[r][c]:.4f}" for r in rules])
+    width = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if k == 0 else cell.rjust(w) for k, (cell, w) in
+                               enumerate(zip(r, width))) for r in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..detect.data import read_detection_set
+    from ..detect.metrics import evaluate_detections, json_ready
+    from ..errors import UserError
+    from ..fileio import printable
+
+    detector = _load_detector(args.weights) if args.weights else None
+    classes = _classes(args, getattr(detector, "classes", None))
+    dset = read_detection_set(args.data, args.split, args.images, classes)
+    if detector is not None and list(detector.classes) != dset.classes:
+        raise UserError(f"the detector's classes ({', '.join(detector.classes)}) are not the data's "
+                        f"({', '.join(dset.classes)})")
+    timings = None
+    if detector is not None:
+        dets, timings = _run_detector(detector, dset)
+        if args.write_results:
+            from ..detect.results import write_coco_results, write_voc_results
+
+            if dset.kind == "voc":
+                write_voc_results(args.write_results, dset, dets, args.split)
+            write_coco_results(Path(args.write_results) / "coco_results.json", dset, dets)
+    else:
+        if args.write_results:
+            raise UserError("--write-results goes with --weights (--detections are results already)")
+        from ..detect.results import read_detections
+
+        dets = read_detections(args.detections, dset, args.split if dset.kind == "voc" else None)
+    out = evaluate_detections(dset, dets)
+    if args.plots:
+        from ..detect.draw import plot_pr
+
+        kind, rule = ("voc07", "voc07") if "voc07" in out["pr"] else ("coco50", "coco")
+        plot_pr(out["pr"].get(kind, {}), Path(args.plots) / "pr.png", ap=out["ap"].get(rule),
+                title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
+    print(format_table(out["ap"], dset.classes))
+    keys = [k for k in ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50") if k in out]
+    result = {k: out[k] for k in keys}
+    result.update({"ap": out["ap"], "data": printable(args.data), "split": args.split if dset.kind == "voc" else None,
+                   "images": len(dset.images), "detections": int(sum(len(d[0]) for d in dets.values())),
+                   "classes": dset.classes})
+    if timings is not None:
+        result["seconds_per_image"] = timings
+    if args.plots:
+        result["plots"] = printable(Path(args.plots) / "pr.png")
+    result = json_ready(result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{k} {'-' if result[k] is None else format(result[k], '.4f')}" for k in keys))
+    return 0
