@@ -255,3 +255,54 @@ def test_coco_map_equals_torchmetrics():
     ref = metric.compute()
     assert out["coco_map"] == pytest.approx(float(ref["map"]), abs=1e-6)
     assert out["coco_map50"] == pytest.approx(float(ref["map_50"]), abs=1e-6)
+
+
+# --- googlenet detect eval on files ----------------------------------------------------------------------------------
+
+def test_eval_cli_on_results_files_matches_pycocotools_reading_the_same_files(tmp_path, capsys):
+    """The scene set's COCO JSON and a COCO results file, read by pycocotools itself (its own file reader and
+    evaluator), against `detect eval` on the same files; and the VOC results files against the in-memory figures."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from googlenet.cli import main
+    from googlenet.detect.data import read_coco, read_voc
+    from googlenet.detect.results import write_coco_results, write_voc_results
+    from googlenet.detect.scenes import make_scenes
+
+    voc = make_scenes(tmp_path / "scenes", seed=1, n_train=30, n_test=12, size=128)
+    rng = np.random.default_rng(0)
+
+    def noisy(dset):
+        return {img.image_id: (img.boxes + rng.normal(0, 2.5, img.boxes.shape), img.labels.copy(),
+                               rng.random(len(img.boxes))) for img in dset.images}
+
+    vset = read_voc(voc, "test", classes=read_coco(tmp_path / "scenes/coco/instances_test.json",
+                                                   voc / "JPEGImages").classes)
+    vdets = noisy(vset)
+    write_voc_results(tmp_path / "voc_res", vset, vdets, "test")
+    assert main(["detect", "eval", "--detections", str(tmp_path / "voc_res"), "--data", str(voc), "--json",
+                 "--plots", str(tmp_path / "plots")]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    want = evaluate_detections(vset, vdets)
+    for k in ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50"):
+        assert got[k] == pytest.approx(want[k], abs=1e-4), k  # the files hold boxes to 0.01 px
+    assert (tmp_path / "plots" / "pr.png").is_file() and set(got["ap"]["voc07"]) == set(vset.classes)
+
+    gt_path = tmp_path / "scenes/coco/instances_test.json"
+    cset = read_coco(gt_path, voc / "JPEGImages")
+    write_coco_results(tmp_path / "res.json", cset, noisy(cset))
+    assert main(["detect", "eval", "--detections", str(tmp_path / "res.json"), "--data", str(gt_path), "--images",
+                 str(voc / "JPEGImages"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "res.json")), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert got["coco_map"] == pytest.approx(ev.stats[0], abs=1e-6)
+    assert got["coco_map50"] == pytest.approx(ev.stats[1], abs=1e-6)
+    assert "voc07_map" not in got and 0.1 < got["coco_map"] < 0.95
