@@ -54,7 +54,7 @@ VOC_CASES = [
     ("not xml", _xml("\x00\x01binary"), "a.xml: malformed XML"),
     ("xmax < xmin", _box(30, 2, 10, 20), "a.xml: object 1 (cat): empty box"),
     ("outside the image", _box(2, 2, 90, 20), "outside its 40x40 image"),
-    ("not a number", _box(2, "two", 20, 20), "coordinates not finite"),
+    ("not a number", _box(2, "two", 20, 20), "coordinates not finite numbers"),
     ("annotation a fifo", _fifo, "a.xml: not a regular file"),
     ("missing image", lambda voc: (voc / "JPEGImages" / "b.jpg").unlink(), "image for 'b' not found"),
     ("missing annotation", lambda voc: (voc / "Annotations" / "b.xml").unlink(), "annotation for 'b' not found"),
@@ -125,10 +125,11 @@ def test_a_few_bad_objects_in_a_large_set_are_skipped(tmp_path, capsys):
     voc = make_voc(tmp_path / "VOC", images, {"test": list(images)})
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "comp4_det_test_cat.txt").write_text("000 0.9 2 2 20 20\n")
-    with pytest.warns(UserWarning, match=r"skipped 1 bad object\(s\) of 150: .*009.xml: object 1"):
-        rc, out, _ = _run(["detect", "eval", "--detections", str(tmp_path / "res"), "--data", str(voc), "--json"],
-                          capsys)
+    rc, out, err = _run(["detect", "eval", "--detections", str(tmp_path / "res"), "--data", str(voc), "--json"],
+                        capsys)
     assert rc == 0 and json.loads(out.splitlines()[-1])["images"] == 150
+    assert err.count("\n") == 1 and err.startswith("googlenet detect: warning: ")
+    assert "skipped 1 bad object(s) of 150: " in err and "009.xml: object 1 (cat): coordinates not finite" in err
 
 
 RESULT_CASES = [

@@ -92,6 +92,24 @@ def _run_detector(detector, dset):
     return dets, {"total": total / n, **{k: v / n for k, v in parts.items()}}
 
 
+def read_data(data, split, images, classes):
+    """read_detection_set, its warnings about skipped objects printed as one line each on stderr."""
+    import sys
+    import warnings
+
+    from ..detect.data import DataWarning, read_detection_set
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        dset = read_detection_set(data, split, images, classes)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"googlenet detect: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return dset
+
+
 def format_table(ap: dict, classes) -> str:
     rules = list(ap)
     rows = [["class"] + rules]
@@ -105,14 +123,13 @@ def format_table(ap: dict, classes) -> str:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..detect.data import read_detection_set
     from ..detect.metrics import evaluate_detections, json_ready
     from ..errors import UserError
     from ..fileio import printable
 
     detector = _load_detector(args.weights) if args.weights else None
     classes = _classes(args, getattr(detector, "classes", None))
-    dset = read_detection_set(args.data, args.split, args.images, classes)
+    dset = read_data(args.data, args.split, args.images, classes)
     if detector is not None and list(detector.classes) != dset.classes:
         raise UserError(f"the detector's classes ({', '.join(detector.classes)}) are not the data's "
                         f"({', '.join(dset.classes)})")

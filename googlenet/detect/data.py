@@ -104,7 +104,7 @@ def _check_box(box: Sequence[float], width: int, height: int) -> tuple[Optional[
     """(box clipped to the image, "") or (None, why it is bad)."""
     x1, y1, x2, y2 = box
     if not all(math.isfinite(v) for v in box):
-        return None, "coordinates not finite"
+        return None, "coordinates not finite numbers"
     if x2 <= x1 or y2 <= y1:
         return None, f"empty box (xmax < xmin or ymax < ymin): {x1:g},{y1:g},{x2:g},{y2:g} (0-based)"
     t = EDGE_TOLERANCE
