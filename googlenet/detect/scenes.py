@@ -150,7 +150,9 @@ def render_scene(rng: np.random.Generator, textures: list[np.ndarray], pool: lis
     canvas = tex[y0:y0 + h, x0:x0 + w].astype(np.float32)
     if rng.random() < 0.5:
         canvas = canvas[:, ::-1]
-    canvas = canvas * rng.uniform(0.6, 1.1) + rng.uniform(-20, 20, 3)  # brightness and colour cast
+    # Lower contrast and brightness, a colour cast: the background's edges stay weaker than the objects' outlines.
+    mean = canvas.mean((0, 1))
+    canvas = (mean + (canvas - mean) * rng.uniform(0.35, 0.7)) * rng.uniform(0.55, 0.9) + rng.uniform(-20, 20, 3)
 
     objects: list[tuple[int, tuple[int, int, int, int]]] = []
     largest = min(MAX_OBJECT, int(0.7 * min(w, h)))
