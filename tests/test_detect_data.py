@@ -27,6 +27,7 @@ def test_voc_boxes_classes_and_flags(tmp_path):
     np.testing.assert_array_equal(a.boxes, np.array([[0, 0, 60, 40], [9, 4, 20, 15]], np.float32))
     assert a.boxes.dtype == np.float32 and a.labels.dtype == np.int64
     assert a.labels.tolist() == [2, 1] and a.difficult.tolist() == [False, True]
+    assert a.truncated.tolist() == [False, False]
     assert b.labels.tolist() == [0] and c.boxes.shape == (0, 4) and c.labels.shape == (0,)
     assert load_rgb(a).shape == (40, 60, 3) and load_rgb(a).dtype == np.uint8
     test = read_voc(root, "test", classes=ds.classes)

@@ -53,6 +53,7 @@ class DetectionImage:
     labels: np.ndarray  # (N,) int64, index into DetectionSet.classes
     difficult: np.ndarray  # (N,) bool; COCO: iscrowd
     coco_id: int  # COCO image id; VOC: the 1-based index in the split
+    truncated: Optional[np.ndarray] = None  # (N,) bool, VOC's flag (None for COCO); no evaluator uses it
 
 
 @dataclass
@@ -231,24 +232,26 @@ def read_voc(root: str | Path, split: str, classes: Optional[Sequence[str]] = No
                 bad.add(f"{printable(xml_path)}: object {k + 1} ({name}): {why}")
                 continue
             difficult = _number(obj.findtext("difficult") or "0") == 1
-            objects.append((name, box, difficult))
+            truncated = _number(obj.findtext("truncated") or "0") == 1
+            objects.append((name, box, difficult, truncated))
         records.append((image_id, path, w, h, objects))
     bad.finish()
 
     if classes is None:
-        classes = sorted({name for *_, objects in records for name, _, _ in objects})
+        classes = sorted({o[0] for *_, objects in records for o in objects})
         if not classes:
             raise UserError(f"VOC {printable(root)} {split}: no objects, so no class names")
     classes = list(classes)
     index = {c: i for i, c in enumerate(classes)}
     images = []
     for n, (image_id, path, w, h, objects) in enumerate(records, 1):
-        for name, _, _ in objects:
+        for name, *_ in objects:
             if name not in index:
                 raise UserError(f"annotation {printable(root / 'Annotations' / (image_id + '.xml'))}: unknown class "
                                 f"{name!r} (the classes are {', '.join(classes)})")
         boxes, labels, diff = _pack([o[1] for o in objects], [index[o[0]] for o in objects], [o[2] for o in objects])
-        images.append(DetectionImage(image_id, path, w, h, boxes, labels, diff, n))
+        truncated = np.array([o[3] for o in objects], bool).reshape(-1)
+        images.append(DetectionImage(image_id, path, w, h, boxes, labels, diff, n, truncated))
     return DetectionSet(classes, images, "voc", f"{root.name}/{split}")
 
 
