@@ -180,3 +180,46 @@ def test_eval_without_the_detector_module_is_one_line(tmp_path, capsys, monkeypa
     voc = _voc(tmp_path)
     rc, _, err = _run(["detect", "eval", "--weights", str(tmp_path / "w.safetensors"), "--data", str(voc)], capsys)
     assert rc == 2 and err.count("\n") == 1 and "--detections" in err
+
+
+def test_eval_with_weights_runs_the_detector_and_writes_results(tmp_path, capsys, monkeypatch):
+    """--weights through a stand-in googlenet.detect.detector (the real one is trained elsewhere): each image's
+    ground truth detected, plus one false positive; the results files it writes score the same on re-reading."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from googlenet.detect.data import load_rgb, read_voc
+
+    voc = _voc(tmp_path)
+    truth = {tuple(load_rgb(img).ravel()[:64].tolist()): img for img in read_voc(voc, "test").images}
+
+    class Fake:
+        classes = ["cat", "dog"]
+        last_timings = {"proposals": 0.0, "features": 0.0, "scoring": 0.0}
+
+        def detect(self, rgb):
+            img = truth[tuple(rgb.ravel()[:64].tolist())]
+            return (np.concatenate([img.boxes, [[0, 0, 5, 5]]]), np.concatenate([img.labels, [0]]),
+                    np.array([0.9] * len(img.boxes) + [0.95]))
+
+    module = types.ModuleType("googlenet.detect.detector")
+    module.load_detector = lambda path: Fake()
+    monkeypatch.setitem(sys.modules, "googlenet.detect.detector", module)
+    argv = ["detect", "eval", "--weights", "w.safetensors", "--data", str(voc), "--json",
+            "--write-results", str(tmp_path / "out")]
+    rc, out, err = _run(argv, capsys)
+    assert rc == 0, err
+    got = json.loads(out.splitlines()[-1])
+    # cat: the two FPs (0.95, one an image) come first, then the one cat: precision 1/3 at recall 1 -> VOC12 AP
+    # 1/3; dog: found with no FP before it -> 1.
+    assert got["ap"]["voc12"] == {"cat": pytest.approx(1 / 3), "dog": 1.0} and got["detections"] == 4
+    assert set(got["seconds_per_image"]) == {"total", "proposals", "features", "scoring"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "coco_results.json", "comp4_det_test_cat.txt", "comp4_det_test_dog.txt"]
+    rc, out2, _ = _run(["detect", "eval", "--detections", str(tmp_path / "out"), "--data", str(voc), "--json"], capsys)
+    again = json.loads(out2.splitlines()[-1])
+    assert rc == 0 and again["ap"] == got["ap"]
+    rc, _, err = _run(argv[:3] + ["a", "--weights", "b"] + argv[4:6], capsys)
+    assert rc == 2 and "cannot ensemble" in err and err.count("\n") == 1
