@@ -111,7 +111,10 @@ def _check_box(box: Sequence[float], width: int, height: int) -> tuple[Optional[
     t = EDGE_TOLERANCE
     if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
         return None, f"box {x1:g},{y1:g},{x2:g},{y2:g} (0-based) outside its {width}x{height} image"
-    return np.array([max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height)], np.float32), ""
+    clipped = np.array([max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height)], np.float32)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, f"box {x1:g},{y1:g},{x2:g},{y2:g} (0-based) outside its {width}x{height} image"
+    return clipped, ""
 
 
 def _pack(boxes: list, labels: list, difficult: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,7 +189,8 @@ def _read_split_ids(root: Path, split: str) -> list[str]:
     if not path.exists():
         raise UserError(f"split {split!r} not found: {printable(path)} (a VOC year folder holds "
                         f"Annotations/, JPEGImages/ and ImageSets/Main/<split>.txt)")
-    text = _read_user_file(path, DEFAULT_MAX_ANNOTATION_BYTES, None, "image set")
+    text = _read_user_file(path, byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES), ANNOTATION_BYTES_ENV,
+                           "image set")
     try:
         lines = text.decode("utf-8").splitlines()
     except UnicodeDecodeError:
