@@ -113,3 +113,23 @@ def box_recall(proposals: list[np.ndarray], gts: list[np.ndarray], counts: list[
     for t in thresholds:
         out[t] = [float(np.mean(np.concatenate(best[n]) >= t)) if best[n] else float("nan") for n in counts]
     return out
+
+
+def propose(rgb: np.ndarray, method: str, count: int, multibox=None, cache: Optional[Path] = None) -> np.ndarray:
+    """The proposals of ``method`` for one image, at most ``count``: selective search (cached), MultiBox's boxes,
+    or their union ("ss+multibox": MultiBox's boxes first, being ranked by confidence, then selective search's)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown proposal method {method!r}; choose from {', '.join(METHODS)}")
+    parts = method.split("+")
+    boxes = []
+    if "multibox" in parts:
+        if multibox is None:
+            from ..errors import UserError
+
+            raise UserError(f"proposal method {method} needs a trained MultiBox (a detector trained with it)")
+        boxes.append(multibox.propose(rgb))
+    for p in parts:
+        if p in SS_METHODS:
+            boxes.append(cached_selective_search(rgb, p, max(count, 1), cache)[0])
+    out = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    return out[:count].astype(np.float32)

@@ -128,7 +128,7 @@ def finetune(model: nn.Module, pre: dict, data: list[TrainImage], recipe: Detect
         loss.backward()
         opt.step()
         sched.step()
-        history.append((float(loss), float((logits.argmax(1) == y).float().mean())))
+        history.append((loss.item(), (logits.detach().argmax(1) == y).float().mean().item()))
         if (step + 1) % max(1, recipe.iterations // 10) == 0 or step + 1 == recipe.iterations:
             recent = history[-max(1, recipe.iterations // 10):]
             log(f"  step {step + 1}/{recipe.iterations}: loss {np.mean([h[0] for h in recent]):.3f}, "

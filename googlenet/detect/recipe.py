@@ -31,7 +31,7 @@ class DetectRecipe:
     multibox_k: int = 64  # MultiBox: boxes predicted per image (the paper adds 200)
     multibox_iterations: int = 300
     multibox_input: int = 160
-    iterations: int = 400  # fine-tuning SGD steps
+    iterations: int = 300  # fine-tuning SGD steps
     batch_positives: int = 32  # R-CNN: 32 positive windows ...
     batch_background: int = 96  # ... and 96 background windows per batch of 128
     fg_iou: float = 0.5  # fine-tuning: a proposal with IoU >= this to a ground-truth box is a positive of its class

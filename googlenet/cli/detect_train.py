@@ -1,0 +1,134 @@
+"""``googlenet detect train``: the paper's R-CNN (default) or a Faster R-CNN on the GoogLeNet trunk, trained and
+then evaluated on the held-out split. With no ``--data`` it makes the offline scene set (``googlenet scenes``) and
+trains on it: the main detection job (``make detect``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .common import non_negative_int, positive_int
+
+
+def add_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("train", help="train a detector (R-CNN as the paper, or Faster R-CNN) and evaluate it",
+                           description="Trains a detector on --data (a VOC year folder, or COCO instances JSON with "
+                                       "--images), or with no --data on the generated offline scenes, then scores "
+                                       "it on the held-out split (VOC07 / VOC2010+ / ILSVRC / COCO mAP) and writes "
+                                       "detector.safetensors, results files, pr.png and drawn images to --out.")
+    p.add_argument("--data", metavar="VOCDIR|JSON", help="training data (default: the offline scene set, made in "
+                                                         "OUT/scenes)")
+    p.add_argument("--images", metavar="DIR", help="COCO: the images folder (default: the JSON's folder)")
+    p.add_argument("--test-data", metavar="VOCDIR|JSON", help="held-out data (default: --data with --test-split)")
+    p.add_argument("--split", default="trainval", help="VOC training image set (default trainval)")
+    p.add_argument("--test-split", default="test", help="VOC held-out image set (default test)")
+    p.add_argument("--detector", choices=("rcnn", "faster-rcnn"), default="rcnn",
+                   help="rcnn: the paper's (proposals + region classifier + SVMs; default); faster-rcnn: single pass")
+    p.add_argument("--recipe", default=None, help="detection recipe: cpu (default), paper, or a .yaml file")
+    p.add_argument("--init", default=None, metavar="W",
+                   help="the classifier to start from: a weights file, bvlc, torchvision, or none (default)")
+    p.add_argument("--arch", default=None, help="region classifier arch (default: the recipe's, googlenet)")
+    p.add_argument("--iterations", type=positive_int, default=None, help="fine-tuning steps (recipe's by default)")
+    p.add_argument("--proposals", default=None, help="proposal method (recipe's by default: ss-fast2x)")
+    p.add_argument("--scoring", choices=("svm", "softmax"), default=None, help="R-CNN's SVMs (default) or softmax")
+    p.add_argument("--seed", type=non_negative_int, default=None)
+    p.add_argument("--scenes-train", type=positive_int, default=240, metavar="N", help="offline scenes: trainval count")
+    p.add_argument("--scenes-test", type=positive_int, default=120, metavar="N", help="offline scenes: test count")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default="runs/detect", metavar="RUN", help="run folder (default runs/detect)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    try:
+        from ..detect.faster_rcnn import add_train_arguments
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("googlenet.detect.faster"):
+            raise
+    else:
+        add_train_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..detect.report import evaluate, run_detector, save_json, write_outputs
+    from ..errors import UserError
+    from ..fileio import ensure_dir, printable
+    from .detect_eval import format_table, read_data
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    out = ensure_dir(args.out)
+    data, images, test_data = args.data, args.images, args.test_data
+    if data is None:
+        from ..detect.scenes import make_scenes
+
+        if images or test_data:
+            raise UserError("--images and --test-data go with --data")
+        voc = make_scenes(out / "scenes", seed=0 if args.seed is None else args.seed, n_train=args.scenes_train,
+                          n_test=args.scenes_test)
+        _log(f"offline scenes: {args.scenes_train} trainval + {args.scenes_test} test in {printable(voc)}")
+        data = voc
+    train_set = read_data(data, args.split, images, None)
+    test_set = read_data(test_data or data, args.test_split, images, train_set.classes)
+    if test_data is None and Path(data).suffix.lower() == ".json":
+        raise UserError("COCO data: give the held-out instances JSON with --test-data")
+    _log(f"{len(train_set.images)} training images, {len(test_set.images)} held-out, classes: "
+         f"{', '.join(train_set.classes)}")
+    weights = out / "detector.safetensors"
+    if args.detector == "faster-rcnn":
+        try:
+            from ..detect.faster_rcnn import train_faster_rcnn
+        except ModuleNotFoundError:
+            raise UserError("--detector faster-rcnn is not in this build") from None
+        weights = Path(train_faster_rcnn(train_set, test_set, args))
+        from ..detect.detector import load_detector
+
+        detector, scorings = load_detector(weights), [None]
+    else:
+        from ..detect.recipe import load_recipe
+        from ..detect.train import train_rcnn
+
+        recipe = load_recipe(args.recipe or "cpu", {"arch": args.arch, "iterations": args.iterations,
+                                                    "proposals": args.proposals, "scoring": args.scoring,
+                                                    "seed": args.seed})
+        detector = train_rcnn(train_set, recipe, args.init, _log)
+        detector.save(weights)
+        scorings = [recipe.scoring] + [s for s in ("svm", "softmax") if s != recipe.scoring]
+    t_train = time.perf_counter() - t0
+    _log(f"trained in {t_train:.0f} s: {printable(weights)}; scoring {len(test_set.images)} held-out images")
+    dets, timings = run_detector(detector, test_set, scorings)
+    main = scorings[0]
+    metrics = evaluate(test_set, dets[main])
+    paths = write_outputs(out, test_set, dets[main], args.test_split, metrics, log=_log)
+    print(format_table(metrics["ap"], test_set.classes))
+    keys = [k for k in ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50") if k in metrics]
+    result = {k: metrics[k] for k in keys}
+    if len(scorings) > 1:  # R-CNN: the softmax-vs-SVM difference the paper's R-CNN measured (~3 mAP for SVMs)
+        other = evaluate(test_set, dets[scorings[1]])
+        result[f"{scorings[1]}_voc07_map"] = other.get("voc07_map", other.get("coco_map50"))
+    result.update({"weights": printable(weights), "detector": args.detector, "ap": metrics["ap"],
+                   "scoring": main, "train_images": len(train_set.images), "test_images": len(test_set.images),
+                   "classes": train_set.classes, "train_seconds": t_train, "seconds_per_image": timings,
+                   "wall_s": time.perf_counter() - t0, **paths})
+    if hasattr(detector, "extra"):
+        result["training"] = detector.extra.get("training")
+    save_json(out / "metrics.json", result)
+    from ..detect.metrics import json_ready
+
+    result = json_ready(result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{k} {result[k]:.4f}" for k in keys if result[k] is not None))
+        print(f"held-out VOC07 mAP {result.get('voc07_map') or 0:.4f}; detector {printable(weights)}; "
+              f"wall {result['wall_s']:.0f} s")
+    return 0
