@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from .common import non_negative_int, positive_int
+from .common import non_negative_int, positive_float, positive_int
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -39,13 +39,15 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="runs/detect", metavar="RUN", help="run folder (default runs/detect)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    try:
-        from ..detect.faster_rcnn import add_train_arguments
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("googlenet.detect.faster"):
-            raise
-    else:
-        add_train_arguments(p)
+    g = p.add_argument_group("Faster R-CNN (--detector faster-rcnn; --recipe cpu or gpu: faster_<name>.yaml)")
+    g.add_argument("--trunk", choices=("c4", "fpn"), default=None, help="backbone: C4 or FPN (recipe's: fpn)")
+    g.add_argument("--epochs", type=positive_int, default=None, help="training epochs (--iterations caps the steps)")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="images a step")
+    g.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
+    g.add_argument("--min-size", type=positive_int, default=None, help="shorter image side fed to the network")
+    g.add_argument("--max-size", type=positive_int, default=None, help="longer image side at most")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (the recipe's by default)")
+    g.add_argument("--workers", type=non_negative_int, default=None, help="DataLoader processes")
     p.set_defaults(func=run)
 
 

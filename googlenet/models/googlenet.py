@@ -163,6 +163,16 @@ class InceptionAux(nn.Module):
         return self.fc2(x)  # N x num_classes
 
 
+def tv_transform_input(x: Tensor) -> Tensor:
+    """torchvision's ``transform_input``: its weights were ported from TF-slim, which expects [-1, 1] input: channel
+    c of an ImageNet-normalised input becomes x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5. (A function, not only a
+    method, so a detection backbone built from the trunk's modules applies the same remap.)"""
+    x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+    x_ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+    x_ch2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+    return torch.cat((x_ch0, x_ch1, x_ch2), 1)
+
+
 class GoogLeNet(nn.Module):
     """The network of Table 1. ``model(x)`` returns logits; ``model(x, with_aux=True)`` a ``GoogLeNetOutputs``."""
 
@@ -223,12 +233,7 @@ class GoogLeNet(nn.Module):
         init_weights(self, cfg.init)
 
     def _transform_input(self, x: Tensor) -> Tensor:
-        # torchvision's weights were ported from TF-slim, which expects [-1, 1] input: channel c of an
-        # ImageNet-normalised input becomes x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5.
-        x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
-        x_ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
-        x_ch2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
-        return torch.cat((x_ch0, x_ch1, x_ch2), 1)
+        return tv_transform_input(x)
 
     def forward_features(self, x: Tensor, with_aux: bool = False) -> GoogLeNetOutputs:
         """Runs the trunk; returns the pooled 1024-d features and, when asked, the aux logits."""
