@@ -29,7 +29,7 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default=None, help="detection recipe: cpu (default), paper, or a .yaml file")
     p.add_argument("--init", default=None, metavar="W",
                    help="the classifier to start from: a weights file, bvlc, torchvision, or none (default)")
-    p.add_argument("--arch", default=None, help="region classifier arch (default: the recipe's, googlenet)")
+    p.add_argument("--arch", default=None, help="region classifier arch (default: the recipe's; cpu: googlenet_bn, paper: googlenet)")
     p.add_argument("--iterations", type=positive_int, default=None, help="fine-tuning steps (recipe's by default)")
     p.add_argument("--proposals", default=None, help="proposal method (recipe's by default: ss-fast2x)")
     p.add_argument("--scoring", choices=("svm", "softmax"), default=None, help="R-CNN's SVMs (default) or softmax")
