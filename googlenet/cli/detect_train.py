@@ -51,6 +51,10 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# The flags that override a Faster R-CNN recipe (faster/recipe.py), by their recipe key.
+FASTER_FLAGS = ("trunk", "epochs", "batch_size", "lr", "min_size", "max_size", "device", "workers", "arch", "seed")
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -68,6 +72,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    # The recipe first: a bad one is refused before any scene is made or image read.
+    if args.detector == "faster-rcnn":
+        from ..detect.faster_rcnn import load_recipe, train_faster
+
+        recipe = load_recipe(args.recipe or "cpu", {k: getattr(args, k) for k in FASTER_FLAGS})
+    else:
+        from ..detect.recipe import load_recipe
+        from ..detect.train import train_rcnn
+
+        recipe = load_recipe(args.recipe or "cpu", {"arch": args.arch, "iterations": args.iterations,
+                                                    "proposals": args.proposals, "scoring": args.scoring,
+                                                    "seed": args.seed})
     out = ensure_dir(args.out)
     data, images, test_data = args.data, args.images, args.test_data
     if data is None:
@@ -87,24 +103,12 @@ def run(args: argparse.Namespace) -> int:
          f"{', '.join(train_set.classes)}")
     weights = out / "detector.safetensors"
     if args.detector == "faster-rcnn":
-        try:
-            from ..detect.faster_rcnn import train_faster_rcnn
-        except ModuleNotFoundError:
-            raise UserError("--detector faster-rcnn is not in this build") from None
-        weights = Path(train_faster_rcnn(train_set, test_set, args))
-        from ..detect.detector import load_detector
-
-        detector, scorings = load_detector(weights), [None]
+        detector = train_faster(train_set, recipe, args.init, args.iterations, _log)
+        scorings = [None]
     else:
-        from ..detect.recipe import load_recipe
-        from ..detect.train import train_rcnn
-
-        recipe = load_recipe(args.recipe or "cpu", {"arch": args.arch, "iterations": args.iterations,
-                                                    "proposals": args.proposals, "scoring": args.scoring,
-                                                    "seed": args.seed})
         detector = train_rcnn(train_set, recipe, args.init, _log)
-        detector.save(weights)
         scorings = [recipe.scoring] + [s for s in ("svm", "softmax") if s != recipe.scoring]
+    detector.save(weights)
     t_train = time.perf_counter() - t0
     _log(f"trained in {t_train:.0f} s: {printable(weights)}; scoring {len(test_set.images)} held-out images")
     dets, timings = run_detector(detector, test_set, scorings)

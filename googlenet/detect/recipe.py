@@ -81,21 +81,28 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("faster"))
 
 
-def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> DetectRecipe:
-    """A preset by name (or a YAML file's path), with ``overrides`` (None values ignored) applied, checked."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown detection recipe {name!r}; choose from {', '.join(recipe_names())} or a .yaml file")
+def read_recipe_file(path: Path) -> dict:
+    """The mapping a detection recipe file holds (R-CNN's and Faster R-CNN's), read within the project's bound."""
     from ..fileio import read_bounded
 
     try:
         values = yaml.safe_load(read_bounded(path, limit=1 << 20).decode("utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"recipe {path}: not a mapping")
+    return values
+
+
+def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> DetectRecipe:
+    """A preset by name (or a YAML file's path), with ``overrides`` (None values ignored) applied, checked."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown detection recipe {name!r}; choose from {', '.join(recipe_names())} or a .yaml file")
+    values = read_recipe_file(path)
     known = {f.name: f.type for f in fields(DetectRecipe)}
-    if not isinstance(values, dict) or set(values) - set(known):
-        bad = sorted(set(values) - set(known)) if isinstance(values, dict) else ["(not a mapping)"]
-        raise UserError(f"recipe {path}: unknown keys {', '.join(map(str, bad))}")
+    if set(values) - set(known):
+        raise UserError(f"recipe {path}: unknown keys {', '.join(map(str, sorted(set(values) - set(known))))}")
     values.setdefault("name", path.stem)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:

@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from ...errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent  # googlenet/detect/
@@ -100,18 +98,13 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> FasterRecipe:
     """A preset by name (``cpu``, ``gpu``: googlenet/detect/faster_<name>.yaml) or a YAML file's path, with
     ``overrides`` (None values ignored) applied, checked."""
-    from ...fileio import read_bounded
+    from ..recipe import read_recipe_file
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{PREFIX}{name}.yaml"
     if not path.is_file():
         raise UserError(f"unknown Faster R-CNN recipe {name!r}; choose from {', '.join(recipe_names())} or a .yaml "
                         f"file")
-    try:
-        values = yaml.safe_load(read_bounded(path, limit=1 << 20).decode("utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"recipe {path}: not a mapping")
+    values = read_recipe_file(path)
     values.setdefault("name", path.stem.removeprefix(PREFIX))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return recipe_from_dict(values, f"recipe {path.stem}")
