@@ -109,7 +109,7 @@ def test_a_classifier_weights_file_is_refused_as_a_detector(trained, tmp_path, c
     save_model(create_model("googlenet", num_classes=3, aux_logits=False), path)
     rc, out, err = _run(["detect", "eval", "--weights", str(path), "--data", str(trained / "scenes" / "VOC2007")],
                         capsys)
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "detector" in err, err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "is a classifier weights file, not a detector" in err, err
 
 
 def test_selective_search_is_read_back_from_the_cache(tmp_path, monkeypatch):
