@@ -7,11 +7,20 @@ them. A matmul probe therefore misleads: on the CPU the probe is the real thing,
 at its batch and input size in both precisions (about 1 s at 64x64), and bf16 is chosen only if its step is at
 least ``MIN_GAIN`` faster. On a GPU: bf16 where the GPU supports it (Ampere and later), fp16 with a gradient scaler
 otherwise.
+
+The CPU probe's verdict is kept (``PrecisionCache``): on a host where the two precisions are close the verdict
+flips with the machine's load, and the same seed would then give other weights. It is decided once per machine and
+setting, and a later run with the same key takes it without timing anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -23,10 +32,77 @@ import torch
 MIN_GAIN = 1.05
 
 
+CACHE_VERSION = 1
+REPROBE_ENV = "GOOGLENET_REPROBE"  # "1": time again and overwrite the kept verdict, like --reprobe
+
+
+def cpu_identity() -> str:
+    """The CPU's model name and feature flags (what decides its bf16 speed); the platform's names elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor says it for all of them
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = " ".join(sorted((fields.get("flags") or fields.get("Features") or "").split()))
+    return f"{model} | {os.cpu_count()} cpus | {flags}"
+
+
+def probe_key(*, arch: str, input_size: int, batch_size: int, channels_last: bool, compile: bool) -> dict:
+    """Everything the CPU probe's verdict depends on: the machine, torch, and the step it times."""
+    return {"cpu": cpu_identity(), "torch": torch.__version__, "arch": arch, "input_size": int(input_size),
+            "batch_size": int(batch_size), "channels_last": bool(channels_last), "compile": bool(compile)}
+
+
+class PrecisionCache:
+    """Kept probe verdicts: one small JSON file per key under ``$XDG_CACHE_HOME/googlenet/precision`` (or
+    ``$GOOGLENET_PRECISION_CACHE``). A file that is unreadable, for another key or of another cache version is
+    ignored (and rewritten by the next probe); a cache that cannot be written only costs a probe next time."""
+
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        if folder is None:
+            env = os.environ.get("GOOGLENET_PRECISION_CACHE")
+            base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "googlenet" / "precision"
+            folder = Path(env) if env else base
+        self.folder = Path(folder)
+
+    def path(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{digest[:24]}.json"
+
+    def get(self, key: dict) -> Optional[dict]:
+        try:
+            entry = json.loads(self.path(key).read_text(encoding="utf-8"))
+            ok = (entry["version"] == CACHE_VERSION and entry["key"] == key
+                  and entry["precision"] in ("fp32", "bf16") and isinstance(entry["reason"], str))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entry if ok else None
+
+    def put(self, key: dict, precision: str, reason: str) -> None:
+        from .fileio import atomic_write_text
+
+        entry = {"version": CACHE_VERSION, "key": key, "precision": precision, "reason": reason,
+                 "probed": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path(key), json.dumps(entry, indent=1) + "\n")
+        except OSError:
+            pass
+
+
 def resolve_precision(requested: str, device: torch.device | str,
-                      step_seconds: Optional[Callable[[str], float]] = None) -> tuple[str, str]:
+                      step_seconds: Optional[Callable[[str], float]] = None, *, key: Optional[dict] = None,
+                      cache: Optional[PrecisionCache] = None, reprobe: bool = False) -> tuple[str, str]:
     """(precision, reason). ``requested`` other than "auto" is returned as it is. ``step_seconds(precision)`` times
-    one training step in that precision (the CPU probe); without it the CPU gets fp32."""
+    one training step in that precision (the CPU probe); without it the CPU gets fp32. With a ``key`` the CPU
+    verdict comes from the cache when it holds one (unless ``reprobe`` or $GOOGLENET_REPROBE=1), and a fresh
+    verdict is written to it."""
     if requested != "auto":
         return requested, "as requested"
     device = torch.device(device)
@@ -36,6 +112,19 @@ def resolve_precision(requested: str, device: torch.device | str,
         return "fp16", f"auto: {torch.cuda.get_device_name(device)} has no bf16; fp16 with a gradient scaler"
     if device.type != "cpu" or step_seconds is None:
         return "fp32", f"auto: fp32 on {device.type}"
+    if key is None:
+        return _probe(step_seconds)
+    cache = cache or PrecisionCache()
+    reprobe = reprobe or os.environ.get(REPROBE_ENV) == "1"
+    kept = None if reprobe else cache.get(key)
+    if kept is not None:
+        return kept["precision"], f"{kept['reason']}; kept from the probe of {kept['probed']} in {cache.path(key)}"
+    precision, reason = _probe(step_seconds)
+    cache.put(key, precision, reason)
+    return precision, f"{reason}; {'re-probed' if reprobe else 'fresh probe'}, kept in {cache.path(key)}"
+
+
+def _probe(step_seconds: Callable[[str], float]) -> tuple[str, str]:
     fp32, bf16 = step_seconds("fp32"), step_seconds("bf16")
     gain = fp32 / bf16
     verdict = "bf16" if gain >= MIN_GAIN else "fp32"

@@ -13,3 +13,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_precision_cache(tmp_path_factory):
+    """The suite keeps its --precision auto verdicts to itself, never in the user's ~/.cache (subprocesses inherit
+    the variable)."""
+    import os
+
+    previous = os.environ.get("GOOGLENET_PRECISION_CACHE")
+    os.environ["GOOGLENET_PRECISION_CACHE"] = str(tmp_path_factory.mktemp("precision-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("GOOGLENET_PRECISION_CACHE", None)
+    else:
+        os.environ["GOOGLENET_PRECISION_CACHE"] = previous

@@ -66,13 +66,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto (the recipes' default): bf16 where this machine runs it faster, else fp32")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    g.add_argument("--reprobe", action="store_true", help="--precision auto: time fp32 and bf16 again instead of "
+                   "taking this machine's kept verdict (also GOOGLENET_REPROBE=1)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="PyTorch's deterministic algorithms; same machine and versions: bit-identical weights")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="SyncBatchNorm across DDP processes (BatchNorm archs)")
     p.set_defaults(func=run)
 
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
-             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
+             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "deterministic", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
              "per_class", "val_fraction", "split_from", "balance")
 
 
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     # metadata (config.init_defaults).
     overrides = {k: getattr(args, k) for k in FLAG_KEYS}
     cfg = resolve(args.recipe, args.config, overrides)
-    summary = _train_reporting_peer_failures(cfg, args.resume)
+    summary = _train_reporting_peer_failures(cfg, args.resume, args.reprobe)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_reporting_peer_failures(cfg, resume):
+def _train_reporting_peer_failures(cfg, resume, reprobe=False):
     """Runs training; a failure of the distributed job ends in one line that says how to continue.
 
     Under torchrun, when one worker dies the agent sends SIGTERM to the others, and a worker whose collective is
@@ -137,7 +141,7 @@ def _train_reporting_peer_failures(cfg, resume):
     previous = signal.signal(signal.SIGTERM, terminated)
     failed = True
     try:
-        summary = train(cfg, resume=resume)
+        summary = train(cfg, resume=resume, reprobe=reprobe)
         failed = False
         return summary
     except RuntimeError as e:

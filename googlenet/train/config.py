@@ -91,6 +91,7 @@ class TrainConfig:
     precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False
     compile: bool = False
+    deterministic: bool = False  # PyTorch's deterministic algorithms (docs/training.md, "Reproducibility")
     sync_bn: bool = False
     seed: int = 0
     eval_every: int = 1

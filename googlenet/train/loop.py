@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir
 from ..models import create_model
-from ..precision import resolve_precision, time_train_step
+from ..precision import probe_key, resolve_precision, time_train_step
 from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
@@ -135,17 +135,29 @@ def evaluate(model: nn.Module, source, d: Dist, cfg: TrainConfig) -> dict:
             "eval_images": int(n), "skipped": skipped}
 
 
-def train(cfg: TrainConfig, *, resume: Optional[str] = None, quiet: bool = False) -> dict:
-    """Runs the whole training; returns the summary (the --json object) on every rank."""
+def train(cfg: TrainConfig, *, resume: Optional[str] = None, quiet: bool = False, reprobe: bool = False) -> dict:
+    """Runs the whole training; returns the summary (the --json object) on every rank. ``reprobe``: time the
+    precisions again instead of taking the kept verdict (googlenet/precision.py)."""
     t_start = time.perf_counter()
+    if cfg.deterministic:
+        make_deterministic()
     d = setup(cfg.device, cfg.dist_timeout_s)
     try:
-        return _train(cfg, d, resume, quiet, t_start)
+        return _train(cfg, d, resume, quiet, t_start, reprobe)
     finally:
         teardown(d)
 
 
-def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_start: float) -> dict:
+def make_deterministic() -> None:
+    """PyTorch's deterministic algorithms (an op without one raises instead of running nondeterministically).
+    The project's own randomness is already fixed by the seed: each epoch reseeds (seed_epoch), batches come from
+    seeded generators, and DataLoader workers take their seeds from the reseeded main stream."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_start: float, reprobe: bool) -> dict:
     out = Path(cfg.out)
     if d.main:
         ensure_dir(out)
@@ -206,15 +218,19 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     # After the checks that can fail (resume, data), before the config is saved: it records what ran. A resumed
     # "auto" run keeps the precision its checkpoint ran with (a probe could tip the other way on a busy machine).
     resumed_precision = (ck.get("config") or {}).get("precision") if path is not None else None
-    if cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16"):
+    kept_from_checkpoint = cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16")
+    if kept_from_checkpoint:
         cfg = replace(cfg, precision=resumed_precision)
+    probe_batch = max(1, min(32, cfg.batch_size // d.world))
     precision, why = resolve_precision(cfg.precision, d.device, lambda p: time_train_step(
-        model, p, batch_size=max(1, min(32, cfg.batch_size // d.world)), input_size=cfg.input_size,
-        channels_last=cfg.channels_last, device=d.device))
+        model, p, batch_size=probe_batch, input_size=cfg.input_size, channels_last=cfg.channels_last,
+        device=d.device), reprobe=reprobe, key=probe_key(arch=cfg.arch, input_size=cfg.input_size,
+                                                         batch_size=probe_batch, channels_last=cfg.channels_last,
+                                                         compile=cfg.compile))
     if d.ddp and cfg.precision == "auto":  # every rank must run the same precision: bf16 only if all chose it
         precision = precision if d.all_true(precision != "fp32") else "fp32"
     cfg = replace(cfg, precision=precision)
-    say(f"precision {precision} ({why})")
+    say(f"precision {precision} ({f'auto: kept from {path}' if kept_from_checkpoint else why})")
     if d.main:
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     net: nn.Module = model
