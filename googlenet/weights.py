@@ -276,24 +276,3 @@ def attach_metadata(model: nn.Module, meta: dict) -> None:
     model.metadata = meta
     model.class_names = meta.get("class_names")
     model.preprocessing = meta.get("preprocessing") or default_preprocessing()
-
-
-
-def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
-    """What a ``--weights`` flag names: a weights file; "torchvision" (torchvision's ImageNet weights, fetched
-    through torchvision's own weights API when online, converted to ``googlenet_tv``); or "bvlc" (BVLC Caffe's
-    GoogLeNet, fetched from the Caffe model zoo when online, converted to the paper's ``googlenet``); or
-    "inception5h" (Google's TensorFlow GoogLeNet, lucent's PyTorch port, converted to ``googlenet_inception5h``)."""
-    if str(spec) == "torchvision":
-        from .convert import load_torchvision_pretrained
-
-        return load_torchvision_pretrained()
-    if str(spec) == "bvlc":
-        from .pretrained.bvlc import load_bvlc_pretrained
-
-        return load_bvlc_pretrained()
-    if str(spec) == "inception5h":
-        from .pretrained.inception5h import load_inception5h_pretrained
-
-        return load_inception5h_pretrained()
-    return load_model(spec)

@@ -216,9 +216,27 @@ def test_lying_caffemodels_are_one_line_and_cheap(caffe_files, tmp_path, capsys)
 
 def test_bvlc_named_source_offline_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    import googlenet.convert as conv
+    import googlenet.pretrained.fetch as conv
 
-    monkeypatch.setattr(conv, "_reachable", lambda host, port, timeout: "network unreachable")
+    monkeypatch.setattr(conv, "reachable", lambda host, port, timeout: "network unreachable")
     assert main(["predict", str(tmp_path), "--weights", "bvlc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bvlc_googlenet.caffemodel" in err and "googlenet convert --from caffe" in err
+
+
+def test_create_model_bvlc_from_the_hub_cache(caffe_files, tmp_path, monkeypatch):
+    """``googlenet.create_model("googlenet", weights="bvlc")`` with BVLC's file already in torch.hub's cache: the
+    caffemodel's blobs land in the paper's network, without the network, and BVLC's preprocessing comes with it."""
+    _, model_path, weights = caffe_files
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network touched"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "bvlc_googlenet.caffemodel").write_bytes(model_path.read_bytes())
+    model = googlenet.create_model("googlenet", weights="bvlc")
+    assert not model.training and model.preprocessing["mean"] == [104.0, 117.0, 123.0]
+    assert model.preprocessing["channel_order"] == "BGR" and (cache / "bvlc_googlenet.safetensors").is_file()
+    conv1 = np.asarray(weights["conv1/7x7_s2"][0], dtype=np.float32)  # Caffe's own blob, read back by the test
+    assert np.array_equal(model.conv1.conv.weight.detach().numpy(), conv1.reshape(model.conv1.conv.weight.shape))
+    head = googlenet.create_model("googlenet", weights="bvlc", num_classes=20)
+    assert head.fc.weight.shape == (20, 1024) and torch.equal(head.conv1.conv.weight, model.conv1.conv.weight)

@@ -9,7 +9,7 @@ import torchvision
 
 import googlenet
 from googlenet.cli import main
-from googlenet.convert import load_torchvision_pretrained
+from googlenet.pretrained.torchvision_pth import load_torchvision_pretrained
 from googlenet.data.imagenet import imagenet_classes
 from tests.hostile import bare_hostile_pickle, hostile_pickle
 
@@ -90,7 +90,7 @@ def test_convert_matches_torchvision(tmp_path, capsys, tv_model, aux):
 
 
 def test_read_checkpoint_unwraps(tmp_path):
-    from googlenet.convert import read_checkpoint
+    from googlenet.pretrained.torchvision_pth import read_checkpoint
 
     state = {"fc.weight": torch.ones(2, 3), "fc.bias": torch.zeros(2)}
     for i, wrapped in enumerate([state, {"model": state}, {"model": {"state_dict": state}},
@@ -162,12 +162,17 @@ def test_weights_torchvision_from_hub_cache(tmp_path, monkeypatch, tv_model):
     reference.eval()
     x = torch.randn(1, 3, 224, 224)
     for _ in range(2):  # the second call reads the converted file cached beside the .pth
-        model = googlenet.weights.load_weights_arg("torchvision")
+        model = googlenet.pretrained.load_weights_arg("torchvision")
         assert not model.training and model.aux1 is None  # torchvision's builder drops the untrained aux heads
         assert model.metadata["arch"] == "googlenet_tv" and len(model.class_names) == 1000
         with torch.no_grad():
             assert (model(x) - reference(x)).abs().max().item() <= PARITY
     assert (checkpoints / "googlenet_tv-1378be20.safetensors").is_file()
+    api = googlenet.create_model("googlenet_tv", weights="torchvision")  # the public call, the same resolver
+    with torch.no_grad():
+        assert (api(x) - reference(x)).abs().max().item() <= PARITY
+    with pytest.raises(googlenet.UserError, match="hold arch googlenet_tv, not googlenet .it fills googlenet_tv.$"):
+        googlenet.create_model("googlenet", weights="torchvision")
 
 
 def test_weights_torchvision_offline_is_one_line(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from googlenet.cli import main
-from googlenet.inception5h import PREPROCESSING
+from googlenet.pretrained.inception5h import PREPROCESSING
 from googlenet.weights import load_model
 from tests.hostile import bare_hostile_pickle, hostile_pickle
 from tests.protowriter import field, varint
@@ -223,12 +223,17 @@ def test_weights_inception5h_from_hub_cache(port, tmp_path, monkeypatch):
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(theirs.state_dict(), cache / "inception5h.pth")
-    from googlenet.weights import load_weights_arg
+    from googlenet.pretrained import load_weights_arg
 
     model = load_weights_arg("inception5h")
     assert model.metadata["arch"] == "googlenet_inception5h" and (cache / "googlenet_inception5h.safetensors").is_file()
     reference = load_model(dst)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+    import googlenet
+
+    api = googlenet.create_model("googlenet_inception5h", weights="inception5h")  # the public call
+    assert api.preprocessing["mean"] == [117.0] * 3 and not api.training
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in api.state_dict().items())
 
 
 def test_predict_feeds_rgb_255_minus_117_once_and_onnx_agrees(tmp_path, capsys):
@@ -243,7 +248,7 @@ def test_predict_feeds_rgb_255_minus_117_once_and_onnx_agrees(tmp_path, capsys):
 
     import googlenet
     from googlenet.cli import main
-    from googlenet.inception5h import port_key
+    from googlenet.pretrained.inception5h import port_key
     from googlenet.models import create_model
 
     torch.manual_seed(2)

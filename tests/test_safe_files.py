@@ -169,7 +169,7 @@ def test_weights_bound_is_configurable(tmp_path, weights, monkeypatch):
 
 @pytest.mark.timeout(30)
 def test_checkpoints_and_configs_go_through_the_same_reader(tmp_path):
-    from googlenet.convert import read_checkpoint
+    from googlenet.pretrained.torchvision_pth import read_checkpoint
     from googlenet.train.checkpoint import load_checkpoint
     from googlenet.train.config import load_config_file
 

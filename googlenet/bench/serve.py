@@ -121,7 +121,7 @@ def _hey(url: str, body: Path, requests: int, concurrency: int, timeout_s: int) 
 def _in_process(weights: str, body: Path, max_batch: int, precision: str, backend: str, seconds: float) -> dict:
     """The predictor the server wraps, called directly: images/s at batch 1 and at max_batch (decode excluded)."""
     from ..serve.model import ServedModel
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     served = ServedModel(load_weights_arg(weights), name="bench", precision=precision, backend=backend)
     prepared = served.prepare(body.read_bytes())

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..fileio import printable
     from ..interpret.atlas import build_atlas, open_source, write_atlas
-    from ..weights import load_weights_arg
+    from ..pretrained import SOURCES, load_weights_arg
 
     # Bounds that keep a typo from filling memory or the disk (a batch of a million decoded images, a page of
     # a million thumbnails per channel).
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     atlas = build_atlas(model, args.layer, source, args.channels, top=args.top, steps=args.steps, size=args.size,
                         seed=args.seed, grayscale=args.grayscale, batch_size=args.batch_size, workers=args.workers,
                         device=args.device)
-    weights = args.weights if args.weights in ("torchvision", "bvlc", "inception5h") else os.path.basename(args.weights)
+    weights = args.weights if args.weights in SOURCES else os.path.basename(args.weights)
     info = {"weights": printable(weights), "arch": getattr(model, "arch_name", type(model).__name__),
             "layer": f"{args.layer} ({atlas.layer_channels} channels; {len(atlas.channels)} shown)",
             "data": f"{source.description}; {len(atlas.scanned)} read",

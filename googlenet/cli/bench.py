@@ -120,7 +120,7 @@ def _model(args: argparse.Namespace):
     from ..models import create_model, list_models
 
     if args.weights:
-        from ..weights import load_weights_arg
+        from ..pretrained import load_weights_arg
 
         return load_weights_arg(args.weights), args.weights != "torchvision"
     if args.arch not in list_models():

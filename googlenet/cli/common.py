@@ -6,7 +6,7 @@ import argparse
 
 
 def add_weights_flag(p: argparse.ArgumentParser, *, several: bool = False) -> None:
-    """``--weights``: what ``weights.load_weights_arg`` reads, for every command that loads a model; ``several``
+    """``--weights``: what ``pretrained.load_weights_arg`` reads, for every command that loads a model; ``several``
     for the commands that ensemble."""
     if several:
         p.add_argument("--weights", nargs="+", required=True, metavar="W",

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.output):  # found now, not after the whole conversion as a temp file's error
         raise UserError(f"output {args.output} is a directory; give a file name, e.g. {args.output}/weights.safetensors")
     if args.source == "inception5h":
-        from ..inception5h import convert_inception5h
+        from ..pretrained.inception5h import convert_inception5h
 
         if args.drop_aux:
             raise UserError("--drop-aux: the inception5h port has no aux heads to drop")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"--labels has {len(labels)} names for {n} classes")
         model = convert_caffe(args.input, args.output, aux_logits=aux, class_names=labels)
     else:
-        from ..convert import convert_torchvision
+        from ..pretrained.torchvision_pth import convert_torchvision
 
         if args.labels is not None:
             raise UserError("--labels is for --from caffe or inception5h (torchvision's weights carry ImageNet's "

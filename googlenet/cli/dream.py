@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..interpret import ModelInput, dream
     from ..interpret.common import check_device, save_png
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     check_device(args.device)
 

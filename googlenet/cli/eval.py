@@ -29,7 +29,7 @@ def check_inference_flags(args: argparse.Namespace) -> None:
 
 def load_ensemble(weights: list[str], args: argparse.Namespace):
     from ..evaluate.ensemble import Ensemble
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     models = [load_weights_arg(w) for w in weights]
     return Ensemble(models, precision=args.precision, backend=args.backend, names=weights)

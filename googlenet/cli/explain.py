@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..interpret import ModelInput, explain
     from ..interpret.common import save_png
     from ..interpret.explain_captum import overlay
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     model = load_weights_arg(args.weights)
     img = ModelInput(model, args.grayscale).load(args.image)

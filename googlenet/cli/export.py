@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..export import MAX_INPUT_SIZE, MIN_INPUT_SIZE, PIP_HINT, check_opset, export, require_onnx
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     # Flags first, so a bad flag costs nothing (no weights loaded, no download).
     if args.input_size is not None and not MIN_INPUT_SIZE <= args.input_size <= MAX_INPUT_SIZE:

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..interpret import ModelInput, layer_names
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     model = load_weights_arg(args.weights)
     shapes = {}

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f'googlenet serve needs the [serve] extra ({e.name} is missing): '
                         f'pip install "googlenet[serve]"') from None
     from ..inference import fastest_backend
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
         raise UserError(f"--name must be 1-64 letters, digits, '_', '.' or '-', got {args.name!r}")

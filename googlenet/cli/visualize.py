@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..interpret import visualize
     from ..interpret.common import check_device, save_png
     from ..interpret.visualize import MAX_DECAY_POWER
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     check_device(args.device)
 

@@ -41,7 +41,7 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
     return root / split if (root / split).is_dir() else root
 
 
-def _class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
+def class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
     """Visible folders directly under ``root`` (links to folders included), sorted; a link that leads back to
     ``root`` or above it, or to a class folder already listed, is left out with its reason."""
     try:
@@ -70,7 +70,7 @@ def _class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
 def scan_classes(root: str | os.PathLike) -> list[str]:
     """Class folder names under ``root``, sorted (the label order, as torchvision's ImageFolder)."""
     root = Path(root)
-    names, _ = _class_folders(root)
+    names, _ = class_folders(root)
     if not names:
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     return names
@@ -90,7 +90,7 @@ def scan_image_folder(root: str | os.PathLike,
     What the scan leaves out (cycles, duplicates, dangling links, FIFOs, devices) comes back as samples with a
     ``skip`` reason, so that it is reported with the files that fail to decode, by every caller."""
     root = Path(root)
-    found, left_out = _class_folders(root)
+    found, left_out = class_folders(root)
     if not found:
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     if class_names is None:

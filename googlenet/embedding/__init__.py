@@ -85,7 +85,8 @@ def embed(inputs: str | os.PathLike, weights: str | os.PathLike | nn.Module, *, 
     keeps everything in memory. chunk: files per saved chunk (the most a kill can lose). load_features=False
     (with ``out``) leaves ``features`` empty: the command line's way to embed more images than fit in memory.
     """
-    from ..weights import default_preprocessing, load_weights_arg
+    from ..pretrained import load_weights_arg
+    from ..weights import default_preprocessing
 
     if batch_size < 1 or chunk < 1 or workers < 0:
         raise UserError("batch_size and chunk must be >= 1, workers >= 0")

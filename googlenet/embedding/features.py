@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..interpret.common import _StopForward, resolve_layer
+from ..interpret.common import StopForward, resolve_layer
 
 # The 1024-d features before the classifier: global average pooling after inception5b, before dropout and fc.
 DEFAULT_LAYER = "avgpool"
@@ -45,12 +45,12 @@ class PooledFeatures(nn.Module):
 
         def hook(module, inputs, output) -> None:
             captured.append(output)
-            raise _StopForward
+            raise StopForward
 
         handle = self.net.get_submodule(self.layer).register_forward_hook(hook)
         try:
             self.net.forward_features(x)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             handle.remove()

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.folder import Sample, _class_folders, scan_image_folder
+from ..data.folder import Sample, class_folders, scan_image_folder
 from ..data.scan import Skipped, scan_folder
 from ..errors import UserError
 from ..fileio import printable
@@ -35,7 +35,7 @@ def list_inputs(path: str | os.PathLike) -> Inputs:
         raise UserError(f"not found: {printable(p)}")
     if not p.is_dir():  # a file (or a dangling link, a FIFO: reading it says why, before a byte is read)
         return Inputs(p.parent, [Sample(str(p), -1)], [printable(p.name)], [], single=True)
-    classes, _ = _class_folders(p)
+    classes, _ = class_folders(p)
     if classes:
         samples, class_names = scan_image_folder(p)  # what the walk left out comes back with a ``skip`` reason
         samples += [Sample(s.path, -1, skip=s.reason) for s in _loose_files(p)]

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..pretrained import SOURCES
 
 # The classifiers: main fc and the two aux heads. Everything else is the trunk.
 HEAD_PREFIXES = ("fc.", "aux1.", "aux2.")
 # Rows of these tensors are per class; they are what a changed class set replaces.
 CLASS_ROW_KEYS = ("fc.weight", "fc.bias", "aux1.fc2.weight", "aux1.fc2.bias", "aux2.fc2.weight", "aux2.fc2.bias")
-NAMED_ARCHS = {"torchvision": "googlenet_tv", "bvlc": "googlenet", "inception5h": "googlenet_inception5h"}
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
 
@@ -30,8 +30,8 @@ def _is_torch_checkpoint(spec: str) -> bool:
 
 def init_arch(spec: str) -> str:
     """The arch an ``--init`` source holds, read without loading its tensors (for --arch's default)."""
-    if spec in NAMED_ARCHS:
-        return NAMED_ARCHS[spec]
+    if spec in SOURCES:
+        return SOURCES[spec].arch
     if _is_torch_checkpoint(spec):
         return "googlenet_tv"  # a torchvision-layout state dict
     from ..weights import read_metadata
@@ -48,7 +48,7 @@ def init_preprocessing(spec: str) -> dict:
     if spec == "bvlc":
         from ..pretrained.bvlc import PREPROCESSING
     elif spec == "inception5h":
-        from ..inception5h import PREPROCESSING
+        from ..pretrained.inception5h import PREPROCESSING
     elif spec == "torchvision" or _is_torch_checkpoint(spec):
         PREPROCESSING = IMAGENET_PREPROCESSING
     else:
@@ -64,13 +64,13 @@ def init_input_size(spec: str) -> Optional[int]:
 
 
 def load_init(spec: str) -> nn.Module:
-    """The model an ``--init`` names: a project weights file, a named source (through weights.load_weights_arg, the
+    """The model an ``--init`` names: a project weights file, a named source (through pretrained.load_weights_arg, the
     one resolver --weights uses), or a torchvision-layout PyTorch checkpoint (read with weights_only=True)."""
-    if _is_torch_checkpoint(spec) and spec not in NAMED_ARCHS:
-        from ..convert import from_torchvision_state_dict, read_checkpoint
+    if _is_torch_checkpoint(spec) and spec not in SOURCES:
+        from ..pretrained.torchvision_pth import from_torchvision_state_dict, read_checkpoint
 
         return from_torchvision_state_dict(read_checkpoint(spec), source=spec)
-    from ..weights import load_weights_arg
+    from ..pretrained import load_weights_arg
 
     return load_weights_arg(spec)
 

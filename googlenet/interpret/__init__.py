@@ -1,6 +1,6 @@
 """See inside GoogLeNet: feature visualisation, DeepDream and attribution, on the model's own layer names.
 
-Every function takes a loaded model (``googlenet.weights.load_weights_arg``) and returns tensors of pixels in 0..1
+Every function takes a loaded model (``googlenet.pretrained.load_weights_arg``) and returns tensors of pixels in 0..1
 (C x H x W), so a notebook needs no CLI. The model's preprocessing (mean/std, pixel range, channel order, grayscale)
 comes from its weights metadata through ``ModelInput``; nothing here has a second preprocessing path.
 """

@@ -41,7 +41,7 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a stopping LayerCapture's hook once the layer has run."""
 
 
@@ -60,7 +60,7 @@ class LayerCapture:
         and images too small for the rest of the network still work)."""
         try:
             self.model(x)
-        except _StopForward:
+        except StopForward:
             pass
         return self.output
 
@@ -71,7 +71,7 @@ class LayerCapture:
     def _hook(self, module, inputs, output) -> None:
         self.output = output
         if self.stop:
-            raise _StopForward
+            raise StopForward
 
 
     def __exit__(self, *exc) -> None:

@@ -1,45 +1,52 @@
-"""The world's trained paper-exact GoogLeNets, read from their own formats into the paper's network.
+"""Every foreign format, and the named sources built on them. Each reader depends only on the project's weights
+file (``googlenet.weights``) and the model registry (``googlenet.models``); nothing outside this package reads a
+foreign format.
 
-* ``caffe``  Caffe's binary ``NetParameter`` (``.caffemodel``), parsed with the ``protobuf`` package from a schema
-             subset declared in code (no Caffe needed).
-* ``bvlc``   BVLC's ``bvlc_googlenet.caffemodel``: its layer names mapped onto ``googlenet``, aux heads included;
-             its preprocessing (BGR, 0..255, mean 104/117/123) recorded in the weights file.
+* ``torchvision_pth``  torchvision's GoogLeNet checkpoints (``.pth`` state dicts, read weights-only) -> ``googlenet_tv``
+* ``caffe``            Caffe's binary ``NetParameter`` (``.caffemodel``), parsed with ``protobuf`` (no Caffe needed)
+* ``bvlc``             BVLC's ``bvlc_googlenet.caffemodel`` -> the paper's ``googlenet``, aux heads included
+* ``inception5h``      Google's TensorFlow GoogLeNet (the GraphDef, or lucent's ``.pth`` port) -> ``googlenet_inception5h``
+* ``fetch``            downloading a named source's original file into torch.hub's cache, one line offline
+
+``SOURCES`` names what ``--weights NAME`` and ``googlenet.create_model(name, weights=NAME)`` resolve through.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import importlib
+import os
+from typing import NamedTuple
+
+from torch import nn
+
+from ..weights import load_model
 
 
+class Source(NamedTuple):
+    arch: str  # the arch the source's weights fill
+    module: str  # the reader, imported on use (torchvision, protobuf and the like only load when asked for)
+    loader: str  # its function: () -> the model in eval mode, with metadata and preprocessing
+    about: str
 
-def convert_help(url: str, source_flag: str, original: str, output: str) -> str:
-    """The offline line's advice: what to download and how to convert it."""
-    return (f"download {url} on a connected machine, then run 'googlenet convert --from {source_flag} {original} "
-            f"{output}' and pass --weights {output}")
+
+SOURCES = {
+    "torchvision": Source("googlenet_tv", "torchvision_pth", "load_torchvision_pretrained",
+                          "torchvision's ImageNet weights (GoogLeNet_Weights.IMAGENET1K_V1)"),
+    "bvlc": Source("googlenet", "bvlc", "load_bvlc_pretrained", "BVLC Caffe's bvlc_googlenet.caffemodel"),
+    "inception5h": Source("googlenet_inception5h", "inception5h", "load_inception5h_pretrained",
+                          "Google's TensorFlow GoogLeNet (DeepDream's inception5h), lucent's PyTorch port"),
+}
 
 
-def cached_pretrained(*, url: str, original: str, converted: str, arch: str, convert, help_line: Optional[str],
-                      hash_prefix: Optional[str] = None, timeout: float = 20.0):
-    """What ``--weights torchvision|bvlc|inception5h`` resolve through: the converted file from torch.hub's cache
-    (``$TORCH_HOME/hub/checkpoints``), else the original file from the cache, else ``url`` downloaded there (online;
-    ``hash_prefix`` checked when given); offline, one line with ``help_line`` (None: torchvision's own advice).
-    ``convert(original, converted)`` converts and caches; where the cache is read-only it returns the model
-    converted in memory."""
-    from pathlib import Path
+def load_named(name: str) -> nn.Module:
+    """A named source's model: from torch.hub's cache, else fetched (online), else one clear line."""
+    source = SOURCES[name]
+    return getattr(importlib.import_module(f"{__name__}.{source.module}"), source.loader)()
 
-    import torch
 
-    from ..convert import fetch_to
-    from ..errors import UserError
-    from ..weights import load_model
+def load_weights_arg(spec: str | os.PathLike) -> nn.Module:
+    """What a ``--weights`` flag names: one of ``SOURCES`` or a project weights file."""
+    return load_named(str(spec)) if str(spec) in SOURCES else load_model(spec)
 
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    original_path, converted_path = cache / original, cache / converted
-    if converted_path.is_file():
-        try:
-            return load_model(converted_path, arch=arch)
-        except UserError:
-            pass  # a damaged cache entry: convert again below
-    if not original_path.is_file():
-        fetch_to(url, original_path, timeout, help_line, hash_prefix=hash_prefix)
-    return convert(original_path, converted_path)
+
+__all__ = ["SOURCES", "Source", "load_named", "load_weights_arg"]

@@ -24,7 +24,9 @@ from torch import nn
 
 from ..errors import UserError
 from ..fileio import printable
+from ..weights import attach_metadata, read_metadata, save_model
 from .caffe import first_mismatch, read_caffemodel
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, sha256_file
 
 ARCH = "googlenet"
 URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
@@ -101,21 +103,16 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
 
 def convert_caffe(src: str | os.PathLike, dst: str | os.PathLike, *, aux_logits: Optional[bool] = None,
                   class_names: Optional[list[str]] = None) -> nn.Module:
-    from ..convert import _sha256
-    from ..weights import attach_metadata, read_metadata, save_model
-
     model = from_caffemodel(src, aux_logits=aux_logits, class_names=class_names)
     save_model(model, dst, arch=ARCH, class_names=model.class_names, preprocessing=model.preprocessing,
                source={"from": "caffe", "network": "bvlc_googlenet", "file": Path(src).name,
-                       "sha256": _sha256(Path(src))})
+                       "sha256": sha256_file(Path(src))})
     attach_metadata(model, read_metadata(dst))
     return model
 
 
-def load_bvlc_pretrained(*, timeout: float = 20.0) -> nn.Module:
+def load_bvlc_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
     """BVLC's weights as ``googlenet`` (``--weights bvlc``), through the torch.hub cache or a download."""
-    from . import cached_pretrained, convert_help
-
     def convert(src: Path, dst: Path) -> nn.Module:
         try:
             return convert_caffe(src, dst)

@@ -1,21 +1,182 @@
-"""``--weights inception5h``: Google's GoogLeNet, as ``--weights bvlc`` does BVLC's (see ``bvlc.py``).
+"""Google's inception5h GoogLeNet -> the project's weights file (arch ``googlenet_inception5h``).
 
-The converted file from torch.hub's cache, else the PyTorch port's ``inception5h.pth`` from the cache, else that file
-downloaded from lucent's model-zoo address (online), else one line saying what to download and how to convert it.
+Reads the PyTorch port's ``inception5h.pth`` (ProGamerGov's, used by lucent and neural-dream), a plain state dict
+loaded with ``torch.load(weights_only=True)`` so a pickle carrying code is refused unrun. Its names are the
+TensorFlow graph's (``conv2d0_pre_relu/conv``, ``mixed4a_3x3_bottleneck_pre_relu/conv``,
+``softmax2_pre_activation/matmul``), with "/" written "_". The port has no aux heads; neither has the result.
+
+Or reads the original TensorFlow graph ``tensorflow_inception_graph.pb`` (a binary ``GraphDef``) without TensorFlow:
+its Const nodes ``<layer>_w`` / ``<layer>_b`` (``conv2d0_w``, ``mixed4a_3x3_w``, ``softmax2_w``) hold the weights,
+convolutions as H x W x in x out, the classifier as in x out; they are transposed to PyTorch's layout.
+
+Input convention of the graph (DeepDream's notebook): RGB, pixels 0..255, minus 117 on every channel, no std.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
 from torch import nn
+
+from ..errors import UserError
+from ..fileio import Unreadable, open_weights_file, printable, read_bounded
+from ..models import create_model
+from ..protowire import WireError, fields
+from ..weights import attach_metadata, load_state_dict_checked, read_metadata, save_model
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, sha256_file
+from .torchvision_pth import read_checkpoint
+
+ARCH = "googlenet_inception5h"
+NUM_CLASSES = 1008
+PREPROCESSING = {"input_size": 224, "resize_size": 256, "interpolation": "bilinear", "mean": [117.0] * 3,
+                 "std": [1.0] * 3, "channel_order": "RGB", "pixel_range": 255, "grayscale": False}
+LABELS_MAX_BYTES = 1 << 20  # imagenet_comp_graph_label_strings.txt is 10 KB
+
+_BRANCHES = {"1x1": "branch1", "3x3_bottleneck": "branch2.0", "3x3": "branch2.1", "5x5_bottleneck": "branch3.0",
+             "5x5": "branch3.1", "pool_reduce": "branch4.1"}
+# The graph's layer names (the port's module names less "_pre_relu_conv") -> ours.
+LAYERS = {"conv2d0": "conv1.conv", "conv2d1": "conv2.conv", "conv2d2": "conv3.conv",
+          **{f"mixed{i}_{b}": f"inception{i}.{m}.conv" for i in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+             for b, m in _BRANCHES.items()}}
+
+
+def port_key(ours: str) -> str:
+    """Our state dict key -> the PyTorch port's."""
+    module, suffix = ours.rsplit(".", 1)
+    if module == "fc":
+        return f"softmax2_pre_activation_matmul.{suffix}"
+    graph = next(g for g, o in LAYERS.items() if o == module)
+    return f"{graph}_pre_relu_conv.{suffix}"
+
+
+def from_port_state_dict(state: dict[str, torch.Tensor], *, source: str) -> nn.Module:
+    with torch.device("meta"):
+        model = create_model(ARCH, num_classes=NUM_CLASSES, aux_logits=False)
+    ours = {}
+    for key in model.state_dict():
+        theirs = port_key(key)
+        if theirs not in state:
+            raise UserError(f"{source} is not inception5h: it has no {theirs}")
+        ours[key] = state[theirs].float()
+    load_state_dict_checked(model, ours, source=source, assign=True)
+    return model.eval()
+
+
+def read_graphdef(path: Path) -> dict[str, torch.Tensor]:
+    """The float Const tensors of a GraphDef, under the port's names (conv weights OIHW, classifier out x in)."""
+    import numpy as np
+
+
+    with open_weights_file(path, "GraphDef") as (f, _):
+        raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
+    consts: dict[str, torch.Tensor] = {}
+    try:
+        for number, wire, node in fields(raw):
+            if number != 1 or wire != 2:  # GraphDef.node
+                continue
+            name, op, tensor = None, None, None
+            for n, w, v in fields(node):  # NodeDef: 1 name, 2 op, 5 attr (map entry: 1 key, 2 AttrValue)
+                if n == 1 and w == 2:
+                    name = bytes(v).decode("utf-8", "replace")
+                elif n == 2 and w == 2:
+                    op = bytes(v).decode("utf-8", "replace")
+                elif n == 5 and w == 2:
+                    entry = {k: val for k, kw, val in fields(v) if kw == 2}
+                    if bytes(entry.get(1, b"")) == b"value" and 2 in entry:
+                        tensor = next((val for k, kw, val in fields(entry[2]) if k == 8 and kw == 2), None)
+            if op != "Const" or tensor is None or not name or not name.endswith(("_w", "_b")):
+                continue
+            dtype, shape, content, floats = 0, [], None, []
+            for n, w, v in fields(tensor):  # TensorProto: 1 dtype, 2 shape, 4 tensor_content, 5 float_val
+                if n == 1 and w == 0:
+                    dtype = v
+                elif n == 2 and w == 2:
+                    for dn, dw, dim in fields(v):  # TensorShapeProto.dim -> Dim.size (1)
+                        if dn == 2 and dw == 2:
+                            shape.append(next((x for k, kw, x in fields(dim) if k == 1 and kw == 0), 0))
+                elif n == 4 and w == 2:
+                    content = v
+                elif n == 5 and w == 2:
+                    floats.append(v)
+            if dtype != 1:  # DT_FLOAT
+                continue
+            raw_floats = content if content is not None else b"".join(bytes(x) for x in floats)
+            if len(raw_floats) % 4:
+                raise UserError(f"{path}: Const {name} holds {len(raw_floats):,} bytes, not a whole number of floats")
+            data = np.frombuffer(raw_floats, "<f4")
+            if data.size != math.prod(shape):  # Python integers: np.prod wraps around past 2^63
+                raise UserError(f"{path}: Const {name} has {data.size:,} values for shape {tuple(shape)}")
+            t = torch.from_numpy(data.reshape(shape).copy())
+            if t.ndim == 4:
+                t = t.permute(3, 2, 0, 1).contiguous()  # H x W x in x out -> out x in x H x W
+            elif t.ndim == 2:
+                t = t.t().contiguous()  # in x out -> out x in
+            layer, kind = name[:-2], name[-1]
+            suffix = "weight" if kind == "w" else "bias"
+            key = ("softmax2_pre_activation_matmul" if layer == "softmax2" else f"{layer}_pre_relu_conv")
+            consts[f"{key}.{suffix}"] = t
+    except WireError as e:
+        raise UserError(f"{path} is not a readable TensorFlow GraphDef: {e}") from None
+    if not consts:
+        raise UserError(f"{path} is not inception5h's GraphDef: no float Const nodes named <layer>_w / <layer>_b")
+    return consts
+
+
+def read_labels(path: Optional[str | os.PathLike], n: int = NUM_CLASSES) -> list[str]:
+    """Class names from ``imagenet_comp_graph_label_strings.txt`` (one per line, index = output), padded with
+    ``class_<i>`` to ``n`` and made unique (the file repeats some names) by appending the index; or ``class_<i>``."""
+    if path is None:
+        return [f"class_{i}" for i in range(n)]
+    try:
+        text = read_bounded(path, limit=LABELS_MAX_BYTES).decode("utf-8")
+    except Unreadable as e:
+        raise UserError(f"cannot read labels {printable(path)}: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"labels {printable(path)} are not UTF-8 text") from None
+    lines = [line.strip() for line in text.splitlines()]
+    if len(lines) > n:
+        raise UserError(f"labels {printable(path)} has {len(lines)} lines for {n} classes")
+    names, seen = [], set()
+    for i in range(n):
+        name = lines[i] if i < len(lines) and lines[i] else f"class_{i}"
+        if name in seen:
+            name = f"{name} ({i})"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
+                        labels: Optional[str | os.PathLike] = None) -> nn.Module:
+    """``googlenet convert --from inception5h SRC.pth DST``: writes DST atomically, returns the model with DST's
+    metadata attached."""
+    src = Path(src)
+    state = read_graphdef(src) if src.suffix == ".pb" else read_checkpoint(src)
+    model = from_port_state_dict(state, source=str(src))
+    names = read_labels(labels)
+    digest = sha256_file(src)
+    save_model(model, dst, class_names=names, preprocessing=dict(PREPROCESSING),
+               source={"from": "inception5h", "file": src.name, "sha256": digest})
+    attach_metadata(model, read_metadata(dst))
+    return model
+
 
 # lucent's model zoo address for ProGamerGov's PyTorch port of tensorflow_inception_graph.pb.
 URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 
 
-def load_inception5h_pretrained(*, timeout: float = 20.0) -> nn.Module:
-    from ..inception5h import ARCH, convert_inception5h
-    from . import cached_pretrained, convert_help
-
+def load_inception5h_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
+    """``--weights inception5h``: the converted file from torch.hub's cache, else the PyTorch port's
+    ``inception5h.pth`` from the cache, else that file downloaded from lucent's model-zoo address (online), else one
+    line saying what to download and how to convert it."""
     return cached_pretrained(url=URL, original="inception5h.pth", converted="googlenet_inception5h.safetensors",
                              arch=ARCH, convert=convert_inception5h, timeout=timeout,
                              help_line=convert_help(URL, "inception5h", "inception5h.pth", "inception5h.safetensors"))
+
+
+__all__ = ["PREPROCESSING", "convert_inception5h", "load_inception5h_pretrained", "from_port_state_dict", "port_key", "read_graphdef",
+           "read_labels"]

@@ -13,12 +13,8 @@ hash and metadata are).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import socket
-import sys
-import threading
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -26,14 +22,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import UserError, one_line
-from .fileio import open_weights_file
-from .weights import (attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model,
-                      tensor_problem)
+from ..errors import UserError, one_line
+from ..fileio import open_weights_file
+from ..models import create_model
+from ..weights import (attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model,
+                       tensor_problem)
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, sha256_file
 
 ARCH = "googlenet_tv"
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "epoch": ...}
-NETWORK_TIMEOUT_S = 20.0  # bound on connecting and on each read while fetching torchvision's weights
 
 
 def _tv_weights():
@@ -106,11 +103,9 @@ def from_torchvision_state_dict(state: dict[str, torch.Tensor], *, source: str =
     if not keep_aux:
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
     num_classes = int(state["fc.weight"].shape[0])
-    from .models import create_model
-
     model = create_model(ARCH, num_classes=num_classes, aux_logits=keep_aux, transform_input=True)
     load_state_dict_checked(model, state, source=source)
-    from .data.imagenet import imagenet_classes
+    from ..data.imagenet import imagenet_classes
 
     model.class_names = imagenet_classes() if num_classes == 1000 else None
     model.preprocessing = torchvision_preprocessing()
@@ -124,69 +119,14 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
     src = Path(src)
     model = from_torchvision_state_dict(read_checkpoint(src), source=str(src), aux_logits=aux_logits)
     save_model(model, dst, class_names=model.class_names, preprocessing=model.preprocessing,
-               source={"from": "torchvision", "file": src.name, "sha256": _sha256(src)})
+               source={"from": "torchvision", "file": src.name, "sha256": sha256_file(src)})
     attach_metadata(model, read_metadata(dst))
     return model
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open_weights_file(path, "checkpoint") as (f, _):
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _offline_help(reason: str) -> str:
-    url = _tv_weights().url
-    return (f"cannot fetch torchvision's GoogLeNet weights ({reason}): on a connected machine download {url}, then "
-            f"run 'googlenet convert --from torchvision {Path(url).name} googlenet_tv.safetensors' and pass "
-            f"--weights googlenet_tv.safetensors")
-
-
-def _reachable(host: str, port: int, timeout: float) -> Optional[str]:
-    """None when ``host`` accepts a connection within ``timeout`` seconds, else why not. Runs in a daemon thread
-    because name resolution ignores socket timeouts and can stall for minutes on a broken network."""
-    result: list[Optional[str]] = ["no answer within %.0f s" % timeout]
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result[0] = None
-        except OSError as e:
-            result[0] = one_line(e)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return result[0]
-
-
-def fetch_to(url: str, dst: Path, timeout: float, help_line: Optional[str], hash_prefix: Optional[str] = None) -> None:
-    """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
-    failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
-    from urllib.parse import urlparse
-
-    def offline(reason: str) -> UserError:
-        return UserError(_offline_help(reason) if help_line is None else f"cannot fetch {url} ({reason}): {help_line}")
-
-    parts = urlparse(url)
-    problem = _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), timeout)
-    if problem is not None:
-        raise offline(problem)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create cache folder {dst.parent}: {e.strerror or e}") from None
-    print(f"downloading {url} to {dst}", file=sys.stderr)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # a stalled read fails instead of hanging
-    try:
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix, progress=sys.stderr.isatty())
-    except Exception as e:
-        raise offline(one_line(e)) from None
-    finally:
-        socket.setdefaulttimeout(previous)
+def _offline_help(url: str) -> str:
+    return (f"on a connected machine download {url}, then run 'googlenet convert --from torchvision "
+            f"{Path(url).name} googlenet_tv.safetensors' and pass --weights googlenet_tv.safetensors")
 
 
 def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
@@ -196,8 +136,6 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
     torchvision's .pth; downloads the .pth from torchvision's URL only when neither is there. The aux heads are
     dropped, as torchvision's builder drops them (they are untrained in those weights).
     """
-    from .pretrained import cached_pretrained
-
     url = _tv_weights().url
     checkpoint_name = Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
     sha_prefix = re.search(r"-([a-f0-9]+)\.", url).group(1)  # checked on download, as torchvision does
@@ -216,7 +154,8 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
             return model
 
     return cached_pretrained(url=url, original=checkpoint_name, converted=f"{ARCH}-{sha_prefix}.safetensors",
-                             arch=ARCH, convert=convert, help_line=None, hash_prefix=sha_prefix, timeout=timeout)
+                             arch=ARCH, convert=convert, help_line=_offline_help(url),
+                             what="torchvision's GoogLeNet weights", hash_prefix=sha_prefix, timeout=timeout)
 
 
 __all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",
