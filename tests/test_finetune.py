@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 import torchvision
 
 from googlenet import finetune
@@ -110,6 +111,9 @@ def test_train_init_records_source_and_keeps_rows(tmp_path, capsys):
     init = model.metadata["training"]["init"]
     assert init["source"] == str(path) and init["carried_classes"] == 10 and not init["heads_replaced"]
     assert model.metadata["training"]["freeze"] == "trunk"
+    # No --recipe: the finetune recipe, said on stderr and recorded (from-scratch settings would waste the weights).
+    assert "train: --init without --recipe: using the finetune recipe" in err
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["recipe"] == "finetune"
     src = load_model(path)
     assert torch.equal(model.inception4c.branch2[1].conv.weight, src.inception4c.branch2[1].conv.weight)
 

@@ -167,6 +167,16 @@ def test_bad_requests_get_their_4xx(running, tmp_path, images):
         for _ in range(40):
             yield b"\x89PNG\r\n\x1a\n" + b"\0" * 65536
     _bad(classify, 413, "over the limit", content=chunks())
+    # Python's urllib sends the whole body before it reads the answer: it sees the 413 (not a reset connection)
+    # because the server reads and discards a bounded amount past the limit before answering.
+    import urllib.error
+    import urllib.request
+
+    for body in (b"\xff\xd8\xff" + b"\0" * (12 * 1024 * 1024), b"\0" * (1024 * 1024 + 1)):
+        request = urllib.request.Request(classify, data=body, headers={"Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as seen:
+            urllib.request.urlopen(request, timeout=30)
+        assert seen.value.code == 413 and "over the limit" in json.loads(seen.value.read())["error"]
     _bad(classify, 400, "topk", params={"topk": "-3"}, content=images[0].read_bytes())
     _bad(infer, 400, "not valid JSON", content=b"{not json")
     _bad(infer, 400, "exactly one input", json={"inputs": []})

@@ -5,6 +5,11 @@ received as they stream in (a client may send no length, chunked encoding, or li
 ``read_timeout_s`` and the whole body within ``body_timeout_s``: a client that trickles its body (a slowloris, one
 byte every few seconds) is answered 408 then. A client that hangs up mid-body ends the request quietly (no
 traceback in the log), counted as a 400.
+
+An oversized body is read and discarded up to ``DRAIN_BYTES`` more before the 413 goes out: a server that answers
+and closes with the client's bytes unread makes the kernel reset the connection, and clients that send the whole
+body before reading the answer (Python's urllib and requests) then report "Connection reset by peer" instead of the
+413. Past that bound, or the time bounds, the connection is dropped: nothing a client sends is read without limit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from starlette.responses import JSONResponse
 
 from .model import RequestError
 
+DRAIN_BYTES = 16 * 1024 * 1024  # read and discarded past the limit, so that every client sees its 413
+
 
 async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
                     body_timeout_s: Optional[float] = None) -> bytes:
@@ -27,11 +34,13 @@ async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
             length = int(declared)
         except ValueError:
             raise RequestError(400, "Content-Length must be an integer") from None
-        if length > max_bytes:
-            raise RequestError(413, f"body of {length:,} bytes is over the limit of {max_bytes:,} bytes")
     chunks, received = [], 0
     stream = request.stream().__aiter__()
     deadline = time.monotonic() + (body_timeout_s if body_timeout_s is not None else float("inf"))
+    if declared is not None and length > max_bytes:
+        if length <= max_bytes + DRAIN_BYTES:
+            await _drain(stream, length, read_timeout_s, deadline)
+        raise RequestError(413, f"body of {length:,} bytes is over the limit of {max_bytes:,} bytes")
     while True:
         left = deadline - time.monotonic()
         wait = min(read_timeout_s, max(left, 0.0))
@@ -47,9 +56,21 @@ async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
             raise RequestError(408, f"the body did not arrive within {read_timeout_s:g} s") from None
         received += len(chunk)
         if received > max_bytes:
+            await _drain(stream, max_bytes + DRAIN_BYTES - received, read_timeout_s, deadline)
             raise RequestError(413, f"body over the limit of {max_bytes:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(stream, budget: int, read_timeout_s: float, deadline: float) -> None:
+    """Reads and drops up to ``budget`` bytes of the rest of the body within the time bounds; stops quietly at
+    the end of the body, at the budget, on a timeout or when the client hangs up."""
+    while budget > 0:
+        wait = min(read_timeout_s, max(deadline - time.monotonic(), 0.0))
+        try:
+            budget -= len(await asyncio.wait_for(stream.__anext__(), wait))
+        except (StopAsyncIteration, ClientDisconnect, asyncio.TimeoutError):
+            return
 
 
 def error_response(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
@@ -23,6 +24,7 @@ SCHEDULES = ("step", "poly", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTATIONS = ("paper", "flip", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INIT_RECIPE = "finetune"
 DEFAULT_RECIPE = "fashion-quick"
 
 
@@ -191,8 +193,12 @@ def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
     """recipe < config file < overrides (flags; None values mean "not given")."""
     layers: list[tuple[str, dict]] = []
     file_values = load_config_file(config_file) if config_file else {}
-    # The recipe named by a flag wins over one named in the config file, which wins over the default.
-    name = recipe or file_values.get("recipe") or DEFAULT_RECIPE
+    # The recipe named by a flag wins over one named in the config file, which wins over the default: finetune when
+    # training starts from weights (--init), else fashion-quick. From-scratch settings would waste the weights.
+    init = (overrides or {}).get("init") or file_values.get("init")
+    name = recipe or file_values.get("recipe") or (INIT_RECIPE if init else DEFAULT_RECIPE)
+    if init and not (recipe or file_values.get("recipe")):
+        print(f"train: --init without --recipe: using the {INIT_RECIPE} recipe", file=sys.stderr)
     layers.append((f"recipe {name}", load_recipe(name)))
     layers.append((str(config_file), file_values))
     layers.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
@@ -201,9 +207,12 @@ def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
         for k, v in layer.items():
             values[k] = _coerce(k, v, source)
     values["recipe"] = name
+    explicit_keys = set(file_values) | {k for k, v in (overrides or {}).items() if v is not None}
+    if "warmup_epochs" not in explicit_keys and values.get("warmup_epochs", 0) >= values.get("epochs", 1) > 0:
+        # A run shorter than its recipe's warm-up (finetune's 1 epoch, --epochs 1) warms up over its first tenth.
+        values["warmup_epochs"] = values["epochs"] / 10
     if values.get("init"):
-        explicit = set(file_values) | {k for k, v in (overrides or {}).items() if v is not None}
-        for k, v in init_defaults(str(values["init"]), explicit).items():
+        for k, v in init_defaults(str(values["init"]), explicit_keys).items():
             values[k] = _coerce(k, v, f"--init {values['init']}")
     cfg = TrainConfig(**values)
     validate(cfg)
