@@ -28,3 +28,23 @@ def own_precision_cache(tmp_path_factory):
         os.environ.pop("GOOGLENET_PRECISION_CACHE", None)
     else:
         os.environ["GOOGLENET_PRECISION_CACHE"] = previous
+
+
+# What the machine lacks beyond pip, and the tests that will therefore skip (fail under CI): said once, up front.
+SYSTEM_TOOLS = {"chromium": ("/usr/bin/chromium", "the browser tests (tests/test_serve_browser.py)"),
+                "chromedriver": ("/usr/bin/chromedriver", "the browser tests (tests/test_serve_browser.py)"),
+                "hey": ("hey", "the serving load test (googlenet bench serve)"),
+                "a C compiler": ("cc", "the C kernel tests (LRN, resample, photometric)")}
+
+
+def pytest_report_header(config):
+    import os
+    import shutil
+
+    lacking = [(name, why) for name, (tool, why) in SYSTEM_TOOLS.items()
+               if not (os.path.isfile(tool) if tool.startswith("/") else shutil.which(os.environ.get("CC", tool)
+                                                                                      if tool == "cc" else tool))]
+    if not lacking:
+        return "system packages: all present (chromium, chromedriver, hey, a C compiler); no test skips for them"
+    lines = [f"system packages missing: {name}: {why} will skip" for name, why in lacking]
+    return lines + ["enable them with: sudo bash .ci/system-packages"]
