@@ -25,6 +25,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 FLAGS = ["-O3", "-fno-math-errno", "-fPIC", "-shared", "-std=c11"]  # then -march=native -fopenmp if they work
 
 
@@ -36,6 +38,9 @@ class Library:
         self.source, self.declare, self.switch = source, declare, switch
         self.state: dict = {}
         self._lock = threading.Lock()
+        # Whether get() gives a library, for code that torch.compile or torch.export may trace: there it is called,
+        # not traced (the lock cannot be), and its answer is a constant of the graph.
+        self.available = torch.compiler.assume_constant_result(lambda: self.get() is not None)
 
     def get(self) -> Optional[ctypes.CDLL]:
         if os.environ.get(self.switch, "1") == "0":

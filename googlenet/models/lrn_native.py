@@ -39,16 +39,11 @@ def kernel() -> Optional[ctypes.CDLL]:
     return _library.get()
 
 
-@torch.compiler.assume_constant_result  # the lock and the build stay outside traced code; decided when traced
-def available() -> bool:
-    return kernel() is not None
-
-
 def supports(x: Tensor) -> bool:
     """Whether the C kernel takes this input: 4-D fp32 on the CPU in channels_last (the layout training uses),
     with at least one channel."""
     return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[1] > 0
-            and x.is_contiguous(memory_format=torch.channels_last) and available())
+            and x.is_contiguous(memory_format=torch.channels_last) and _library.available())
 
 
 def _check(status: int) -> None:
