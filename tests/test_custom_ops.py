@@ -120,6 +120,16 @@ def test_without_a_compiler_the_graph_holds_pytorchs_lrn(no_compiler, layout):
     assert check_export_and_compile("googlenet", layout) == 0
 
 
+def test_a_graph_traced_with_the_kernel_says_so_if_it_is_switched_off(monkeypatch):
+    need_kernels()
+    x = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(LocalResponseNorm(5), fullgraph=True, backend="eager")
+    compiled(x)
+    monkeypatch.setenv("GOOGLENET_NATIVE_LRN", "0")
+    with pytest.raises(RuntimeError, match="lrn_kernel.c: .* set GOOGLENET_NATIVE_LRN before compiling"):
+        compiled(x)
+
+
 class _ConvLRN(torch.nn.Module):
     def __init__(self):
         super().__init__()

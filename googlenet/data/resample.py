@@ -116,7 +116,7 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
 @torch.library.custom_op("googlenet::resample_u8", mutates_args=(), device_types="cpu")
 def resample_u8(crop: Tensor, out_h: int, out_w: int, mode: str) -> Tensor:
     """The C kernel's resize of a crop that resize_u8 found it takes."""
-    lib = kernel()
+    lib = _library.loaded()
     channels, height, width = crop.shape
     rows, cols = taps(height, out_h, mode), taps(width, out_w, mode)
     out = torch.empty(channels, out_h, out_w)

@@ -62,8 +62,8 @@ def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor
     x = x.contiguous(memory_format=_NHWC)
     y = torch.empty_like(x, memory_format=_NHWC)
     n, c, h, w = x.shape
-    _check(kernel().lrn_forward(x.data_ptr(), y.data_ptr(), n * h * w, c, size, alpha, beta, k,
-                                torch.get_num_threads()))
+    _check(_library.loaded().lrn_forward(x.data_ptr(), y.data_ptr(), n * h * w, c, size, alpha, beta, k,
+                                         torch.get_num_threads()))
     return y
 
 
@@ -73,8 +73,8 @@ def backward(grad: Tensor, x: Tensor, size: int, alpha: float, beta: float, k: f
     g, x = grad.to(torch.float32).contiguous(memory_format=_NHWC), x.contiguous(memory_format=_NHWC)
     dx = torch.empty_like(x, memory_format=_NHWC)
     n, c, h, w = x.shape
-    _check(kernel().lrn_backward(g.data_ptr(), x.data_ptr(), dx.data_ptr(), n * h * w, c, size, alpha, beta, k,
-                                 torch.get_num_threads()))
+    _check(_library.loaded().lrn_backward(g.data_ptr(), x.data_ptr(), dx.data_ptr(), n * h * w, c, size, alpha,
+                                          beta, k, torch.get_num_threads()))
     return dx
 
 
