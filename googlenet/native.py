@@ -25,6 +25,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 FLAGS = ["-O3", "-fno-math-errno", "-fPIC", "-shared", "-std=c11"]  # then -march=native -fopenmp if they work
 
 
@@ -36,6 +38,9 @@ class Library:
         self.source, self.declare, self.switch = source, declare, switch
         self.state: dict = {}
         self._lock = threading.Lock()
+        # Whether get() gives a library, for code that torch.compile or torch.export may trace: there it is called,
+        # not traced (the lock cannot be), and its answer is a constant of the graph (the switch is read then).
+        self.available = torch.compiler.assume_constant_result(lambda: self.get() is not None)
 
     def get(self) -> Optional[ctypes.CDLL]:
         if os.environ.get(self.switch, "1") == "0":
@@ -44,6 +49,14 @@ class Library:
             if "lib" not in self.state:
                 self.state["lib"] = build(self.source, self.declare)
             return self.state["lib"]
+
+    def loaded(self) -> ctypes.CDLL:
+        """get()'s library, for a custom op's implementation: it runs where available() said yes when it was traced."""
+        lib = self.get()
+        if lib is None:
+            raise RuntimeError(f"{self.source.name}: its library is off ({self.switch}=0 or no compiler) but a graph "
+                               f"that calls it was traced while it was on; set {self.switch} before compiling")
+        return lib
 
 
 def _cpu_id() -> str:

@@ -287,7 +287,7 @@ def test_zero_channels_give_an_empty_output_and_double_backward_is_refused_on_bo
         assert local_response_norm(empty, 5).shape == (2, 0, 3, 3)
         x = torch.randn(2, 8, 3, 3).contiguous(memory_format=layout).requires_grad_()
         (g,) = torch.autograd.grad(local_response_norm(x, 5).sum(), x, create_graph=True)
-        with pytest.raises(RuntimeError, match="does not require grad"):
+        with pytest.raises(RuntimeError, match="does not require grad|no autograd formula"):  # PyTorch's | C's
             g.sum().backward()  # the written-out backward has no backward of its own: an error, not a wrong number
 
 

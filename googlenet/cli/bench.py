@@ -95,10 +95,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "serve":
         return _serve(args, progress)
     elif args.what == "lrn":
-        from ..bench.lrn import bench_lrn
+        from ..bench.lrn import bench_lrn, bench_lrn_net
 
         rows, notes = bench_lrn(batch_size=batch_size, input_size=args.input_size, rounds=args.rounds,
                                 progress=progress)
+        if args.compile:
+            net_rows, net_notes = bench_lrn_net(batch_size=batch_size, input_size=args.input_size,
+                                                rounds=args.rounds, progress=progress)
+            rows, notes = rows + net_rows, notes + net_notes
     else:
         from ..bench.data import bench_data
 

@@ -46,9 +46,9 @@ def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
              norm: Callable[[Tensor], Tensor]) -> Tensor:
     """``norm(lighting(jitter(x)))`` (``jitter`` may be None) for x: 3 x H x W float32 pixels in [0, 1] that the
     caller owns: the kernel overwrites x, and returns x (``norm`` fused) or ``norm(x)``."""
-    lib = kernel()
-    if (lib is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3 or x.shape[0] != 3
-            or not x.is_contiguous() or x.requires_grad or (jitter is not None and jitter.hue is not None)):
+    if (not _library.available() or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3
+            or x.shape[0] != 3 or not x.is_contiguous() or x.requires_grad
+            or (jitter is not None and jitter.hue is not None)):
         return norm(lighting(x if jitter is None else jitter(x)))
     order, factors = torch.arange(4), [-1.0, -1.0, -1.0]  # a factor below 0: that distortion is off
     if jitter is not None:
@@ -62,10 +62,23 @@ def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
     order = order.to(torch.int64).contiguous()
     shift = None if shift is None else shift.to(torch.float32).contiguous()
     mean, std = (None, None) if fused is None else (fused.mean.contiguous(), fused.std.contiguous())
-    lib.photometric(x.data_ptr(), x.shape[1] * x.shape[2], order.data_ptr(), *factors,
-                    None if shift is None else shift.data_ptr(), None if mean is None else mean.data_ptr(),
-                    None if std is None else std.data_ptr())
+    photometric_(x, order, *factors, shift, mean, std)
     return x if fused is not None else norm(x)
+
+
+# A custom op, so torch.compile and torch.export can hold the ctypes call as one opaque node.
+@torch.library.custom_op("googlenet::photometric_", mutates_args=("x",), device_types="cpu")
+def photometric_(x: Tensor, order: Tensor, brightness: float, contrast: float, saturation: float,
+                 shift: Optional[Tensor], mean: Optional[Tensor], std: Optional[Tensor]) -> None:
+    """The C kernel, in place on x (as distort_ found it takes x): the jitter's factors (below 0: off) in
+    ``order``, then the lighting ``shift`` and the normalisation by ``mean`` and ``std`` (each None: off)."""
+    _library.loaded().photometric(x.data_ptr(), x.shape[1] * x.shape[2], order.data_ptr(), brightness, contrast,
+                                  saturation, *(None if t is None else t.data_ptr() for t in (shift, mean, std)))
+
+
+@photometric_.register_fake
+def _(x, order, brightness, contrast, saturation, shift, mean, std):
+    return None
 
 
 def _as_normalize(norm) -> Optional[Normalize]:

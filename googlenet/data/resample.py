@@ -105,11 +105,19 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
         raise TypeError(f"resize_u8 takes uint8 pixels, got {crop.dtype}")
     channels, height, width = crop.shape
     out_h, out_w = (int(s) for s in size)
-    lib = kernel()
-    if (lib is None or crop.device.type != "cpu" or min(channels, height, width, out_h, out_w) <= 0
+    if (not _library.available() or crop.device.type != "cpu" or min(channels, height, width, out_h, out_w) <= 0
             or max(height, width) > MAX_SIDE
             or max(height / out_h, width / out_w) > MAX_SHRINK or not _layout_ok(crop)):
         return _pytorch(crop, (out_h, out_w), mode)
+    return resample_u8(crop, out_h, out_w, mode)
+
+
+# A custom op, so torch.compile and torch.export can hold the ctypes call (taps' too) as one opaque node.
+@torch.library.custom_op("googlenet::resample_u8", mutates_args=(), device_types="cpu")
+def resample_u8(crop: Tensor, out_h: int, out_w: int, mode: str) -> Tensor:
+    """The C kernel's resize of a crop that resize_u8 found it takes."""
+    lib = _library.loaded()
+    channels, height, width = crop.shape
     rows, cols = taps(height, out_h, mode), taps(width, out_w, mode)
     out = torch.empty(channels, out_h, out_w)
     sc, sy, sx = crop.stride()
@@ -122,6 +130,11 @@ def resize_u8(crop: Tensor, size: Sequence[int], mode: str) -> Tensor:
     if status != 0:  # a layout _layout_ok let through: a bug, but the PyTorch path still gives the right answer
         return _pytorch(crop, (out_h, out_w), mode)
     return out
+
+
+@resample_u8.register_fake
+def _(crop, out_h, out_w, mode):
+    return crop.new_empty((crop.shape[0], out_h, out_w), dtype=torch.float32)
 
 
 def _pytorch(crop: Tensor, size: tuple[int, int], mode: str) -> Tensor:

@@ -8,6 +8,7 @@ channels, and lets autograd differentiate every step: on the CPU that is the slo
 
 * on the CPU, 4-D channels_last input (inference's layout; training's with --channels-last) goes through a fused
   C kernel (lrn_kernel.c, built on first use by lrn_native.py): one pass over the tensor forward, one backward;
+  it is the custom op ``googlenet::lrn``, so torch.export and torch.compile(fullgraph=True) keep it in their graph;
 * elsewhere (NCHW, other devices, no C compiler), the PyTorch ops below:
   * the window sum is one copy and n - 1 in-place slice adds along the channels (contiguous rows in channels_last);
   * the backward pass is written out (one more window sum instead of autograd's chain through pad, pool and
@@ -62,7 +63,7 @@ def _neg_pow(d: Tensor, beta: float) -> Tensor:
     3e-7 relative of it."""
     if beta == 0.75:
         r = d.rsqrt()
-        return r.mul_(r.sqrt())
+        return r * r.sqrt()  # not in place: torch.export traces through LRNFunction, and rsqrt's backward needs r
     if beta == 0.5:
         return d.rsqrt()
     return d.pow(-beta)
@@ -73,15 +74,12 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 class LRNFunction(torch.autograd.Function):
+    """The kernel written in PyTorch ops; the C kernel is lrn_native's custom op."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = True) -> Tensor:
+    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         xc = x.to(_compute_dtype(x))
         ctx.constants = (size, alpha, beta, k)
-        if native and lrn_native.supports(xc):  # the fused C kernel: one pass forward, one backward
-            ctx.native = True
-            ctx.save_for_backward(xc)
-            return lrn_native.forward(xc, size, alpha, beta, k).to(x.dtype)
-        ctx.native = False
         denom = window_sum(xc * xc, size, alpha / size, k)  # d = k + alpha/n * window_sum(x^2)
         scale = _neg_pow(denom, beta)  # d^-beta
         y = xc * scale
@@ -92,18 +90,15 @@ class LRNFunction(torch.autograd.Function):
     @once_differentiable  # the written-out backward is not itself differentiable: say so rather than be wrong
     def backward(ctx, grad: Tensor):
         size, alpha, beta, k = ctx.constants
-        if ctx.native:
-            (xc,) = ctx.saved_tensors
-            return lrn_native.backward(grad, xc, size, alpha, beta, k).to(grad.dtype), None, None, None, None, None
         # dL/dx = g * d^-beta - (2 alpha beta / n) * x * window_sum(g * y / d): five passes over the tensor.
         xc, y, scale, denom = ctx.saved_tensors
         g = grad.to(xc.dtype)
         spread = window_sum((g * y).div_(denom), size)
         gx = (g * scale).addcmul_(xc, spread, value=-2.0 * alpha * beta / size)
-        return gx.to(grad.dtype), None, None, None, None, None
+        return gx.to(grad.dtype), None, None, None, None
 
     @staticmethod
-    def symbolic(g, x, size: int, alpha: float, beta: float, k: float, native: bool = True):
+    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
         # ONNX LRN: square_sum over [c - floor((size-1)/2), c + ceil((size-1)/2)], x / (bias + alpha/size * sum)^beta.
         return g.op("LRN", x, alpha_f=alpha, beta_f=beta, bias_f=k, size_i=size)
 
@@ -140,9 +135,13 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
         raise ValueError(f"LRN size must be an odd integer from 1 to {MAX_SIZE} (Caffe and ONNX define the window "
                          f"for odd sizes), got {size!r}")
     size = n
-    if torch.onnx.is_in_onnx_export() and not getattr(_onnx, "native", True):
-        return _onnx_decomposition(x.to(_compute_dtype(x)), size, alpha, beta, k).to(x.dtype)
-    return LRNFunction.apply(x, size, alpha, beta, k, native)
+    xc = x.to(_compute_dtype(x))
+    if torch.onnx.is_in_onnx_export():  # LRNFunction's symbolic is the ONNX LRN op; the C kernel's op has none
+        if not getattr(_onnx, "native", True):
+            return _onnx_decomposition(xc, size, alpha, beta, k).to(x.dtype)
+    elif native and lrn_native.supports(xc):  # the fused C kernel: one pass forward, one backward
+        return lrn_native.forward(xc, size, alpha, beta, k).to(x.dtype)
+    return LRNFunction.apply(x, size, alpha, beta, k)
 
 
 def _onnx_decomposition(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
