@@ -18,7 +18,7 @@ from ..fileio import check_limits
 
 # Order shown in --help.
 COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve", "layers",
-            "visualize", "dream", "explain", "atlas", "embed", "detect", "scenes")
+            "visualize", "dream", "explain", "atlas", "embed", "detect", "scenes", "shards")
 
 
 class ArgumentParser(argparse.ArgumentParser):

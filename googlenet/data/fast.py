@@ -68,6 +68,10 @@ class FastRandomResizedCrop:
             data = read_image_file(path)  # the same rules as load_image: regular files only, bounded
         except Unreadable as e:
             raise BadImage(str(e)) from None
+        return self.from_bytes(data)
+
+    def from_bytes(self, data: bytes) -> Tensor:
+        """The same crop from an encoded image already in memory (a WebDataset shard's sample)."""
         jpeg = self._plain_jpeg(data) if data[:3] == _JPEG_MAGIC else None
         header = None if jpeg is None else (jpeg.size[1], jpeg.size[0])
         if header is not None:

@@ -165,6 +165,18 @@ def eval_source(data: Optional[str], ensemble: Ensemble) -> tuple[Any, str]:
                     else f"{ensemble.num_classes} classes, not the {len(held_out.class_names)} of")
             raise UserError(f"the weights have {what} {held_out.name}; pass --data DIR with their classes")
         return ArrayImages(held_out.images, held_out.labels), held_out.name
+    from ..data.shards import ShardImages, is_shard_set, open_shard_set
+
+    if is_shard_set(data):  # local WebDataset shards: their val split (else train), read by offset
+        shards = open_shard_set(data)
+        if ensemble.class_names is not None and list(ensemble.class_names) != shards.classes:
+            raise UserError(f"{printable(data)} has other classes than the weights ({len(shards.classes)}: "
+                            f"{', '.join(shards.classes[:3])}, ...)")
+        if len(shards.classes) > ensemble.num_classes:
+            raise UserError(f"{printable(data)} has {len(shards.classes)} classes but the weights have "
+                            f"{ensemble.num_classes}")
+        split = "val" if "val" in shards.index["splits"] else "train"
+        return ShardImages(shards, split), f"{printable(data)} ({split} shards)"
     root = find_split(data, "val")
     samples, names = scan_image_folder(root, ensemble.class_names)
     if len(names) > ensemble.num_classes:

@@ -89,6 +89,7 @@ class TrainConfig:
     max_eval_images: Optional[int] = None
     # machine
     workers: int = 4
+    shuffle_buffer: int = 1000  # --data SHARDS: samples in the shuffle buffer of each loader worker
     device: str = "auto"
     precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False

@@ -107,6 +107,14 @@ class FolderSource:
         self.workers = cfg.workers
         self.pin = device.type == "cuda"
 
+    @classmethod
+    def of(cls, dataset, class_names, cfg: TrainConfig, *, device: torch.device) -> "FolderSource":
+        """A source over any dataset of ``(image, label)`` / ``Skipped`` items with ``targets`` (local shards)."""
+        source = cls.__new__(cls)
+        source.dataset, source.targets, source.class_names = dataset, dataset.targets, class_names
+        source.workers, source.pin = cfg.workers, device.type == "cuda"
+        return source
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -117,6 +125,43 @@ class FolderSource:
                             collate_fn=collate_skipping, pin_memory=self.pin,
                             persistent_workers=False, prefetch_factor=4 if self.workers else None)
         yield from loader
+
+
+def _as_is(sample):
+    return sample
+
+
+class ShardSource:
+    """Training from WebDataset shards (googlenet/data/shards.py): resampled shards through a shuffle buffer, cut
+    to exactly the plan's batch sizes, so every rank makes the epoch's steps (the plan's indices do not apply: a
+    stream has no random access). The stream's seeds are drawn from the epoch's reseeded generator (seed_epoch),
+    so a run is a function of its seed."""
+
+    def __init__(self, shards, transform, cfg: TrainConfig, *, device: torch.device) -> None:
+        self.shards, self.transform, self.class_names = shards, transform, shards.classes
+        self.workers, self.buffer, self.pin = cfg.workers, cfg.shuffle_buffer, device.type == "cuda"
+
+    def __len__(self) -> int:
+        return self.shards.count("train")
+
+    @property
+    def targets(self) -> Tensor:
+        raise UserError("--balance draws images by index; a shard stream has no random access (write the shards "
+                        "from a balanced folder, or train from the folder)")
+
+    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
+        import torch.distributed as dist
+        from torch.utils.data import DataLoader
+
+        from ..data.shards import TrainStream
+
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())  # drawn from the epoch's seed (seed_epoch)
+        stream = TrainStream(self.shards, "train", self.transform, seed=seed, epoch=0, rank=rank, buffer=self.buffer)
+        samples = iter(DataLoader(stream, batch_size=None, collate_fn=_as_is, num_workers=self.workers,
+                                  pin_memory=self.pin, prefetch_factor=16 if self.workers else None))
+        for p in plan:
+            yield collate_skipping([next(samples) for _ in range(len(p))])
 
 
 @dataclass
@@ -155,7 +200,27 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
                          list(train.class_names), pre)
     if cfg.classes is not None or cfg.per_class is not None:
         raise UserError("--classes and --per-class apply to the embedded Fashion-MNIST data only")
+    from ..data.shards import is_shard_set
+
+    if is_shard_set(cfg.data):
+        return _shard_data(cfg, device)
     return _folder_data(cfg, device)
+
+
+def _shard_data(cfg: TrainConfig, device: torch.device) -> TrainData:
+    from ..data.shards import ShardImages, open_shard_set
+
+    shards = open_shard_set(cfg.data)
+    if len(shards.classes) < 2:
+        raise UserError(f"{printable(cfg.data)} has {len(shards.classes)} class; training needs at least 2")
+    if cfg.max_train_images is not None or cfg.max_eval_images is not None:
+        raise UserError("--max-train-images / --max-eval-images pick images by index; write smaller shards instead")
+    train_tf, eval_tf, pre = _folder_transforms(cfg)
+    held = "val" if "val" in shards.index["splits"] else "train"
+    notes = [] if held == "val" else [f"{printable(cfg.data)} has no val split: held-out figures are on train"]
+    return TrainData(f"{printable(cfg.data)} (shards)", ShardSource(shards, train_tf, cfg, device=device),
+                     FolderSource.of(ShardImages(shards, held, eval_tf), shards.classes, cfg, device=device),
+                     shards.classes, pre, notes)
 
 
 def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
