@@ -9,7 +9,7 @@ from typing import Optional
 from torch import nn
 
 from .errors import UserError
-from .models import arch_options, list_models
+from .models import arch_options
 from .models import create_model as build_model
 from .pretrained import SOURCES, load_weights_arg
 from .weights import attach_metadata, default_preprocessing
@@ -28,8 +28,6 @@ def create_model(name: str, weights: Optional[str | os.PathLike] = None, *, num_
     ``num_classes`` other than theirs gives a fresh classifier on the trained trunk (as ``train --init`` does);
     ``options`` (``aux_logits``, ``dropout``, ...) rebuild the model around the same trained layers.
     """
-    if name not in list_models():
-        raise UserError(f"unknown model {name!r}; known: {', '.join(list_models())}")
     if weights is None:
         model = build_model(name, num_classes=1000 if num_classes is None else num_classes, **options)
         attach_metadata(model, {"arch": name, "num_classes": model.num_classes, "aux_logits": model.aux_logits,
