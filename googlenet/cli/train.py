@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/train)")
     g.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint; auto: OUT/last.pt if present")
     g.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+    g.add_argument("--checkpoint-every", type=non_negative_int, metavar="STEPS",
+                   help="also write OUT/last.pt every STEPS steps inside an epoch (--resume continues from the step)")
     g = p.add_argument_group("fine-tuning (see docs/finetuning.md; --recipe finetune)")
     g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
                                                "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
@@ -77,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
              "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "deterministic", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
-             "per_class", "val_fraction", "split_from", "balance")
+             "per_class", "val_fraction", "split_from", "balance", "checkpoint_every")
 
 
 def run(args: argparse.Namespace) -> int:

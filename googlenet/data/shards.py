@@ -302,25 +302,31 @@ def _decode_sample(sample: dict, transform: Callable, n_classes: int):
 
 class TrainStream(torch.utils.data.IterableDataset):
     """Resampled shards -> a seeded shuffle buffer -> decoded, transformed samples; endless (the caller takes the
-    epoch's steps). The seeds: (seed, epoch) for the shard draw, and rank and worker for each stream."""
+    epoch's steps). ``seed`` (the epoch's and rank's) and the worker fix the shard draw and the shuffle; each
+    sample's augmentation is seeded by its position in the stream."""
 
-    def __init__(self, shards: ShardSet, split: str, transform: Callable, *, seed: int, epoch: int, rank: int,
+    def __init__(self, shards: ShardSet, split: str, transform: Callable, *, seed: int, skip: int = 0,
                  buffer: int = 1000) -> None:
         self.urls, self.transform, self.n_classes = shards.urls(split), transform, len(shards.classes)
-        self.seed, self.epoch, self.rank, self.buffer = seed, epoch, rank, buffer
+        self.seed, self.skip, self.buffer = seed, skip, buffer
 
     def __iter__(self) -> Iterator:
         import webdataset as wds
 
         info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        stream = (self.seed * 1_000_003 + self.epoch) * 4096 + self.rank * 64 + worker
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        stream = (self.seed * 64 + worker) % (1 << 63)  # seed: the epoch's and rank's (train.data.mix)
         pipeline = wds.DataPipeline(
             wds.ResampledShards(self.urls, seed=stream, worker_seed=lambda: 0, deterministic=True),
             wds.tarfile_to_samples(),
             wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=random.Random(stream)))
-        for sample in pipeline:
-            yield _decode_sample(sample, self.transform, self.n_classes)
+        # The loader takes samples from its workers in turn, so sample n of the whole stream is this worker's
+        # n // workers: skipping the first ``skip`` of the stream is skipping this worker's share, undecoded.
+        mine = max(0, -(-(self.skip - worker) // workers))
+        for n, sample in enumerate(pipeline):
+            if n >= mine:
+                torch.manual_seed((stream * 1_000_003 + n) % (1 << 63))  # the augmentation, from the position
+                yield _decode_sample(sample, self.transform, self.n_classes)
 
 
 class ShardImages(torch.utils.data.Dataset):

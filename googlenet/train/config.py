@@ -98,6 +98,7 @@ class TrainConfig:
     sync_bn: bool = False
     seed: int = 0
     eval_every: int = 1
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (last.pt); 0: at the end of each epoch only
     dist_timeout_s: float = 300.0
     notes: str = ""
 
@@ -290,6 +291,7 @@ def validate(cfg: TrainConfig) -> None:
         need(v is None or v >= 1, f"{key} must be at least 1, got {v}")
     need(cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}")
     need(cfg.eval_every >= 1, f"eval_every must be at least 1, got {cfg.eval_every}")
+    need(cfg.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
     need(cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     need(not (cfg.precision == "fp16" and cfg.device == "cpu"),

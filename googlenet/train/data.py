@@ -83,8 +83,11 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
-        for idx in plan:
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
+        for i in range(first, len(plan)):
+            idx = plan[i]
+            if seed is not None:  # batch i draws its augmentation from a seed of its own (resume-safe)
+                torch.manual_seed(mix(seed, i))
             if self.augment == "paper":  # per image: crops and interpolations differ per sample
                 x = torch.stack([self.paper(img.expand(3, -1, -1)) for img in self.images[idx].unsqueeze(1)]) \
                     if len(idx) else torch.empty(0, 3, self.size, self.size)
@@ -118,10 +121,14 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(self.dataset, batch_sampler=[p.tolist() for p in plan], num_workers=self.workers,
+        dataset, sampler = self.dataset, [p.tolist() for p in plan[first:]]
+        if seed is not None:  # each sample's augmentation from (seed, step, position): whatever worker decodes it
+            dataset = SeededItems(self.dataset)
+            sampler = [[(index, mix(seed, first + i, j)) for j, index in enumerate(p)] for i, p in enumerate(sampler)]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
                             collate_fn=collate_skipping, pin_memory=self.pin,
                             persistent_workers=False, prefetch_factor=4 if self.workers else None)
         yield from loader
@@ -129,6 +136,29 @@ class FolderSource:
 
 def _as_is(sample):
     return sample
+
+
+def mix(*parts: int) -> int:
+    """A 63-bit seed from integers (BLAKE2b): neighbouring steps and samples get unrelated streams."""
+    import hashlib
+
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Items addressed as (index, seed): the global generator is seeded before the item's transform draws."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 class ShardSource:
@@ -149,18 +179,17 @@ class ShardSource:
         raise UserError("--balance draws images by index; a shard stream has no random access (write the shards "
                         "from a balanced folder, or train from the folder)")
 
-    def batches(self, plan: list[Tensor]) -> Iterator[Batch]:
-        import torch.distributed as dist
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
         from ..data.shards import TrainStream
 
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())  # drawn from the epoch's seed (seed_epoch)
-        stream = TrainStream(self.shards, "train", self.transform, seed=seed, epoch=0, rank=rank, buffer=self.buffer)
+        # A resumed epoch skips the samples its first steps took, undecoded; the rest draw what they would have.
+        stream = TrainStream(self.shards, "train", self.transform, seed=0 if seed is None else seed,
+                             skip=sum(len(p) for p in plan[:first]), buffer=self.buffer)
         samples = iter(DataLoader(stream, batch_size=None, collate_fn=_as_is, num_workers=self.workers,
                                   pin_memory=self.pin, prefetch_factor=16 if self.workers else None))
-        for p in plan:
+        for p in plan[first:]:
             yield collate_skipping([next(samples) for _ in range(len(p))])
 
 

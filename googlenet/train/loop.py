@@ -24,7 +24,7 @@ from ..precision import probe_key, resolve_precision, time_train_step
 from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
-from .data import balanced_batches, build_data, global_batches, shard, skipped_as_dicts
+from .data import balanced_batches, build_data, global_batches, mix, shard, skipped_as_dicts
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
 from .step import TrainStep
@@ -102,9 +102,12 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))  # cosine
 
 
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Each epoch starts from a seed of its own, so an epoch after a resume draws what it would have drawn."""
+def seed_epoch(seed: int, epoch: int, rank: int) -> int:
+    """Each epoch starts from a seed of its own, so an epoch after a resume draws what it would have drawn; returns
+    the epoch's base for the seeds of its steps (a step's data and its forward pass are seeded by their position,
+    so a run resumed in the middle of an epoch draws what it would have drawn too)."""
     torch.manual_seed((seed * 1_000_003 + epoch) * 1024 + rank)
+    return mix(seed, epoch, rank)
 
 
 @torch.no_grad()
@@ -198,6 +201,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     optimizer = make_optimizer(cfg, model, peak_lr)
 
     start_epoch, step, history, best_top1, skipped_all, nonfinite = 0, 0, [], -1.0, [], 0
+    first_step, partial = 0, None  # a checkpoint from inside an epoch: the steps of it already made, their sums
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # torchrun restarted the group after a failure: continue from the last checkpoint
+        say(f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']} under torchrun: --resume auto")
     path = ckpt.resume_path(resume, out)
     if path is not None:
         ck = ckpt.load_checkpoint(path, map_location=d.device)
@@ -208,10 +215,15 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             ema.load_state_dict(ck["ema"])
         optimizer.load_state_dict(ck["optimizer"])
         start_epoch, step = int(ck["epoch"]), int(ck["scheduler"]["step"])
+        first_step, partial = int(ck.get("step_in_epoch", 0)), ck.get("partial")
         history, best_top1 = list(ck["metrics"]), float(ck["best_top1"])
         skipped_all, nonfinite = list(ck.get("skipped", [])), int(ck.get("nonfinite_steps", 0))
         ckpt.set_rng_state(ck["rng"])
-        say(f"resuming from {path} at epoch {start_epoch}/{cfg.epochs}")
+        say(f"resuming from {path} at epoch {start_epoch}/{cfg.epochs}"
+            + (f", step {first_step} of epoch {start_epoch + 1}" if first_step else ""))
+        if partial is not None and len(partial) != d.world:
+            raise UserError(f"{path} was written inside an epoch by {len(partial)} process(es); resume it with the "
+                            f"same number (this run has {d.world}), or from an epoch's end")
         if start_epoch >= cfg.epochs:
             say(f"{path} already finished {start_epoch} epochs; nothing to train")
 
@@ -244,6 +256,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                         compile=cfg.compile, aux_weight=aux_weight, label_smoothing=cfg.label_smoothing,
                         device=d.device, grad_clip=cfg.grad_clip, all_finite=d.all_true if d.ddp else None)
     inject_nan = int(os.environ.get("GOOGLENET_TEST_NAN_AT_STEP", "-1"))  # test hook: poison one step's input
+    die_at = int(os.environ.get("GOOGLENET_TEST_DIE_AT_STEP", "-1"))  # test hook: a worker dies at this step ...
+    die_rank = int(os.environ.get("GOOGLENET_TEST_DIE_RANK", "0"))  # ... of an epoch, on this rank
 
     for note in data.notes:
         say(note)
@@ -252,7 +266,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         f"process(es), lr {peak_lr:g}, {cfg.precision}{', channels_last' if cfg.channels_last else ''}")
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
-        seed_epoch(cfg.seed, epoch, d.rank)
+        base = seed_epoch(cfg.seed, epoch, d.rank)
+        first = first_step if epoch == start_epoch else 0
         batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
             if cfg.balance else global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
         plan = shard(batches, d.rank, d.world)
@@ -262,8 +277,14 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
 
             keep_frozen_in_eval(model)
         loss_sum, correct, seen, epoch_skipped, t0 = 0.0, 0, 0, [], time.perf_counter()
+        if first and partial is not None:
+            loss_sum, correct, seen, kept = partial[d.rank]
+            epoch_skipped = [Skipped(k["file"], k["error"]) for k in kept]
         bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
-        for images, labels, bad in data.train.batches(plan):
+        bar.update(first)
+        for i, (images, labels, bad) in enumerate(data.train.batches(plan, first, base), start=first):
+            if i == die_at and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and d.rank == die_rank:
+                os._exit(1)  # test hook: this worker dies, once (torchrun's restart does not repeat it)
             epoch_skipped += bad
             n_local = len(labels)
             n_global = int(d.sum([n_local])[0]) if d.ddp else n_local
@@ -279,6 +300,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             if step == inject_nan:
                 images = images.clone().fill_(float("nan"))
             weight = n_local * d.world / n_global
+            torch.manual_seed(mix(base, i, "forward"))  # dropout's draws, from the step's position
             result = trainer(images, labels, loss_weight=weight)
             if not result.finite:
                 nonfinite += 1
@@ -300,6 +322,14 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{float(result.loss):.3f}", img_s=f"{seen * d.world / max(elapsed, 1e-9):.0f}",
                             refresh=False)
+            if cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(plan):
+                # Inside the epoch: epoch stays the count of finished epochs, step_in_epoch says how far this
+                # one got, and each rank's running sums come along so the epoch's row is the same after a resume.
+                sums = d.gather_objects((loss_sum, correct, seen, [s.as_dict() for s in epoch_skipped]))
+                if d.main:
+                    ckpt.save_checkpoint(out / "last.pt", epoch=epoch, step_in_epoch=i + 1, partial=sums,
+                                         **_state(step, model, ema, optimizer, cfg, history, best_top1,
+                                                  skipped_all, nonfinite, data))
         bar.close()
         epoch_train_s = time.perf_counter() - t0
         loss_sum, correct, seen_all = d.sum([loss_sum, correct, seen])
@@ -323,10 +353,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if is_best:
             best_top1 = row["top1"]
         if d.main:
-            state = dict(epoch=epoch + 1, scheduler={"step": step}, model=model.state_dict(),
-                         ema=ema.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
-                         config=cfg.to_dict(), metrics=history, best_top1=best_top1, skipped=skipped_all,
-                         nonfinite_steps=nonfinite, class_names=data.class_names, preprocessing=data.preprocessing)
+            state = dict(epoch=epoch + 1, **_state(step, model, ema, optimizer, cfg, history, best_top1,
+                                                   skipped_all, nonfinite, data))
             ckpt.save_checkpoint(out / "last.pt", **state)
             if is_best:
                 ckpt.save_checkpoint(out / "best.pt", **state)
@@ -356,6 +384,14 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             "nonfinite_steps": nonfinite, "config": str(out / "config.yaml"), "world_size": d.world,
             "train_images_per_epoch": history[-1]["images"] if history else 0,
             "eval_images": final.get("eval_images")}
+
+
+def _state(step, model, ema, optimizer, cfg, history, best_top1, skipped_all, nonfinite, data) -> dict:
+    """What a checkpoint holds besides where it stands in the run."""
+    return dict(scheduler={"step": step}, model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
+                optimizer=optimizer.state_dict(), config=cfg.to_dict(), metrics=history, best_top1=best_top1,
+                skipped=skipped_all, nonfinite_steps=nonfinite, class_names=data.class_names,
+                preprocessing=data.preprocessing)
 
 
 def start_epoch_of(path: Path) -> str:
