@@ -15,6 +15,7 @@ from googlenet.inception5h import PREPROCESSING
 from googlenet.weights import load_model
 from tests.hostile import bare_hostile_pickle, hostile_pickle
 from tests.protowriter import field, varint
+from tests.system_packages import missing
 
 # TensorFlow's LRN in the graph: depth_radius 5, bias 2, alpha 1e-4, beta 0.5 = PyTorch size 11, alpha 11e-4.
 TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)
@@ -26,7 +27,7 @@ def lucent_inceptionv1():
     size 9, k 1, which is wrong (lucent PR 51)."""
     spec = importlib.util.find_spec("lucent")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+        missing("torch-lucent is not installed", "torch-lucent 0.1.8 (pip --no-deps)", "make install")
     root = Path(list(spec.submodule_search_locations)[0]) / "modelzoo" / "inceptionv1"
     package = types.ModuleType("lucent.modelzoo.inceptionv1")
     package.__path__ = [str(root)]
