@@ -33,7 +33,7 @@ TINY = ["--epochs", "1", "--max-train-images", "64", "--max-eval-images", "32", 
 # BatchNorm net at a fixed learning rate (0.004 at batch 32, i.e. 1e-3 at batch 8). The paper's LRN net with its Caffe
 # init does not leave chance in so few steps. fp32: the "auto" probe picks bf16 or fp32 by timing, and the two runs
 # part. Measured over seeds 0-5, the raw weights after 16 steps (held out, BatchNorm on the batch's statistics, see
-# fit): top-1 0.84-0.96, loss 0.09-0.45, from 0.69 at init.
+# fit): top-1 0.84-0.96, loss 0.09-0.45 (label smoothing 0.05: 0.94-0.97, 0.08-0.15), from 0.69 at init.
 LEARN = {"arch": "googlenet_bn", "classes": "0,1", "lr": 0.004, "schedule": "step", "warmup_epochs": 0,
          "label_smoothing": 0.0, "precision": "fp32", "max_train_images": 64, "batch_size": 8, "input_size": 64,
          "epochs": 2}
