@@ -1,5 +1,6 @@
-"""What the suite needs from the machine beyond pip (.ci/system-packages installs it): a test that lacks it is
-skipped locally and fails under CI, where a missing package means the project's own files did not install it."""
+"""What the suite needs beyond the project's own install: Debian packages (.ci/system-packages installs them), and
+test references pip installs with the test extra or make install. A test that lacks one is skipped locally and
+fails under CI, where a missing package means the project's own files did not install it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 import pytest
 
 
-def missing(what: str, packages: str) -> None:
-    """Ends the calling test: a failure under CI, a skip elsewhere."""
+def missing(what: str, packages: str, installer: str = "bash .ci/system-packages") -> None:
+    """Ends the calling test: a failure under CI, a skip elsewhere. ``installer``: what installs ``packages``."""
     if os.environ.get("CI"):
-        pytest.fail(f"{what}: run .ci/system-packages (it installs {packages})")
-    pytest.skip(f"{what} (bash .ci/system-packages installs {packages})")
+        pytest.fail(f"{what}: run {installer} (it installs {packages})")
+    pytest.skip(f"{what} ({installer} installs {packages})")

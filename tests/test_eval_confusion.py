@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from googlenet.cli import main
 from googlenet.data import embedded
@@ -25,8 +27,33 @@ def test_per_class_rows_from_a_known_matrix():
 
 @pytest.mark.slow  # --report runs the 1, 10 and 144-crop schemes
 def test_eval_report_confusion_matches_direct_predictions(tmp_path, capsys):
+    # The 10 images eval --max-images 10 takes (spread evenly over the held-out 2,000), made into the 1-crop input
+    # here: 28x28 resized to 64x64 (bilinear, antialiased; the centre 64x64 crop is all of it), then mean/std.
+    _, held = embedded.load_fashion()
+    idx = [i * len(held) // 10 for i in range(10)]
+    grey = held.images[idx].unsqueeze(1).expand(-1, 3, -1, -1)
+    x = TF.resize(grey, [64, 64], interpolation=InterpolationMode.BILINEAR, antialias=True).float()
+    x = (x / 255 - embedded.MEAN) / embedded.STD
+    truth = held.labels[idx]
+    # A random net predicts one class for everything; centring its logits over these images (fc bias) and scaling
+    # them up makes it predict several, with margins far above float noise.
     torch.manual_seed(0)
-    model = create_model("googlenet_bn", num_classes=10, aux_logits=False)
+    model = create_model("googlenet_bn", num_classes=10, aux_logits=False).eval()
+    with torch.no_grad():
+        model.fc.bias -= model(x).mean(0)
+        model.fc.weight *= 1000
+        model.fc.bias *= 1000
+        logits = model(x)
+    pred = logits.argmax(1)
+    top2 = logits.topk(2, dim=1).values
+    assert float((top2[:, 0] - top2[:, 1]).min()) > 0.05
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    for t, p in zip(truth.tolist(), pred.tolist()):
+        expected[t, p] += 1  # rows: true class, columns: predicted
+    # A matrix that tells rows from columns, and is right and wrong in places.
+    assert len(set(pred.tolist())) >= 4 and not torch.equal(expected, expected.T)
+    assert 0 < int(expected.trace()) < 10
+
     path = tmp_path / "w.safetensors"
     pre = {"input_size": 64, "resize_size": 64, "interpolation": "bilinear", "mean": [embedded.MEAN] * 3,
            "std": [embedded.STD] * 3}
@@ -39,8 +66,10 @@ def test_eval_report_confusion_matches_direct_predictions(tmp_path, capsys):
     rows = list(csv.reader((tmp_path / "rep" / "confusion.csv").open()))
     assert rows[0][1:] == embedded.CLASS_NAMES and [r[0] for r in rows[1:]] == embedded.CLASS_NAMES
     matrix = torch.tensor([[int(x) for x in r[1:]] for r in rows[1:]])
+    assert matrix.tolist() == expected.tolist()  # every cell, so a transposed matrix fails
     assert int(matrix.sum()) == res["images"] == 10
     assert int(matrix.trace()) == res["correct1"]  # the 1-crop top-1 hits, counted by the existing path
     assert (tmp_path / "rep" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     per = list(csv.DictReader((tmp_path / "rep" / "per_class.csv").open()))
-    assert [int(r["images"]) for r in per] == matrix.sum(1).tolist()
+    assert [int(r["images"]) for r in per] == expected.sum(1).tolist()
+    assert [int(r["correct"]) for r in per] == expected.diagonal().tolist()

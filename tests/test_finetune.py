@@ -104,8 +104,11 @@ def test_freeze_layer_is_a_prefix_in_forward_order():
 
 @pytest.mark.slow
 def test_train_init_records_source_and_keeps_rows(tmp_path, capsys):
-    _, path = _project_weights(tmp_path, FASHION)
-    code, out, err = run_cli([*TINY, "--init", str(path), "--freeze", "trunk", "--out", str(tmp_path / "run")], capsys)
+    # Through the training loop (not an optimizer stepped by hand): a linear probe on the BN net trains fc and
+    # nothing else, BatchNorm running statistics included.
+    _, path = _project_weights(tmp_path, FASHION, arch="googlenet_bn")
+    code, out, err = run_cli([*TINY, "--init", str(path), "--freeze", "trunk", "--out",
+                              str(tmp_path / "run")], capsys)
     assert code == 0, err
     model = load_model(json.loads(out.strip().splitlines()[-1])["weights"])
     init = model.metadata["training"]["init"]
@@ -114,8 +117,12 @@ def test_train_init_records_source_and_keeps_rows(tmp_path, capsys):
     # No --recipe: the finetune recipe, said on stderr and recorded (from-scratch settings would waste the weights).
     assert "train: --init without --recipe: using the finetune recipe" in err
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["recipe"] == "finetune"
-    src = load_model(path)
-    assert torch.equal(model.inception4c.branch2[1].conv.weight, src.inception4c.branch2[1].conv.weight)
+    src, got = load_model(path).state_dict(), model.state_dict()
+    assert got.keys() == src.keys()
+    trunk = [k for k in src if not k.startswith(finetune.HEAD_PREFIXES)]
+    assert any("running_mean" in k for k in trunk)
+    assert [k for k in trunk if not torch.equal(got[k], src[k])] == []
+    assert not torch.equal(got["fc.weight"], src["fc.weight"]) and not torch.equal(got["fc.bias"], src["fc.bias"])
 
 
 @pytest.mark.slow

@@ -37,6 +37,15 @@ def env(tmp_path_factory):
     w["truncated"] = root / "truncated.safetensors"
     w["pickle"] = hostile_pickle(root / "evil.pt", root / "PWNED")
     w["bare_pickle"] = bare_hostile_pickle(root / "evil.safetensors", root / "PWNED")
+    # A torchvision-layout checkpoint convert accepts, so that its unwritable-output case fails on the output; cut
+    # short, the truncated checkpoint convert meets.
+    import torchvision
+
+    tv = root / "tv.pth"
+    torch.save(torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).state_dict(), tv)
+    w["tv"] = tv
+    (root / "tv_cut.pth").write_bytes(tv.read_bytes()[: tv.stat().st_size // 3])
+    w["tv_truncated"] = root / "tv_cut.pth"
     odd = make_odd_images(root / "odd")
     bad = make_bad_files(root / "bad")
     # A two-class image folder with good, odd and broken files; a one-class folder; an empty one.
@@ -54,6 +63,7 @@ def env(tmp_path_factory):
     one = root / "oneclass" / "Trouser"
     one.mkdir(parents=True)
     (one / "a.png").write_bytes(odd["gray.png"].read_bytes())
+    (one / "b.png").write_bytes(odd["gray.png"].read_bytes())  # 2 images: a one-folder split can be made
     (root / "empty").mkdir()
     (root / "a_file").write_text("I am a file, not a folder")
     return {"root": root, "w": w, "odd": odd, "bad": bad, "mixed": mixed, "one": root / "oneclass",
@@ -69,7 +79,9 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def assert_one_line_error(argv, capsys, fragment: str = "") -> str:
+def assert_one_line_error(argv, capsys, fragment: str) -> str:
+    """The command exits 2 with one stderr line that names ``fragment``: the cause the case sets up (not any error)."""
+    assert fragment, "name the cause the case sets up"
     rc, out, err = run_cli(argv, capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2, (argv, rc, err)
@@ -85,54 +97,72 @@ def _cases(e) -> list[tuple[str, list, str]]:
     img = e["odd"]["gray.png"]
     return [
         # category, argv, expected fragment of the error line
-        ("missing path", ["train", "--data", r / "nope", "--out", r / "runs_missing"], "not found"),
-        ("missing path", ["eval", "--weights", r / "nope.safetensors"], "not found"),
-        ("missing path", ["eval", "--weights", w["good"], "--data", r / "nope"], "not found"),
-        ("missing path", ["predict", r / "nope.jpg", "--weights", w["good"]], ""),
-        ("missing path", ["predict", img, "--weights", r / "nope.safetensors"], "not found"),
-        ("missing path", ["crops", r / "nope.jpg", "--out", r / "sheet.png"], ""),
-        ("missing path", ["export", "--weights", r / "nope.safetensors", "--out", r / "m.onnx"], "not found"),
-        ("missing path", ["convert", "--from", "torchvision", r / "nope.pth", r / "o.safetensors"], "not found"),
-        ("empty folder", ["train", "--data", e["empty"], "--out", r / "runs_empty"], ""),
-        ("empty folder", ["eval", "--weights", w["good"], "--data", e["empty"]], ""),
-        ("empty folder", ["predict", e["empty"], "--weights", w["good"]], ""),
-        ("one class", ["train", "--data", e["one"], "--out", r / "runs_one", "--epochs", "1"], "class"),
-        ("not an image", ["predict", e["bad"]["notes.txt"], "--weights", w["good"]], ""),
-        ("not an image", ["crops", e["bad"]["not_an_image.jpg"], "--out", r / "s.png"], ""),
-        ("zero-byte / truncated", ["predict", e["bad"]["zero_bytes.jpg"], "--weights", w["good"]], ""),
-        ("zero-byte / truncated", ["crops", e["bad"]["truncated.jpg"], "--out", r / "s.png"], ""),
-        ("decompression bomb", ["predict", e["bad"]["bomb.png"], "--weights", w["good"]], ""),
-        ("decompression bomb", ["crops", e["bad"]["bomb.png"], "--out", r / "s.png"], "too large"),
-        ("wrong weights", ["eval", "--weights", w["five"], "--max-images", "8"], ""),
-        ("wrong weights", ["eval", "--weights", w["good"], w["five"], "--max-images", "8"], ""),
-        ("wrong weights", ["eval", "--weights", w["five"], "--data", e["mixed"]], ""),
-        ("truncated weights", ["predict", img, "--weights", w["truncated"]], ""),
-        ("truncated weights", ["eval", "--weights", w["truncated"]], ""),
-        ("truncated weights", ["export", "--weights", w["truncated"], "--out", r / "t.onnx"], ""),
-        ("truncated weights", ["convert", "--from", "torchvision", w["truncated"], r / "t2.safetensors"], ""),
-        ("bad flag", ["train", "--epochs", "0"], ""),
-        ("bad flag", ["train", "--batch-size", "-3"], ""),
-        ("bad flag", ["train", "--lr", "-1"], ""),
-        ("bad flag", ["train", "--input-size", "32", "--out", r / "runs_flag"], "64"),
-        ("bad flag", ["train", "--arch", "resnet", "--out", r / "runs_flag"], "arch"),
-        ("bad flag", ["train", "--recipe", "nope", "--out", r / "runs_flag"], "recipe"),
-        ("bad flag", ["train", "--precision", "fp16", "--device", "cpu", "--out", r / "runs_flag"], "fp16"),
-        ("bad flag", ["eval", "--weights", w["good"], "--crops", "7"], ""),
-        ("bad flag", ["eval", "--weights", w["good"], "--batch-size", "0"], ""),
-        ("bad flag", ["eval", "--weights", w["good"], "--precision", "fp8"], ""),
-        ("bad flag", ["predict", img, "--weights", w["good"], "--topk", "0"], ""),
-        ("bad flag", ["predict", img, "--weights", w["good"], "--backend", "tensorrt"], ""),
-        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--opset", "3"], ""),
-        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--batch", "0"], ""),
-        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--input-size", "32"], ""),
-        ("bad flag", ["summary", "--input-size", "16"], ""),
-        ("bad flag", ["bench", "infer", "--rounds", "0"], ""),
-        ("bad flag", ["crops", img, "--out", r / "s.png", "--scheme", "12"], ""),
-        ("bad flag", ["nonsense-command"], ""),
-        ("unwritable output", ["train", "--out", e["blocked"], "--epochs", "1", "--max-train-images", "8"], ""),
-        ("unwritable output", ["crops", img, "--out", e["blocked"] / "s.png"], ""),
-        ("unwritable output", ["export", "--weights", w["good"], "--out", e["blocked"] / "m.onnx"], ""),
-        ("unwritable output", ["convert", "--from", "torchvision", w["pickle"], e["blocked"] / "o.safetensors"], ""),
+        ("missing path", ["train", "--data", r / "nope", "--out", r / "runs_missing"], "data folder not found"),
+        ("missing path", ["eval", "--weights", r / "nope.safetensors"], "weights file not found"),
+        ("missing path", ["eval", "--weights", w["good"], "--data", r / "nope"], "data folder not found"),
+        ("missing path", ["predict", r / "nope.jpg", "--weights", w["good"]], "nope.jpg: file not found"),
+        ("missing path", ["predict", img, "--weights", r / "nope.safetensors"], "weights file not found"),
+        ("missing path", ["crops", r / "nope.jpg", "--out", r / "sheet.png"], "nope.jpg: file not found"),
+        ("missing path", ["export", "--weights", r / "nope.safetensors", "--out", r / "m.onnx"],
+         "weights file not found"),
+        ("missing path", ["convert", "--from", "torchvision", r / "nope.pth", r / "o.safetensors"],
+         "checkpoint not found"),
+        ("empty folder", ["train", "--data", e["empty"], "--out", r / "runs_empty"], "has no class folders"),
+        ("empty folder", ["eval", "--weights", w["good"], "--data", e["empty"]], "has no class folders"),
+        ("empty folder", ["predict", e["empty"], "--weights", w["good"]], "folder holds no files"),
+        ("one class", ["train", "--data", e["one"], "--out", r / "runs_one", "--epochs", "1"],
+         "has 1 class folder; training needs at least 2"),
+        ("not an image", ["predict", e["bad"]["notes.txt"], "--weights", w["good"]], "notes.txt: not an image"),
+        ("not an image", ["crops", e["bad"]["not_an_image.jpg"], "--out", r / "s.png"],
+         "not_an_image.jpg: not an image"),
+        ("zero-byte / truncated", ["predict", e["bad"]["zero_bytes.jpg"], "--weights", w["good"]],
+         "zero_bytes.jpg: empty file"),
+        ("zero-byte / truncated", ["crops", e["bad"]["truncated.jpg"], "--out", r / "s.png"],
+         "image file is truncated"),
+        ("decompression bomb", ["predict", e["bad"]["bomb.png"], "--weights", w["good"]], "bomb.png: image too large"),
+        ("decompression bomb", ["crops", e["bad"]["bomb.png"], "--out", r / "s.png"], "bomb.png: image too large"),
+        ("wrong weights", ["eval", "--weights", w["five"], "--max-images", "8"], "5 classes, not the 10"),
+        ("wrong weights", ["eval", "--weights", w["good"], w["five"], "--max-images", "8"],
+         "must share their classes"),
+        ("wrong weights", ["eval", "--weights", w["five"], "--data", e["mixed"]], "are not classes of the model"),
+        ("truncated weights", ["predict", img, "--weights", w["truncated"]], "truncated: the file has"),
+        ("truncated weights", ["eval", "--weights", w["truncated"]], "truncated: the file has"),
+        ("truncated weights", ["export", "--weights", w["truncated"], "--out", r / "t.onnx"],
+         "truncated: the file has"),
+        ("truncated weights", ["convert", "--from", "torchvision", w["tv_truncated"], r / "t2.safetensors"],
+         "failed finding central directory"),
+        ("bad flag", ["train", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+        ("bad flag", ["train", "--batch-size", "-3"], "--batch-size: expected a positive integer, got -3"),
+        ("bad flag", ["train", "--lr", "-1"], "--lr: expected a positive finite number, got -1"),
+        ("bad flag", ["train", "--input-size", "32", "--out", r / "runs_flag"], "input_size must be in 64..1024"),
+        ("bad flag", ["train", "--arch", "resnet", "--out", r / "runs_flag"], "unknown arch 'resnet'"),
+        ("bad flag", ["train", "--recipe", "nope", "--out", r / "runs_flag"], "unknown recipe 'nope'"),
+        ("bad flag", ["train", "--precision", "fp16", "--device", "cpu", "--out", r / "runs_flag"],
+         "precision fp16 needs a CUDA device"),
+        ("bad flag", ["eval", "--weights", w["good"], "--crops", "7"], "--crops: invalid choice: '7'"),
+        ("bad flag", ["eval", "--weights", w["good"], "--batch-size", "0"],
+         "--batch-size: expected a positive integer"),
+        ("bad flag", ["eval", "--weights", w["good"], "--precision", "fp8"], "--precision must be one of"),
+        ("bad flag", ["predict", img, "--weights", w["good"], "--topk", "0"], "--topk: expected a positive integer"),
+        ("bad flag", ["predict", img, "--weights", w["good"], "--backend", "tensorrt"],
+         "--backend must be one of eager"),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--opset", "3"],
+         "--opset must be in [11, 20], got 3"),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--batch", "0"],
+         "--batch: expected 'dynamic' or a positive integer, got 0"),
+        ("bad flag", ["export", "--weights", w["good"], "--out", r / "o.onnx", "--input-size", "32"],
+         "--input-size must be in [64, 2048], got 32"),
+        ("bad flag", ["summary", "--input-size", "16"], "--input-size must be at least 64, got 16"),
+        ("bad flag", ["bench", "infer", "--rounds", "0"], "--rounds: expected a positive integer, got 0"),
+        ("bad flag", ["crops", img, "--out", r / "s.png", "--scheme", "12"], "--scheme: invalid choice: '12'"),
+        ("bad flag", ["nonsense-command"], "invalid choice: 'nonsense-command'"),
+        ("unwritable output", ["train", "--out", e["blocked"], "--epochs", "1", "--max-train-images", "8"],
+         "cannot create output folder"),
+        ("unwritable output", ["crops", img, "--out", e["blocked"] / "s.png"], "cannot create output folder"),
+        ("unwritable output", ["export", "--weights", w["good"], "--out", e["blocked"] / "m.onnx"],
+         "cannot create output folder"),
+        ("unwritable output", ["convert", "--from", "torchvision", w["tv"], e["blocked"] / "o.safetensors"],
+         "cannot create output folder"),
     ]
 
 
@@ -155,19 +185,25 @@ def test_bad_input_is_one_line_exit_2(env, capsys, index):
     assert_one_line_error(argv, capsys, fragment)
 
 
-@pytest.mark.parametrize("argv_of", [
-    lambda w, img, r: ["predict", img, "--weights", w],
-    lambda w, img, r: ["eval", "--weights", w, "--max-images", "4"],
-    lambda w, img, r: ["export", "--weights", w, "--out", r / "x.onnx"],
-    lambda w, img, r: ["export", "--weights", w, "--format", "torchscript", "--out", r / "x.ts"],
-    lambda w, img, r: ["convert", "--from", "torchvision", w, r / "x.safetensors"],
-    lambda w, img, r: ["bench", "infer", "--weights", w, "--rounds", "1"],
-    lambda w, img, r: ["train", "--resume", w, "--out", r / "runs_resume", "--epochs", "1"],
+NOT_SAFETENSORS = "is not a valid googlenet weights file (safetensors): its first 8 bytes declare a"
+
+
+@pytest.mark.parametrize("argv_of,fragment", [
+    (lambda w, img, r: ["predict", img, "--weights", w], NOT_SAFETENSORS),
+    (lambda w, img, r: ["eval", "--weights", w, "--max-images", "4"], NOT_SAFETENSORS),
+    (lambda w, img, r: ["export", "--weights", w, "--out", r / "x.onnx"], NOT_SAFETENSORS),
+    (lambda w, img, r: ["export", "--weights", w, "--format", "torchscript", "--out", r / "x.ts"], NOT_SAFETENSORS),
+    (lambda w, img, r: ["convert", "--from", "torchvision", w, r / "x.safetensors"],
+     "torch.load(weights_only=True) refuses"),
+    (lambda w, img, r: ["bench", "infer", "--weights", w, "--rounds", "1"], NOT_SAFETENSORS),
+    (lambda w, img, r: ["train", "--resume", w, "--out", r / "runs_resume", "--epochs", "1"],
+     "is not a readable checkpoint: Weights only load failed"),
 ], ids=["predict", "eval", "export-onnx", "export-torchscript", "convert", "bench", "train-resume"])
 @pytest.mark.parametrize("kind", ["pickle", "bare_pickle"])
-def test_hostile_pickle_is_refused_and_never_runs(env, capsys, argv_of, kind):
+def test_hostile_pickle_is_refused_and_never_runs(env, capsys, argv_of, fragment, kind):
     argv = argv_of(env["w"][kind], env["odd"]["gray.png"], env["root"])
-    assert_one_line_error(argv, capsys)
+    line = assert_one_line_error(argv, capsys, fragment)
+    assert str(env["w"][kind].name) in line
     assert not env["marker"].exists()
 
 
@@ -204,7 +240,7 @@ def test_eval_over_folder_with_bad_files_reports_them(env, capsys):
 def test_eval_on_one_class_folder_works(env, capsys):
     rc, out, err = run_cli(["eval", "--weights", env["w"]["good"], "--data", env["one"], "--json"], capsys)
     assert rc == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["images"] == 1
+    assert json.loads(out.strip().splitlines()[-1])["images"] == 2
 
 
 @pytest.mark.slow
@@ -221,7 +257,8 @@ def test_train_on_folder_with_bad_files_finishes_and_reports_them(env, capsys):
 def test_existing_output_survives_a_failed_export(env, capsys):
     target = env["root"] / "keep.onnx"
     target.write_bytes(b"previous content")
-    assert_one_line_error(["export", "--weights", env["w"]["truncated"], "--out", target], capsys)
+    assert_one_line_error(["export", "--weights", env["w"]["truncated"], "--out", target], capsys,
+                          "truncated: the file has")
     assert target.read_bytes() == b"previous content"
 
 
@@ -252,28 +289,33 @@ def _tampered(root: Path, name: str, change) -> Path:
     return out
 
 
-TAMPERED = {
-    "input_size_0": lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": 0}},
-    "input_size_str": lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": "abc"}},
-    "mean_len_2": lambda m: {**m, "preprocessing": {**m["preprocessing"], "mean": [0.1, 0.2]}},
-    "std_zero": lambda m: {**m, "preprocessing": {**m["preprocessing"], "std": [0, 0, 0]}},
-    "preprocessing_list": lambda m: {**m, "preprocessing": [1, 2]},
-    "metadata_list": lambda m: [1, 2],
-    "metadata_str": lambda m: "x",
-    "class_names_not_str": lambda m: {**m, "class_names": [1] * 10},
-    "aux_logits_str": lambda m: {**m, "aux_logits": "yes"},
-    "options_list": lambda m: {**m, "options": [1]},
+TAMPERED = {  # the change, and the cause every command names (after the file's name)
+    "input_size_0": (lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": 0}},
+                     "preprocessing input_size must be an integer in [64, 2048], got 0"),
+    "input_size_str": (lambda m: {**m, "preprocessing": {**m["preprocessing"], "input_size": "abc"}},
+                       "preprocessing input_size must be an integer in [64, 2048], got 'abc'"),
+    "mean_len_2": (lambda m: {**m, "preprocessing": {**m["preprocessing"], "mean": [0.1, 0.2]}},
+                   "preprocessing mean must be 3 finite numbers, got [0.1, 0.2]"),
+    "std_zero": (lambda m: {**m, "preprocessing": {**m["preprocessing"], "std": [0, 0, 0]}},
+                 "preprocessing std must be 3 finite numbers above 0, got [0, 0, 0]"),
+    "preprocessing_list": (lambda m: {**m, "preprocessing": [1, 2]}, "preprocessing must be a JSON object"),
+    "metadata_list": (lambda m: [1, 2], "googlenet metadata is a JSON list, not an object"),
+    "metadata_str": (lambda m: "x", "googlenet metadata is a JSON str, not an object"),
+    "class_names_not_str": (lambda m: {**m, "class_names": [1] * 10}, "class names must be strings"),
+    "aux_logits_str": (lambda m: {**m, "aux_logits": "yes"}, "aux_logits must be true or false, got 'yes'"),
+    "options_list": (lambda m: {**m, "options": [1]}, "options must be a JSON object"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(TAMPERED))
 @pytest.mark.parametrize("command", ["predict", "eval", "export"])
 def test_tampered_metadata_is_one_line_exit_2(env, capsys, name, command):
-    w = _tampered(env["root"], name, TAMPERED[name])
+    change, cause = TAMPERED[name]
+    w = _tampered(env["root"], name, change)
     argv = {"predict": ["predict", env["odd"]["gray.png"], "--weights", w],
             "eval": ["eval", "--weights", w, "--max-images", "4"],
             "export": ["export", "--weights", w, "--out", env["root"] / f"{name}.onnx"]}[command]
-    assert_one_line_error(argv, capsys, str(w.name))
+    assert_one_line_error(argv, capsys, f"{w.name}: {cause}")
 
 
 def test_bad_betas_in_config_is_one_line(env, capsys, tmp_path):
@@ -294,6 +336,10 @@ def test_image_with_extreme_aspect_ratio_is_skipped_not_fatal(env, capsys, tmp_p
     assert len(result["predictions"]) == 1 and "aspect ratio" in result["errors"][0]["error"]
 
 
-@pytest.mark.parametrize("flags", [["--tile", "100000"], ["--crop-size", "100000"], ["--resize-size", "5"]])
-def test_crops_sheet_size_flags_are_bounded(env, capsys, flags):
-    assert_one_line_error(["crops", env["odd"]["gray.png"], "--out", env["root"] / "big.png", *flags], capsys)
+@pytest.mark.parametrize("flags,fragment", [
+    (["--tile", "100000"], "--tile must be in [16, 512], got 100000"),
+    (["--crop-size", "100000"], "--crop-size must be in [16, 2048], got 100000"),
+    (["--resize-size", "5"], "--resize-size must be in [crop size, 4 x crop size] = [224, 896], got 5")])
+def test_crops_sheet_size_flags_are_bounded(env, capsys, flags, fragment):
+    assert_one_line_error(["crops", env["odd"]["gray.png"], "--out", env["root"] / "big.png", *flags], capsys,
+                          fragment)

@@ -15,9 +15,26 @@ from googlenet.pretrained.inception5h import PREPROCESSING
 from googlenet.weights import load_model
 from tests.hostile import bare_hostile_pickle, hostile_pickle
 from tests.protowriter import field, varint
+from tests.system_packages import missing
 
-# TensorFlow's LRN in the graph: depth_radius 5, bias 2, alpha 1e-4, beta 0.5 = PyTorch size 11, alpha 11e-4.
-TRUE_LRN = dict(size=11, alpha=11e-4, beta=0.5, k=2.0)
+# The attributes of the LRN nodes of tensorflow_inception_graph.pb (localresponsenorm0 and 1), as TensorFlow states
+# them, and PyTorch's parameters for the same operation, derived here: TensorFlow sums the squares over
+# 2 * depth_radius + 1 channels and does not divide alpha by that window; PyTorch's local_response_norm does.
+TF_LRN = dict(depth_radius=5, bias=2.0, alpha=1e-4, beta=0.5)
+_WINDOW = 2 * TF_LRN["depth_radius"] + 1
+TRUE_LRN = dict(size=_WINDOW, alpha=TF_LRN["alpha"] * _WINDOW, beta=TF_LRN["beta"], k=TF_LRN["bias"])
+
+
+def tf_lrn(x, depth_radius, bias, alpha, beta):
+    """tf.nn.local_response_normalization's documented formula, in float64 numpy, on N x C x H x W:
+    sqr_sum[c] = sum(x[c - r .. c + r] ** 2) (channels outside 0..C-1 left out), out = x / (bias + alpha *
+    sqr_sum) ** beta."""
+    import numpy as np
+
+    a = x.double().numpy()
+    sq = a ** 2
+    sums = np.stack([sq[:, max(0, c - depth_radius): c + depth_radius + 1].sum(1) for c in range(a.shape[1])], 1)
+    return torch.from_numpy(a / (bias + alpha * sums) ** beta)
 
 
 def lucent_inceptionv1():
@@ -26,7 +43,7 @@ def lucent_inceptionv1():
     size 9, k 1, which is wrong (lucent PR 51)."""
     spec = importlib.util.find_spec("lucent")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+        missing("torch-lucent is not installed", "torch-lucent 0.1.8 (pip --no-deps)", "make install")
     root = Path(list(spec.submodule_search_locations)[0]) / "modelzoo" / "inceptionv1"
     package = types.ModuleType("lucent.modelzoo.inceptionv1")
     package.__path__ = [str(root)]
@@ -92,6 +109,21 @@ def test_converted_equals_lucent_port_with_true_lrn(port):
     rel = float((got - want).abs().max() / want.abs().max())
     assert rel <= 1e-4, rel
     assert torch.equal(got.argmax(1), probs.argmax(1)) and torch.allclose(torch.softmax(got, 1), probs, atol=1e-4)
+
+
+def test_converted_lrn_is_tensorflow_s_formula_on_the_graph_s_attributes(port):
+    """The model's two LRN layers, and the PyTorch call the lucent reference above is patched with, against
+    TensorFlow's formula on the graph's attributes, computed here (not the arch's own constants)."""
+    _, dst = port
+    ours = load_model(dst)
+    g = torch.Generator().manual_seed(3)
+    for layer, channels in ((ours.lrn1, 64), (ours.lrn2, 192)):
+        x = torch.rand(2, channels, 9, 9, generator=g) * 60  # big enough that the denominator is far from bias
+        want = tf_lrn(x, **TF_LRN)
+        assert (want - x.double()).abs().max() > 1  # the normalisation does act
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x).double(), want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(F.local_response_norm(x, **TRUE_LRN).double(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_port_lrn_constants_differ_from_the_graph(port):

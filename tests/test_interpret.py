@@ -16,6 +16,7 @@ from googlenet.interpret.common import LayerCapture
 from googlenet.interpret.visualize import channel_means
 from googlenet.models import create_model
 from googlenet.weights import attach_metadata, default_preprocessing, save_model
+from tests.system_packages import missing
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def _lucent_param_file(name):
 
     spec = importlib.util.find_spec("lucent")
     if spec is None:
-        pytest.skip("torch-lucent is not installed (make install adds it with pip --no-deps)")
+        missing("torch-lucent is not installed", "torch-lucent 0.1.8 (pip --no-deps)", "make install")
     path = f"{spec.submodule_search_locations[0]}/optvis/param/{name}.py"
     mod_spec = importlib.util.spec_from_file_location(f"lucent_param_{name}", path)
     mod = importlib.util.module_from_spec(mod_spec)

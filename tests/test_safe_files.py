@@ -7,7 +7,6 @@ file system itself (os.stat identities, os.walk). tests/test_safe_files_cli.py r
 from __future__ import annotations
 
 import os
-import resource
 import stat
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from googlenet.data.scan import scan_folder, scan_tree
 from googlenet.errors import UserError
 from googlenet.fileio import (IMAGE_BYTES_ENV, WEIGHTS_BYTES_ENV, Unreadable, byte_limit, open_weights_file,
                               read_bounded, read_image_file)
-from tests.hostile import noise_png, sparse_file
+from tests.hostile import noise_png, peak_rss_growth, sparse_file
 
 def _socket(path: Path) -> Path:
     import socket
@@ -54,13 +53,12 @@ def _ident(path) -> tuple[int, int]:
 ])
 def test_what_is_not_a_bounded_regular_file_is_refused_before_any_read(tmp_path, name, make, reason):
     path = make(tmp_path / f"{name}.jpg")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    with pytest.raises(Unreadable) as e:
+    with peak_rss_growth() as grown, pytest.raises(Unreadable) as e:
         read_image_file(path)
     assert str(e.value).startswith(reason), str(e.value)
     assert time.perf_counter() - t0 < 5.0  # a FIFO would block forever, /dev/zero would read until memory ran out
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    assert grown["kib"] < 50_000, grown  # KiB
     with pytest.raises(BadImage, match=reason.split(" (")[0].replace("(", r"\(")):
         load_image(path)
 

@@ -22,6 +22,7 @@ from PIL import Image
 from googlenet.cli import main
 from tests.hostile import png_bomb
 from tests.serving import CLASSES, PRE, make_weights, server
+from tests.system_packages import missing
 
 pytestmark = pytest.mark.slow  # each module starts a server process
 
@@ -345,7 +346,7 @@ def test_bench_serve_reports_load_and_abuse(weights, images, capsys):
     import shutil
 
     if shutil.which("hey") is None:
-        pytest.skip("needs Debian's hey (bash .ci/system-packages)")
+        missing("Debian's hey is not installed", "hey")
     code = main(["bench", "serve", "--weights", str(weights), "--image", str(images[0]), "--requests", "24",
                  "--concurrency", "1", "4", "--abuse", "10", "--backend", "eager", "--json"])
     assert code == 0

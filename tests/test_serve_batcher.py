@@ -52,24 +52,49 @@ def test_batch_of_one_when_batching_is_off_and_kinds_are_not_mixed():
 
 
 def test_a_lone_request_runs_at_once_and_waits_only_for_arrivals():
-    async def alone(b):
-        t = time.perf_counter()
-        await b.submit("images", 0, 1, 10)
-        return time.perf_counter() - t
+    # Checked by cause, not by a stopwatch: with max_wait half a minute long, a request that is held back for it cannot
+    # be answered inside the 5 s the test gives it, however busy the machine; one that is not held back always is.
+    long_wait = dict(max_batch=8, max_wait_ms=30_000, max_queue=64)
 
-    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), alone)
-    assert waited < 0.25, "a request with nothing else arriving was held back"
+    async def alone(b):
+        return await asyncio.wait_for(b.submit("images", 0, 1, 120), 5)
+
+    try:
+        result, calls = run_with(long_wait, alone)
+    except asyncio.TimeoutError:
+        pytest.fail("a request with nothing else arriving was held back for max_wait")
+    assert result == "images:0" and calls == [("images", [0])]
 
     async def with_arrival(b):
         arrival = b.arrival().__enter__()  # another request is being decoded and never comes (it failed)
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.1, arrival.done)
-        t = time.perf_counter()
-        await b.submit("images", 0, 1, 10)
-        return time.perf_counter() - t
+        job = asyncio.ensure_future(b.submit("images", 0, 1, 120))
+        for _ in range(20):  # the worker runs whenever it can; it must keep waiting while the arrival is on its way
+            await asyncio.sleep(0.005)
+        held = job.done()
+        arrival.done()  # gone: the wait ends now, not after the half minute
+        try:
+            return held, await asyncio.wait_for(job, 5)
+        except asyncio.TimeoutError:
+            pytest.fail("still waiting after the arrival it waited for was gone")
 
-    waited, _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), with_arrival)
-    assert 0.08 <= waited < 0.29, "waits while another request arrives, and stops waiting when it is gone"
+    (held, result), calls = run_with(long_wait, with_arrival)
+    assert not held, "did not wait while another request was arriving"
+    assert result == "images:0" and calls == [("images", [0])]
+
+    async def never_arrives(b):
+        arrival = b.arrival().__enter__()  # never done: max_wait alone ends the wait
+        t = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(b.submit("images", 0, 1, 120), 10)
+        except asyncio.TimeoutError:
+            arrival.done()  # lets the batcher drain and stop
+            pytest.fail("waited past max_wait (0.3 s) for an arrival that never came")
+        waited = time.perf_counter() - t
+        arrival.done()
+        return result, waited
+
+    (result, waited), _ = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), never_arrives)
+    assert result == "images:0" and waited >= 0.29, waited  # a lower bound: a busy machine only adds to it
 
     async def joined(b):
         with b.arrival() as arrival:
@@ -78,7 +103,7 @@ def test_a_lone_request_runs_at_once_and_waits_only_for_arrivals():
             second = await b.submit("images", 1, 1, 10, arrival)
         return [await first, second]
 
-    results, calls = run_with(dict(max_batch=8, max_wait_ms=300, max_queue=64), joined)
+    results, calls = run_with(long_wait, joined)
     assert results == ["images:0", "images:1"] and [len(p) for _, p in calls] == [2]
 
 

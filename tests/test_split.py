@@ -41,9 +41,55 @@ def test_adding_ten_percent_new_files_moves_no_old_file_and_stays_stratified(tmp
     after = _sides(train, val, root)
     assert len(after) == 448 and all(after[f] == side for f, side in before.items())
     assert _within_one(counts, 0.2) and counts["cat"] == {"train": 176, "val": 44, "kept": 200}
-    # The same folder split afresh is the same: a function of the file names alone, not of listing order or dates.
-    again = _sides(*split_folder(root, 0.2)[:2], root)
-    assert again == _sides(*split_folder(root, 0.2)[:2], root)
+
+
+def _shuffled_scandir(seed):
+    """os.scandir with its entries in a shuffled order: what another file system, or another day, may list."""
+    import random
+
+    real, rng = os.scandir, random.Random(seed)
+
+    class Listing:
+        def __init__(self, path="."):
+            with real(path) as it:
+                self.entries = list(it)
+            rng.shuffle(self.entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            return iter(self.entries)
+
+        def close(self):
+            pass
+
+    return Listing
+
+
+def test_split_is_a_function_of_the_names_not_of_listing_order_or_dates(tmp_path, monkeypatch):
+    counts = {"cat": 60, "dog": 45, "eel": 9}
+    root = tmp_path / "data"
+    _folder(root, counts)
+    first = _sides(*split_folder(root, 0.2)[:2], root)
+    # The same names created in the reverse order in another folder, with other dates, listed in shuffled orders.
+    other = tmp_path / "other"
+    for c, n in reversed(counts.items()):
+        (other / c).mkdir(parents=True)
+        for i in reversed(range(n)):
+            (other / c / f"img_{i:04d}.png").write_bytes(b"x")
+    rng = torch.Generator().manual_seed(0)
+    for path in other.rglob("*.png"):
+        stamp = 1_000_000_000 + int(torch.randint(0, 10 ** 8, (1,), generator=rng))
+        os.utime(path, (stamp, stamp))
+    for seed in range(3):
+        with monkeypatch.context() as m:
+            m.setattr(os, "scandir", _shuffled_scandir(seed))
+            for folder in (root, other):
+                assert _sides(*split_folder(folder, 0.2)[:2], folder) == first, (folder, seed)
 
 
 def test_split_is_stratified_within_one_image_and_counts_are_reported(tmp_path):
