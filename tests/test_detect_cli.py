@@ -126,3 +126,22 @@ def test_selective_search_is_read_back_from_the_cache(tmp_path, monkeypatch):
     _, hit3 = proposals.cached_selective_search(rgb, "ss-fast2x", 50, tmp_path)
     _, hit4 = proposals.cached_selective_search(rgb[::-1].copy(), "ss", 50, tmp_path)
     assert not hit3 and not hit4 and len(calls) == 3
+
+
+def test_bench_detect_puts_a_detector_and_an_ensemble_side_by_side(trained, capsys):
+    """The single detector's mAP is detect eval's; an ensemble of two copies of it scores the same boxes (the mean
+    of equal scores), takes about twice the time, and sums its members' recorded training time."""
+    weights, voc = str(trained / "detector.safetensors"), str(trained / "scenes" / "VOC2007")
+    rc, out, err = _run(["detect", "eval", "--weights", weights, "--data", voc, "--json"], capsys)
+    assert rc == 0, err
+    single_map = _last_json(out)["voc07_map"]
+    rc, out, err = _run(["bench", "detect", "--detectors", weights, f"{weights},{weights}", "--data", voc, "--json"],
+                        capsys)
+    assert rc == 0, err
+    one, two = _last_json(out)["results"]
+    assert one["voc07_map"] == pytest.approx(single_map, abs=1e-9) and one["models"] == 1
+    assert two["models"] == 2 and two["voc07_map"] == pytest.approx(single_map, abs=1e-6)
+    assert one["train_wall_s"] > 0 and two["train_wall_s"] == pytest.approx(2 * one["train_wall_s"], abs=0.2)
+    assert 0 <= one["coco_map"] <= 1 and one["seconds_per_image"] > 0 and one["peak_mib"] is not None
+    rc, out, err = _run(["bench", "detect", "--detectors", weights], capsys)
+    assert rc == 2 and "bench detect needs --detectors FILE" in err and err.count("\n") == 1

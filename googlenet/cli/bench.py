@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs the project's paths and the references in one process, alternating them "
                                    "round by round after a warm-up, and prints the median and spread of each. "
                                    "Compare ratios within one run: absolute figures drift with the machine's load.")
-    p.add_argument("what", choices=("infer", "train", "data", "serve", "lrn"), help="which path to time")
+    p.add_argument("what", choices=("infer", "train", "data", "serve", "lrn", "detect"), help="which path to time")
     p.add_argument("--arch", default="googlenet_tv", help="project architecture (random weights) when no --weights")
     p.add_argument("--weights", help="infer: a weights file (a model trained on the embedded set gives the "
                                      "top-1 agreement of bf16 / int8 with fp32) or 'torchvision'")
@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-wait-ms", type=float, default=5.0)
     serve.add_argument("--backend", default="onnxruntime", help="serve: the server's backend (default onnxruntime)")
     serve.add_argument("--abuse", type=int, default=50, help="serve: hostile requests during the top level (0: none)")
+    det = p.add_argument_group("detect (detectors side by side on the same held-out images)")
+    det.add_argument("--detectors", nargs="+", metavar="FILE[,FILE...]",
+                     help="detect: detector files (googlenet detect train); commas join an R-CNN ensemble")
+    det.add_argument("--data", help="detect: the held-out VOC year folder or COCO instances JSON")
+    det.add_argument("--split", default="test", help="detect: the VOC image set (default test)")
+    det.add_argument("--images", help="detect, COCO JSON: the images folder")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run)
 
@@ -103,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
             net_rows, net_notes = bench_lrn_net(batch_size=batch_size, input_size=args.input_size,
                                                 rounds=args.rounds, progress=progress)
             rows, notes = rows + net_rows, notes + net_notes
+    elif args.what == "detect":
+        from ..bench.detect import bench_detect
+
+        if not args.detectors or not args.data:
+            raise UserError("bench detect needs --detectors FILE [FILE,FILE ...] and --data (the held-out set)")
+        rows, notes = bench_detect(args.detectors, args.data, args.split, args.images, progress=progress)
     else:
         from ..bench.data import bench_data
 
@@ -114,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         m = machine()
         print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, load {m['load_average']}")
-        print(format_table(rows, notes))
+        if args.what == "detect":
+            from ..bench.detect import format_detect_table
+
+            print(format_detect_table(rows, notes))
+        else:
+            print(format_table(rows, notes))
     return 0
 
 
