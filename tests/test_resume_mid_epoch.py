@@ -87,7 +87,9 @@ def test_torchrun_restarts_the_group_which_resumes_by_itself(folder, tmp_path):
     args = common(folder)
     whole = run(args, tmp_path / "whole", torchrun=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    restarted = run(args, tmp_path / "restarted", torchrun=True, restarts=1, die_at=3, die_rank=1)
+    # One restart is needed; a second is allowed because on a loaded host gloo's reconnect of a fresh group can time
+    # out once (seen in CI: "connectFullMesh ... Connection refused"). A resume that is broken fails every round.
+    restarted = run(args, tmp_path / "restarted", torchrun=True, restarts=2, die_at=3, die_rank=1)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "restart 1 under torchrun: --resume auto" in restarted.stderr
     assert "step 2 of epoch 1" in restarted.stderr
