@@ -6,6 +6,7 @@ worker that dies makes the agents restart the group, which resumes from the last
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_torchrun_restarts_the_group_which_resumes_by_itself(folder, tmp_path):
     # out once (seen in CI: "connectFullMesh ... Connection refused"). A resume that is broken fails every round.
     restarted = run(args, tmp_path / "restarted", torchrun=True, restarts=2, die_at=3, die_rank=1)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert "restart 1 under torchrun: --resume auto" in restarted.stderr
+    assert re.search(r"restart [12] under torchrun: --resume auto", restarted.stderr), restarted.stderr[-3000:]
     assert "step 2 of epoch 1" in restarted.stderr
     assert same_weights(tmp_path / "whole", tmp_path / "restarted")
     no_restart = run(args, tmp_path / "gone", torchrun=True, restarts=0, die_at=3, die_rank=1)

@@ -37,7 +37,7 @@ def _reset_peak() -> Optional[int]:
 
 def bench_detect(contenders: list[str], data: str, split: str = "test", images: Optional[str] = None,
                  progress=None) -> tuple[list[dict], list[str]]:
-    from ..cli.detect_eval import _load_detector, _run_detector, read_data
+    from ..detect.run import load_detectors, read_data, run_detector
     from ..detect.metrics import evaluate_detections
     from ..errors import UserError
 
@@ -47,13 +47,13 @@ def bench_detect(contenders: list[str], data: str, split: str = "test", images: 
         if progress:
             progress(f"{spec}: loading and scoring")
         start = _reset_peak()
-        detector = _load_detector(paths)
+        detector = load_detectors(paths)
         if dset is None:
             dset = read_data(data, split, images, list(detector.classes))
         if list(detector.classes) != dset.classes:
             raise UserError(f"{spec}: its classes ({', '.join(detector.classes)}) are not the data's")
         t0 = time.perf_counter()
-        dets, timings = _run_detector(detector, dset)
+        dets, timings = run_detector(detector, dset)
         wall = time.perf_counter() - t0
         peak = _rss_kib("VmHWM")
         metrics = evaluate_detections(dset, dets)

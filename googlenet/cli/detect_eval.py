@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -53,67 +52,6 @@ def _classes(args: argparse.Namespace, detector_classes):
     return None
 
 
-def _load_detector(weights: list[str]):
-    from ..errors import UserError
-
-    import importlib
-
-    try:
-        # import_module, not "from ..detect import detector": it goes through sys.modules, so a build (or a test)
-        # without the module gets the one line below.
-        module = importlib.import_module("googlenet.detect.detector")
-    except ModuleNotFoundError as e:
-        if e.name == "googlenet.detect.detector":
-            raise UserError("--weights needs googlenet.detect.detector, which this build lacks; score results "
-                            "files with --detections") from None
-        raise
-    if len(weights) == 1:
-        return module.load_detector(weights[0])
-    load_ensemble = getattr(module, "load_ensemble", None)
-    if load_ensemble is None:
-        raise UserError("this build's detector cannot ensemble several --weights")
-    return load_ensemble(weights)
-
-
-def _run_detector(detector, dset):
-    """Detections for every image, and the mean seconds per image (with the detector's own split when it keeps
-    one in ``last_timings``: proposals / features / scoring)."""
-    import numpy as np
-
-    from ..detect.data import load_rgb
-
-    dets, total, parts = {}, 0.0, {}
-    for img in dset.images:
-        rgb = load_rgb(img)
-        t0 = time.perf_counter()
-        boxes, labels, scores = detector.detect(rgb)
-        total += time.perf_counter() - t0
-        dets[img.image_id] = (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
-                              np.asarray(scores, np.float64))
-        for k, v in (getattr(detector, "last_timings", None) or {}).items():
-            parts[k] = parts.get(k, 0.0) + float(v)
-    n = max(len(dset.images), 1)
-    return dets, {"total": total / n, **{k: v / n for k, v in parts.items()}}
-
-
-def read_data(data, split, images, classes):
-    """read_detection_set, its warnings about skipped objects printed as one line each on stderr."""
-    import sys
-    import warnings
-
-    from ..detect.data import DataWarning, read_detection_set
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        dset = read_detection_set(data, split, images, classes)
-    for w in caught:
-        if issubclass(w.category, DataWarning):
-            print(f"googlenet detect: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return dset
-
-
 def format_table(ap: dict, classes) -> str:
     rules = list(ap)
     rows = [["class"] + rules]
@@ -128,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..detect.metrics import evaluate_detections, json_ready
+    from ..detect.run import load_detectors, read_data, run_detector
     from ..errors import UserError
     from ..fileio import printable
 
-    detector = _load_detector(args.weights) if args.weights else None
+    detector = load_detectors(args.weights) if args.weights else None
     classes = _classes(args, getattr(detector, "classes", None))
     dset = read_data(args.data, args.split, args.images, classes)
     if detector is not None and list(detector.classes) != dset.classes:
@@ -139,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                         f"({', '.join(dset.classes)})")
     timings = None
     if detector is not None:
-        dets, timings = _run_detector(detector, dset)
+        dets, timings = run_detector(detector, dset)
         if args.write_results:
             from ..detect.results import write_coco_results, write_voc_results
 

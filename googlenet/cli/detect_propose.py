@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..detect.data import load_rgb
     from ..detect.proposals import box_recall, propose
     from ..errors import UserError
-    from .detect_eval import read_data
+    from ..detect.run import read_data
 
     methods = args.method or ["ss-fast2x"]
     multibox = None

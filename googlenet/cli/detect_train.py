@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..detect.report import evaluate, run_detector, save_json, write_outputs
     from ..errors import UserError
     from ..fileio import ensure_dir, printable
-    from .detect_eval import format_table, read_data
+    from ..detect.run import read_data
+    from .detect_eval import format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,7 +42,9 @@ def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = N
             timing = {"proposals": t_f - t_p, "features": t_s - t_f, "scoring": time.perf_counter() - t_s}
         t_all += time.perf_counter() - t0
         for s in scorings:
-            dets[s][img.image_id] = out[s]
+            boxes, labels, scores = out[s]
+            dets[s][img.image_id] = (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
+                                     np.asarray(scores, np.float64))
         for k, v in timing.items():
             parts[k] = parts.get(k, 0.0) + v
     n = max(len(dset.images), 1)
