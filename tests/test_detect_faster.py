@@ -96,6 +96,18 @@ def test_bad_recipe_values_are_one_line():
         load_recipe("cpu", {"trunk": "fpn", "anchor_sizes": [32, 64, 128]})
     with pytest.raises(UserError, match="unknown Faster R-CNN recipe"):
         load_recipe("nope")
+    with pytest.raises(UserError, match="roi_sampling_ratio must be 0..8, got 9"):
+        load_recipe("cpu", {"roi_sampling_ratio": 9})
+
+
+def test_the_c4_cpu_recipe_samples_its_rois_once_a_bin_and_keeps_fewer():
+    recipe = load_recipe("cpu_c4")
+    assert (recipe.trunk, recipe.roi_sampling_ratio, recipe.box_batch_size_per_image) == ("c4", 1, 64)
+    model = build_faster_rcnn(create_model("googlenet_bn", num_classes=1, aux_logits=False), recipe, 3,
+                              pretrained=False)
+    assert model.roi_heads.box_roi_pool.sampling_ratio == 1
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert load_recipe("cpu").roi_sampling_ratio == 2  # torchvision's default stays the FPN recipe's
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="runs/detect", metavar="RUN", help="run folder (default runs/detect)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    g = p.add_argument_group("Faster R-CNN (--detector faster-rcnn; --recipe cpu or gpu: faster_<name>.yaml)")
+    g = p.add_argument_group("Faster R-CNN (--detector faster-rcnn; --recipe cpu, cpu_c4 or gpu: faster_<name>.yaml)")
     g.add_argument("--trunk", choices=("c4", "fpn"), default=None, help="backbone: C4 or FPN (recipe's: fpn)")
     g.add_argument("--epochs", type=positive_int, default=None, help="training epochs (--iterations caps the steps)")
     g.add_argument("--batch-size", type=positive_int, default=None, help="images a step")

@@ -47,10 +47,12 @@ def build_faster_rcnn(classifier: nn.Module, recipe: FasterRecipe, num_classes: 
                                         frozen_bn=pretrained, fpn_channels=recipe.fpn_channels)
     if recipe.trunk == "c4":
         # 14 x 14 RoIs at stride 16; the head's maxpool4 halves them to the 7 x 7 that inception5a/5b saw in training.
-        roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2)
+        roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=14,
+                                      sampling_ratio=recipe.roi_sampling_ratio)
         box_head, head_width = head, HEAD_CHANNELS
     else:
-        roi_pool = MultiScaleRoIAlign(featmap_names=sorted(FPN_LAYERS.values()), output_size=7, sampling_ratio=2)
+        roi_pool = MultiScaleRoIAlign(featmap_names=sorted(FPN_LAYERS.values()), output_size=7,
+                                      sampling_ratio=recipe.roi_sampling_ratio)
         box_head = TwoMLPHead(recipe.fpn_channels * 7 * 7, recipe.representation_size)
         head_width = recipe.representation_size
     return FasterRCNN(
