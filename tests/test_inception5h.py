@@ -181,10 +181,26 @@ def test_summary_names_the_departures_from_table_1():
     assert summarize("googlenet")["departures"] == []
 
 
-def graphdef(state: dict) -> bytes:
+def lrn_node(name: bytes, depth_radius: int, bias: float, alpha: float, beta: float) -> bytes:
+    """A NodeDef of op LRN with its four attributes as TensorFlow writes them: AttrValue.i (field 3, varint) for
+    depth_radius, AttrValue.f (field 4, little-endian float32) for the others; an input edge and a T attr too."""
+    import struct
+
+    def attr(key: bytes, value: bytes) -> bytes:
+        return field(5, field(1, key) + field(2, value))
+
+    floats = b"".join(attr(k.encode(), varint(4 << 3 | 5) + struct.pack("<f", v))
+                      for k, v in (("bias", bias), ("alpha", alpha), ("beta", beta)))
+    return field(1, field(1, name) + field(2, b"LRN") + field(3, b"conv2d0") + attr(b"T", varint(6 << 3) + varint(1))
+                 + attr(b"depth_radius", varint(3 << 3) + varint(depth_radius)) + floats)
+
+
+def graphdef(state: dict, lrn: dict = TF_LRN) -> bytes:
     """A TensorFlow GraphDef with one Const node per weight, named and laid out as in tensorflow_inception_graph.pb
-    (conv weights H x W x in x out, the classifier in x out), plus a non-Const node the reader must skip."""
+    (conv weights H x W x in x out, the classifier in x out), its two LRN nodes (localresponsenorm0 / 1, with the
+    graph's attributes ``lrn``), plus a non-Const node the reader must skip."""
     nodes = [field(1, field(1, b"input") + field(2, b"Placeholder"))]
+    nodes += [lrn_node(f"localresponsenorm{i}".encode(), **lrn) for i in (0, 1)]
     for key, t in state.items():
         module, suffix = key.rsplit(".", 1)
         layer = "softmax2" if module.startswith("softmax2") else module[: -len("_pre_relu_conv")]
@@ -203,6 +219,41 @@ def test_graphdef_pb_converts_to_the_same_weights(port, tmp_path):
     assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "pb.safetensors")]) == 0
     a, b = load_model(tmp_path / "pb.safetensors").state_dict(), load_model(dst).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graphdef_lrn_nodes_are_read_and_the_converted_model_computes_them(port, tmp_path):
+    """The LRN attributes come from the graph's own LRN nodes (read back by the converter's reader), and the
+    converted model's LRN layers equal TensorFlow's formula, written out in tf_lrn, on those attributes."""
+    from googlenet.pretrained.inception5h import read_graphdef
+
+    theirs, _ = port
+    pb = tmp_path / "tensorflow_inception_graph.pb"
+    pb.write_bytes(graphdef(theirs.state_dict()))
+    _, lrns = read_graphdef(pb)
+    assert sorted(lrns) == ["localresponsenorm0", "localresponsenorm1"]
+    for attrs in lrns.values():
+        assert attrs["depth_radius"] == 5 and attrs["bias"] == 2.0 and attrs["beta"] == 0.5
+        assert abs(attrs["alpha"] - 1e-4) < 1e-11  # float32 in the graph
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "pb.safetensors")]) == 0
+    ours = load_model(tmp_path / "pb.safetensors")
+    x = torch.rand(2, 64, 9, 9, generator=torch.Generator().manual_seed(4)) * 60
+    with torch.no_grad():
+        torch.testing.assert_close(ours.lrn1(x).double(), tf_lrn(x, **lrns["localresponsenorm0"]), rtol=1e-5,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("change, named", [({"depth_radius": 4}, "depth_radius 4"), ({"bias": 1.0}, "bias 1"),
+                                           ({"alpha": 2e-4}, "alpha 0.0002"), ({"beta": 0.75}, "beta 0.75")])
+def test_graphdef_with_another_lrn_is_refused_in_one_line(port, tmp_path, capsys, change, named):
+    """A graph whose LRN is not the arch's would convert to a model computing something else: refused."""
+    theirs, _ = port
+    pb = tmp_path / "other_lrn.pb"
+    pb.write_bytes(graphdef(theirs.state_dict(), {**TF_LRN, **change}))
+    capsys.readouterr()
+    assert main(["convert", "--from", "inception5h", str(pb), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LRN node localresponsenorm0" in err[0] and named in err[0], err
+    assert "is not googlenet_inception5h's LRN" in err[0] and not (tmp_path / "o.safetensors").exists()
 
 
 def test_graphdef_with_huge_length_is_one_line(tmp_path, capsys):

@@ -66,19 +66,36 @@ def from_port_state_dict(state: dict[str, torch.Tensor], *, source: str) -> nn.M
     return model.eval()
 
 
-def read_graphdef(path: Path) -> dict[str, torch.Tensor]:
-    """The float Const tensors of a GraphDef, under the port's names (conv weights OIHW, classifier out x in)."""
+def _lrn_attrs(attrs: dict[str, memoryview], path: Path, name: str) -> dict[str, float]:
+    """depth_radius (AttrValue.i, field 3), bias / alpha / beta (AttrValue.f, field 4, a little-endian float32)."""
+    import struct
+
+    out: dict[str, float] = {}
+    for key, field_no in (("depth_radius", 3), ("bias", 4), ("alpha", 4), ("beta", 4)):
+        if key not in attrs:
+            raise UserError(f"{path}: LRN node {name} has no {key} attribute")
+        value = next((v for n, w, v in fields(attrs[key]) if n == field_no and w == (0 if field_no == 3 else 5)), None)
+        if value is None:
+            raise UserError(f"{path}: LRN node {name}'s {key} is not a{'n integer' if field_no == 3 else ' float'}")
+        out[key] = int(value) if field_no == 3 else struct.unpack("<f", value)[0]
+    return out
+
+
+def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
+    """The float Const tensors of a GraphDef under the port's names (conv weights OIHW, classifier out x in), and
+    the attributes of its LRN nodes by node name (TensorFlow's depth_radius, bias, alpha, beta)."""
     import numpy as np
 
 
     with open_weights_file(path, "GraphDef") as (f, _):
         raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
     consts: dict[str, torch.Tensor] = {}
+    lrns: dict[str, dict[str, float]] = {}
     try:
         for number, wire, node in fields(raw):
             if number != 1 or wire != 2:  # GraphDef.node
                 continue
-            name, op, tensor = None, None, None
+            name, op, tensor, attrs = None, None, None, {}
             for n, w, v in fields(node):  # NodeDef: 1 name, 2 op, 5 attr (map entry: 1 key, 2 AttrValue)
                 if n == 1 and w == 2:
                     name = bytes(v).decode("utf-8", "replace")
@@ -86,8 +103,13 @@ def read_graphdef(path: Path) -> dict[str, torch.Tensor]:
                     op = bytes(v).decode("utf-8", "replace")
                 elif n == 5 and w == 2:
                     entry = {k: val for k, kw, val in fields(v) if kw == 2}
-                    if bytes(entry.get(1, b"")) == b"value" and 2 in entry:
-                        tensor = next((val for k, kw, val in fields(entry[2]) if k == 8 and kw == 2), None)
+                    if 1 in entry and 2 in entry:
+                        attrs[bytes(entry[1]).decode("utf-8", "replace")] = entry[2]
+            if op == "LRN":
+                lrns[printable(name or "?")] = _lrn_attrs(attrs, path, printable(name or "?"))
+                continue
+            if "value" in attrs:
+                tensor = next((val for k, kw, val in fields(attrs["value"]) if k == 8 and kw == 2), None)
             if op != "Const" or tensor is None or not name or not name.endswith(("_w", "_b")):
                 continue
             dtype, shape, content, floats = 0, [], None, []
@@ -123,7 +145,23 @@ def read_graphdef(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} is not a readable TensorFlow GraphDef: {e}") from None
     if not consts:
         raise UserError(f"{path} is not inception5h's GraphDef: no float Const nodes named <layer>_w / <layer>_b")
-    return consts
+    return consts, lrns
+
+
+def check_graph_lrn(lrns: dict[str, dict[str, float]], source: str) -> None:
+    """Each LRN node of the graph must be the arch's LRN: PyTorch's (size, alpha, beta, k) is TensorFlow's
+    (2 depth_radius + 1, alpha (2 depth_radius + 1), beta, bias), TensorFlow summing alpha over the window where
+    PyTorch averages it. A graph whose LRN differs would convert to a model that computes something else."""
+    from ..models import ARCHS
+
+    size, alpha, beta, k = ARCHS[ARCH].lrn
+    for name, a in sorted(lrns.items()):
+        window = 2 * a["depth_radius"] + 1
+        theirs = (window, a["alpha"] * window, a["beta"], a["bias"])
+        if window != size or not all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(theirs[1:], (alpha, beta, k))):
+            raise UserError(f"{source}: LRN node {name} (depth_radius {a['depth_radius']}, bias {a['bias']:g}, alpha "
+                            f"{a['alpha']:g}, beta {a['beta']:g}) is not {ARCH}'s LRN (size {size}, alpha {alpha:g}, "
+                            f"beta {beta:g}, k {k:g})")
 
 
 def read_labels(path: Optional[str | os.PathLike], n: int = NUM_CLASSES) -> list[str]:
@@ -155,7 +193,11 @@ def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
     """``googlenet convert --from inception5h SRC.pth DST``: writes DST atomically, returns the model with DST's
     metadata attached."""
     src = Path(src)
-    state = read_graphdef(src) if src.suffix == ".pb" else read_checkpoint(src)
+    if src.suffix == ".pb":
+        state, lrns = read_graphdef(src)
+        check_graph_lrn(lrns, str(src))
+    else:
+        state = read_checkpoint(src)
     model = from_port_state_dict(state, source=str(src))
     names = read_labels(labels)
     digest = sha256_file(src)
@@ -178,5 +220,5 @@ def load_inception5h_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
                              help_line=convert_help(URL, "inception5h", "inception5h.pth", "inception5h.safetensors"))
 
 
-__all__ = ["PREPROCESSING", "convert_inception5h", "load_inception5h_pretrained", "from_port_state_dict", "port_key", "read_graphdef",
-           "read_labels"]
+__all__ = ["PREPROCESSING", "check_graph_lrn", "convert_inception5h", "from_port_state_dict",
+           "load_inception5h_pretrained", "port_key", "read_graphdef", "read_labels"]
