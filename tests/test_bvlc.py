@@ -97,7 +97,8 @@ def test_legacy_v1_layers_and_legacy_shapes_read_the_same(caffe_files, tmp_path)
 @pytest.mark.slow
 def test_preprocessing_applied_exactly_once(caffe_files, tmp_path, capsys):
     """predict on a photo equals the model run on the image made by hand as Caffe would: resize 256, centre crop
-    224, RGB -> BGR, 0..255, minus (104, 117, 123). Twice or not at all would not match."""
+    224, RGB -> BGR, 0..255, minus (104, 117, 123). Twice or not at all would not match. Then eval's top-1 / top-5,
+    the 144 crops and int8 (ONNX Runtime) against the same hand-made computation."""
     from torchvision.transforms.v2 import functional as TF
 
     _, _, weights = caffe_files
@@ -143,18 +144,52 @@ def test_preprocessing_applied_exactly_once(caffe_files, tmp_path, capsys):
     ort_logits = session.run(None, {session.get_inputs()[0].name: x.unsqueeze(0).numpy()})[0]
     with torch.no_grad():
         assert rel(ort_logits, model(x.unsqueeze(0)).numpy()) < 1e-4
-    # eval on a folder and predict with 144 crops and the int8 path run on it.
+    # eval on a folder: the photo filed under the class the hand-made input ranks first, under its fourth, and
+    # under its last. Top-1 is then 1 of 3 and top-5 2 of 3, only if eval feeds the same pixels.
+    order = torch.argsort(probs, descending=True).tolist()
     data = tmp_path / "data" / "val"
-    for c in ("tench", "goldfish"):
-        (data / c).mkdir(parents=True)
-        Image.fromarray(arr).save(data / c / "a.png")
+    names = model.class_names
+    for k in (order[0], order[3], order[-1]):
+        (data / names[k]).mkdir(parents=True)
+        Image.fromarray(arr).save(data / names[k] / "a.png")
     assert main(["eval", "--weights", str(out), "--data", str(tmp_path / "data"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 2
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["images"] == 3 and abs(ev["top1"] - 1 / 3) < 1e-9 and abs(ev["top5"] - 2 / 3) < 1e-9, ev
+
+    # 144 crops (section 7), written out here: shorter side 256 / 288 / 320 / 352; left, centre and right squares;
+    # in each the 4 corners, the centre and the whole square at 224; each mirrored; softmax averaged.
+    chw = torch.from_numpy(arr).permute(2, 0, 1)
+    crops = []
+    for scale in (256, 288, 320, 352):
+        h, w = scale, scale * 400 // 300
+        im = TF.resize(chw, [h, w], antialias=True)
+        for left in (0, round((w - scale) / 2), w - scale):
+            sq = im[:, :, left:left + scale]
+            c, m = 224, scale - 224
+            five = [sq[:, :c, :c], sq[:, :c, m:], sq[:, m:, :c], sq[:, m:, m:],
+                    sq[:, round(m / 2):round(m / 2) + c, round(m / 2):round(m / 2) + c]]
+            six = five + [TF.resize(sq, [c, c], antialias=True)]
+            crops += six + [t.flip(-1) for t in six]
+    assert len(crops) == 144
+    batch = torch.stack(crops).float().flip(1) - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        probs144 = torch.softmax(model(batch), 1).mean(0)
     assert main(["predict", str(photo), "--weights", str(out), "--crops", "144", "--json"]) == 0
+    got144 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
+    assert [t["index"] for t in got144] == torch.argsort(probs144, descending=True)[:5].tolist()
+    # measured: 1.2e-10 from the hand-made 144, while the 144 crops move the probabilities 1.2e-5 from the one
+    # centre crop; 10 or 1 crops, or another square or scale, would miss by that much
+    assert max(abs(t["prob"] - float(probs144[t["index"]])) for t in got144) < 1e-7
+    assert (probs144 - probs).abs().max() > 1e-6
+
+    # int8 through ONNX Runtime (the third party): its probabilities near the float ones of the hand-made input.
     assert main(["predict", str(photo), "--weights", str(out), "--precision", "int8", "--backend", "onnxruntime",
                  "--json"]) == 0
     int8_top = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["topk"]
     assert len(int8_top) == 5
+    # measured: 1.0e-5 from the float probabilities; a wrong preprocessing moves them by more than 1e-4 (above)
+    assert max(abs(t["prob"] - float(probs[t["index"]])) for t in int8_top) < 5e-5
+    assert int8_top[0]["index"] in order[:2]
 
 
 def test_hostile_caffemodels_are_one_line(caffe_files, tmp_path, capsys):
