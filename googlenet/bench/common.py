@@ -64,6 +64,18 @@ def add_ratios(rows: list[dict], reference: str) -> None:
             r.setdefault("ratios", {})[reference] = round(r["images_per_s"] / ref["images_per_s"], 3)
 
 
+def proc_status_kib(field: str, pid: int | str = "self") -> Optional[int]:
+    """A memory line of Linux's /proc/<pid>/status (VmRSS, VmHWM, ...) in KiB; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
     model = platform.processor() or platform.machine()
     try:

@@ -11,18 +11,9 @@ from __future__ import annotations
 import os
 import resource
 import time
-from pathlib import Path
 from typing import Optional
 
-
-def _rss_kib(field: str) -> Optional[int]:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+from .common import proc_status_kib
 
 
 def _reset_peak() -> Optional[int]:
@@ -32,7 +23,7 @@ def _reset_peak() -> Optional[int]:
             f.write("5")
     except OSError:
         return None
-    return _rss_kib("VmRSS")
+    return proc_status_kib("VmRSS")
 
 
 def bench_detect(contenders: list[str], data: str, split: str = "test", images: Optional[str] = None,
@@ -55,7 +46,7 @@ def bench_detect(contenders: list[str], data: str, split: str = "test", images: 
         t0 = time.perf_counter()
         dets, timings = run_detector(detector, dset)
         wall = time.perf_counter() - t0
-        peak = _rss_kib("VmHWM")
+        peak = proc_status_kib("VmHWM")
         metrics = evaluate_detections(dset, dets)
         trained = [(getattr(d, "extra", {}).get("training") or {}).get("wall_s")
                    for d in getattr(detector, "members", [detector])]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import UserError
+from .common import proc_status_kib
 
 
 def _free_port() -> int:
@@ -35,11 +36,8 @@ def _free_port() -> int:
 
 
 def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = proc_status_kib("VmRSS", pid)
+    return float("nan") if kib is None else kib / 1024
 
 
 class _Server:
