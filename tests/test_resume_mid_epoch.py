@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,36 @@ def test_a_mid_epoch_checkpoint_needs_the_same_world_size(folder, tmp_path):
     alone = run([*args, "--resume", "auto"], tmp_path / "cut")
     assert alone.returncode == 2
     assert "was written inside an epoch by 2 process(es); resume it with the same number" in alone.stderr
+
+
+JOIN = """
+import os
+from googlenet.train.distributed import setup
+d = setup("cpu", 60)
+d.barrier()
+print("joined", d.rank, d.world, flush=True)
+os._exit(0)  # as a killed worker does, without destroy_process_group
+"""
+
+
+def test_a_restarted_rank_waits_for_this_attempts_rank_0_not_the_dead_one(tmp_path):
+    """torchrun's agent keeps its store across restarts. Attempt 0's ranks join and die; in each later attempt rank 1
+    starts 2 s before rank 0. Keys without an attempt prefix often hand rank 1 a dead rank 0's gloo address ("Gloo
+    connectFullMesh failed ... Connection refused", as in CI; here in about half the attempts), so three restarts in a
+    row all joining is what the prefix buys."""
+    server = torch.distributed.TCPStore("127.0.0.1", 0, 3, is_master=True, wait_for_workers=False)
+
+    def spawn(rank: int, attempt: int) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(server.port), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": str(attempt)}
+        return subprocess.Popen([sys.executable, "-c", JOIN], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    for attempt in range(4):
+        late = spawn(1, attempt)
+        if attempt:
+            time.sleep(2)
+        leader = spawn(0, attempt)
+        outs = [p.communicate(timeout=120) for p in (leader, late)]
+        assert [o for o, _ in outs] == ["joined 0 2\n", "joined 1 2\n"], (attempt, [e[-1500:] for _, e in outs])

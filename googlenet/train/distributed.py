@@ -78,9 +78,24 @@ def setup(device: str, timeout_s: float) -> Dist:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+    timeout = timedelta(seconds=timeout_s)
+    store, rank, world = _attempt_store(timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
                             device_id=dev if dev.type == "cuda" else None)
     return Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, dev)
+
+
+def _attempt_store(timeout: timedelta) -> tuple[dist.Store, int, int]:
+    """The env:// store, its keys under a prefix of torchrun's restart number.
+
+    torchrun's agent keeps one TCPStore for every restart of a job, and ``init_process_group`` writes the same keys
+    each time (no attempt number in them). A rank of a restarted group can then read the dead group's gloo address
+    before the new rank 0 overwrites it, and fails with "connectFullMesh ... Connection refused" (seen in CI). A prefix
+    per restart makes each rank wait for this attempt's keys.
+    """
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"googlenet/attempt_{attempt}", store), rank, world
 
 
 def teardown(d: Dist) -> None:
