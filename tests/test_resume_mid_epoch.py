@@ -1,7 +1,7 @@
 """Mid-epoch resume and torchrun's elastic restarts: a run killed inside an epoch and resumed from its
 ``--checkpoint-every`` checkpoint ends with weights bit-identical to a run never stopped (folder data with 2
 decoding workers and the paper's augmentation; WebDataset shards), and under ``torchrun --max-restarts 1`` a
-worker that dies makes the agents restart the group, which resumes from the last checkpoint by itself."""
+worker killed with SIGKILL makes the agents restart the group, which resumes from the last checkpoint by itself."""
 
 from __future__ import annotations
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import copy
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -282,9 +283,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             epoch_skipped = [Skipped(k["file"], k["error"]) for k in kept]
         bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
         bar.update(first)
-        for i, (images, labels, bad) in enumerate(data.train.batches(plan, first, base), start=first):
+        for i, (images, labels, bad) in enumerate(_closing_on_error(data.train.batches(plan, first, base), bar),
+                                                  start=first):
             if i == die_at and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and d.rank == die_rank:
-                os._exit(1)  # test hook: this worker dies, once (torchrun's restart does not repeat it)
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: kill -9 of this worker, once (not after a restart)
             epoch_skipped += bad
             n_local = len(labels)
             n_global = int(d.sum([n_local])[0]) if d.ddp else n_local
@@ -399,6 +401,16 @@ def start_epoch_of(path: Path) -> str:
         return str(ckpt.load_checkpoint(path)["epoch"])
     except Exception:
         return "?"
+
+
+def _closing_on_error(batches: Iterator, bar) -> Iterator:
+    """The batches; the progress bar is closed before an error of the data (a broken shard stream) goes up, so
+    the error's line is not written over the bar."""
+    try:
+        yield from batches
+    except BaseException:
+        bar.close()
+        raise
 
 
 def _progress(d: Dist, total: int, desc: str, quiet: bool):
