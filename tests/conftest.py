@@ -34,6 +34,7 @@ def own_precision_cache(tmp_path_factory):
 SYSTEM_TOOLS = {"chromium": ("/usr/bin/chromium", "the browser tests (tests/test_serve_browser.py)"),
                 "chromedriver": ("/usr/bin/chromedriver", "the browser tests (tests/test_serve_browser.py)"),
                 "hey": ("hey", "the serving load test (googlenet bench serve)"),
+                "curl": ("curl", "the http shard tests (tests/test_shards_remote.py)"),
                 "a C compiler": ("cc", "the C kernel tests (LRN, resample, photometric)")}
 
 
@@ -45,6 +46,6 @@ def pytest_report_header(config):
                if not (os.path.isfile(tool) if tool.startswith("/") else shutil.which(os.environ.get("CC", tool)
                                                                                       if tool == "cc" else tool))]
     if not lacking:
-        return "system packages: all present (chromium, chromedriver, hey, a C compiler); no test skips for them"
+        return "system packages: all present (chromium, chromedriver, hey, curl, a C compiler); no test skips for them"
     lines = [f"system packages missing: {name}: {why} will skip" for name, why in lacking]
     return lines + ["enable them with: sudo bash .ci/system-packages"]

@@ -18,7 +18,10 @@ Reading follows WebDataset's recipe for each use:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import itertools
 import json
 import os
 import random
@@ -33,6 +36,7 @@ import torch
 from ..errors import UserError
 from ..fileio import Unreadable, atomic_path, atomic_write_text, ensure_dir, printable, read_bounded, read_image_file
 from .images import BadImage, decode_image_bytes
+from .remote import is_remote, locate, open_bounded, read_remote, root_of, stage, transfer_error
 
 FORMAT = "googlenet-shards"
 VERSION = 1
@@ -105,6 +109,14 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: int, resize: Optional[int],
                 workers: int, say: Callable[[str], None]) -> dict:
     """Packs ``items`` into ``out/split/NNNNNN.tar``; returns the split's index entry. Images are read and encoded
@@ -118,7 +130,8 @@ def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: in
         if tar is not None:
             tar.close()
             handle.__exit__(None, None, None)
-            shards.append({"file": f"{split}/{current.name}", "count": count, "bytes": current.stat().st_size})
+            shards.append({"file": f"{split}/{current.name}", "count": count, "bytes": current.stat().st_size,
+                           "sha256": _sha256(current)})
             tar = None
 
     jobs = [(item, resize) for item in items]
@@ -230,13 +243,15 @@ def write_shards(data: Optional[str], out: str | os.PathLike, *, shard_bytes: in
 # --- Reading -----------------------------------------------------------------------------------------------------
 
 def is_shard_set(data: Optional[str]) -> bool:
-    return data is not None and (Path(data).name == INDEX or (Path(data) / INDEX).is_file())
+    """A local shard folder (or its index.json), or a remote set: an http(s) URL or a pipe: template."""
+    return data is not None and (is_remote(data) or Path(data).name == INDEX or (Path(data) / INDEX).is_file())
 
 
 @dataclass
 class ShardSet:
-    root: str  # the folder (or URL prefix) the index's shard files are relative to
+    root: str  # the folder, URL or pipe: template the index's shard files are relative to
     index: dict
+    remote: bool = False
 
     @property
     def classes(self) -> list[str]:
@@ -246,7 +261,18 @@ class ShardSet:
         return int(self._split(split)["count"])
 
     def urls(self, split: str) -> list[str]:
+        """What WebDataset opens: local paths, URLs, or pipe: commands."""
+        if self.remote:
+            return [locate(self.root, s["file"]) for s in self._split(split)["shards"]]
         return [f"{self.root}/{s['file']}" for s in self._split(split)["shards"]]
+
+    def sizes(self, split: str) -> dict[str, int]:
+        """url -> the bytes the index declares for it (a reader goes no further)."""
+        return {url: s.get("bytes") for url, s in zip(self.urls(split), self._split(split)["shards"])}
+
+    def local_paths(self, split: str) -> list[str]:
+        """Paths to read by offset: the shards themselves, or a remote set's copies staged in the cache."""
+        return stage(self.root, self._split(split)["shards"]) if self.remote else self.urls(split)
 
     def counts(self, split: str) -> list[int]:
         return [int(s["count"]) for s in self._split(split)["shards"]]
@@ -258,13 +284,21 @@ class ShardSet:
 
 
 def open_shard_set(data: str) -> ShardSet:
-    """The shard set of ``data`` (its folder, or its index.json), with the index checked."""
-    path = Path(data)
-    index_path = path if path.name == INDEX else path / INDEX
+    """The shard set of ``data`` (its folder or its index.json; a URL; a pipe: template), with the index checked."""
+    if is_remote(data):
+        root = root_of(data)
+        index_path = locate(root, INDEX)
+        raw = read_remote(index_path, limit=INDEX_MAX_BYTES)
+    else:
+        path = Path(data)
+        index_path = path if path.name == INDEX else path / INDEX
+        root = str(index_path.parent)
+        try:
+            raw = read_bounded(index_path, limit=INDEX_MAX_BYTES)
+        except Unreadable as e:
+            raise UserError(str(e)) from None
     try:
-        index = json.loads(read_bounded(index_path, limit=INDEX_MAX_BYTES))
-    except Unreadable as e:
-        raise UserError(str(e)) from None
+        index = json.loads(raw)
     except ValueError as e:
         raise UserError(f"{printable(index_path)} is not JSON: {e}") from None
     ok = (isinstance(index, dict) and index.get("format") == FORMAT and index.get("version") == VERSION
@@ -277,7 +311,11 @@ def open_shard_set(data: str) -> ShardSet:
             raise UserError(f"{printable(index_path)}: a shard of {split!r} points outside the shard folder")
         if sum(int(s.get("count", 0)) for s in entry.get("shards", [])) != int(entry.get("count", -1)):
             raise UserError(f"{printable(index_path)}: the shard counts of {split!r} do not add up to its count")
-    return ShardSet(str(index_path.parent), index)
+    if is_remote(data):  # every name the index gives must be safe to put into a URL or a command
+        for entry in index["splits"].values():
+            for s in entry.get("shards", []):
+                locate(root, s.get("file", ""))
+    return ShardSet(root, index, remote=is_remote(data))
 
 
 def _decode_sample(sample: dict, transform: Callable, n_classes: int):
@@ -308,6 +346,7 @@ class TrainStream(torch.utils.data.IterableDataset):
     def __init__(self, shards: ShardSet, split: str, transform: Callable, *, seed: int, skip: int = 0,
                  buffer: int = 1000) -> None:
         self.urls, self.transform, self.n_classes = shards.urls(split), transform, len(shards.classes)
+        self.sizes = shards.sizes(split)
         self.seed, self.skip, self.buffer = seed, skip, buffer
 
     def __iter__(self) -> Iterator:
@@ -318,15 +357,30 @@ class TrainStream(torch.utils.data.IterableDataset):
         stream = (self.seed * 64 + worker) % (1 << 63)  # seed: the epoch's and rank's (train.data.mix)
         pipeline = wds.DataPipeline(
             wds.ResampledShards(self.urls, seed=stream, worker_seed=lambda: 0, deterministic=True),
-            wds.tarfile_to_samples(),
+            functools.partial(open_bounded, sizes=self.sizes),  # webdataset's url_opener, bounded
+            wds.tariterators.tar_file_expander,
+            wds.tariterators.group_by_keys,
             wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=random.Random(stream)))
         # The loader takes samples from its workers in turn, so sample n of the whole stream is this worker's
         # n // workers: skipping the first ``skip`` of the stream is skipping this worker's share, undecoded.
         mine = max(0, -(-(self.skip - worker) // workers))
-        for n, sample in enumerate(pipeline):
+        samples = iter(pipeline)
+        for n in itertools.count():
+            try:
+                sample = next(samples)
+            except (OSError, ValueError, tarfile.TarError) as e:  # a shard that cannot be fetched or is no tar
+                yield StreamFailed(f"reading the training shards failed: {transfer_error(e)}")
+                return
             if n >= mine:
                 torch.manual_seed((stream * 1_000_003 + n) % (1 << 63))  # the augmentation, from the position
                 yield _decode_sample(sample, self.transform, self.n_classes)
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """Yielded by a loader worker in place of a sample when the stream broke: the main process raises it as one
+    line (an exception raised in the worker would reach the user wrapped in the worker's traceback)."""
+    message: str
 
 
 class ShardImages(torch.utils.data.Dataset):
@@ -341,7 +395,7 @@ class ShardImages(torch.utils.data.Dataset):
         self.transform, self.n_classes = transform, len(shards.classes)
         self.items: list[tuple[str, int, int, str, int]] = []  # (shard, offset, size, key, label)
         limit = max_image_bytes()
-        for url in shards.urls(split):
+        for url in shards.local_paths(split):
             images, labels = {}, {}
             try:
                 with tarfile.open(url, "r:") as tar:

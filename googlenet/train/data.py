@@ -182,7 +182,7 @@ class ShardSource:
     def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
-        from ..data.shards import TrainStream
+        from ..data.shards import StreamFailed, TrainStream
 
         # A resumed epoch skips the samples its first steps took, undecoded; the rest draw what they would have.
         stream = TrainStream(self.shards, "train", self.transform, seed=0 if seed is None else seed,
@@ -190,7 +190,13 @@ class ShardSource:
         samples = iter(DataLoader(stream, batch_size=None, collate_fn=_as_is, num_workers=self.workers,
                                   pin_memory=self.pin, prefetch_factor=16 if self.workers else None))
         for p in plan[first:]:
-            yield collate_skipping([next(samples) for _ in range(len(p))])
+            items = []
+            for _ in range(len(p)):
+                item = next(samples)
+                if isinstance(item, StreamFailed):
+                    raise UserError(item.message)
+                items.append(item)
+            yield collate_skipping(items)
 
 
 @dataclass
