@@ -86,11 +86,31 @@ def test_bench_data_smoke_json(capsys):
     assert set(out) >= {"machine", "versions", "results"}
     assert {"cpu", "cores", "threads", "gpu"} <= set(out["machine"])
     roles = sorted(r["role"] for r in out["results"])
-    # plain recipe; full paper augmentation against torchvision's PIL transforms and train's previous path
-    assert roles == ["project", "project", "reference", "reference", "reference"]
+    # plain recipe; full paper augmentation against torchvision's PIL transforms and train's previous path; the
+    # same from shards, as written and pre-resized
+    assert roles == ["project"] * 4 + ["reference"] * 3
     fast_paper = next(r for r in out["results"] if "FastPaperCrop" in r["name"])
     assert {PIL_PAPER_REFERENCE, PAPER_REFERENCE} <= set(fast_paper["ratios"])
     for r in out["results"]:
         assert {"name", "role", "precision", "batch_size", "images_per_s", "ms_per_batch", "spread"} <= set(r)
         assert r["images_per_s"] > 0 and r["batch_size"] == 3
-        assert "3 JPEGs 120x90 per round" in r["note"]
+        assert "3 JPEGs 120x90 per round" in r["note"] or "TrainStream" in r["note"]
+    assert sum("shards" in r["name"] for r in out["results"]) == 2
+
+
+def test_the_shard_contender_streams_what_training_decodes(tmp_path):
+    from googlenet.bench.data import shard_stream
+
+    folder = tmp_path / "folder" / "train" / "all"
+    folder.mkdir(parents=True)
+    make_jpegs(folder, 5, (400, 300))
+    stream = shard_stream(tmp_path / "folder", tmp_path / "small", 64, 256)
+    samples = [next(stream) for _ in range(12)]  # endless: resampled shards, as training reads them
+    assert all(x.shape == (3, 64, 64) and x.dtype == torch.float32 and y == 0 for x, y in samples)
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(next((tmp_path / "small" / "train").glob("*.tar"))) as tar:
+        member = next(m for m in tar if m.name.endswith(".jpg"))
+        assert min(Image.open(tar.extractfile(member)).size) == 256

@@ -6,13 +6,16 @@ augmentation (random interpolation, ColorJitter, PCA lighting) is timed as well:
 against the same recipe written with torchvision's PIL transforms (the issue's "PIL recipe": what a torchvision
 user would write) and against train's previous path (``load_image`` + ``transforms.paper_train_transform``).
 All on one thread (per core), over JPEGs the benchmark writes to a temp folder: photo-like 500x375 images
-(ImageNet's typical size) made of Fashion-MNIST garments upscaled onto smooth colour fields, quality 90.
+(ImageNet's typical size) made of Fashion-MNIST garments upscaled onto smooth colour fields, quality 90. The same
+JPEGs packed into WebDataset shards (as written, and pre-resized to a shorter side of 256) are read the way
+``train --data SHARDS`` reads them in each loader worker.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -93,6 +96,21 @@ def pil_paper_transform(size: int):
     return load
 
 
+SHARDS_NOTE = "a persistent TrainStream (tar read + shuffle buffer + FastPaperCrop.from_bytes), in-process"
+
+
+def shard_stream(folder: Path, out: Path, input_size: int, resize) -> Iterator:
+    """An endless stream of training samples from ``folder`` packed into shards at ``out`` (shorter side shrunk to
+    ``resize`` when given): the path ``train --data SHARDS`` runs in each loader worker."""
+    from ..data.fast import FastPaperCrop
+    from ..data.shards import TrainStream, open_shard_set, write_shards
+
+    write_shards(str(folder), out, shard_bytes=4 << 20, resize=resize, say=lambda _: None)
+    stream = TrainStream(open_shard_set(str(out)), "train", FastPaperCrop(input_size, MEAN, STD), seed=0,
+                         buffer=64)
+    return iter(stream)
+
+
 def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image_size=(500, 375),
                progress=None) -> tuple[list[dict], list[str]]:
     from ..data.fast import FastPaperCrop, train_transform
@@ -103,7 +121,11 @@ def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image
     torch.set_num_threads(1)  # per core: a DataLoader worker runs one thread
     try:
         with tempfile.TemporaryDirectory(prefix="googlenet-bench-") as tmp:
-            paths = make_jpegs(Path(tmp), files, image_size)
+            folder = Path(tmp) / "folder"
+            (folder / "train" / "all").mkdir(parents=True)
+            paths = make_jpegs(folder / "train" / "all", files, image_size)
+            plain = shard_stream(folder, Path(tmp) / "shards", input_size, None)
+            small = shard_stream(folder, Path(tmp) / "shards256", input_size, 256)
             ref, fast = reference_transform(input_size), train_transform(input_size, MEAN, STD)
             paper, fast_paper = paper_train_transform(input_size, MEAN, STD), FastPaperCrop(input_size, MEAN, STD)
             pil_paper = pil_paper_transform(input_size)
@@ -119,6 +141,10 @@ def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image
                           lambda: [paper(load_image(p)) for p in paths], extra={"note": note}),
                 Contender("paper recipe, googlenet.data.fast.FastPaperCrop, 1 core", "project", "fp32", files,
                           lambda: [fast_paper(p) for p in paths], extra={"note": note}),
+                Contender("paper recipe, FastPaperCrop from WebDataset shards, 1 core", "project", "fp32", files,
+                          lambda: [next(plain) for _ in paths], extra={"note": SHARDS_NOTE}),
+                Contender("paper recipe, FastPaperCrop from shards pre-resized to 256, 1 core", "project", "fp32",
+                          files, lambda: [next(small) for _ in paths], extra={"note": SHARDS_NOTE}),
             ]
             run_rounds(contenders, rounds, progress=progress)
     finally:
