@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from googlenet.cli import main
@@ -56,6 +57,22 @@ def test_train_writes_the_detector_metrics_and_pictures(trained, capsys):
         for row in f.read_text().splitlines():
             parts = row.split()
             assert len(parts) == 6 and parts[0] in test_ids
+
+
+def test_the_same_seed_and_thread_count_give_the_same_detector(trained, tmp_path, monkeypatch):
+    """A second run of the fixture's training, with a proposal cache of its own (selective search runs again):
+    every tensor of the detector file is equal, and so is the held-out mAP."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("GOOGLENET_PROPOSAL_CACHE", str(tmp_path / "fresh-cache"))
+    again = tmp_path / "again"
+    assert main(["detect", "train", "--out", str(again), "--scenes-train", "16", "--scenes-test", "6",
+                 "--iterations", "4", "--seed", "1", "--json"]) == 0
+    a, b = (load_file(str(r / "detector.safetensors")) for r in (trained, again))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (trained, again))
+    assert first["voc07_map"] == second["voc07_map"]
+    assert first["training"]["threads"] == second["training"]["threads"] == torch.get_num_threads()
 
 
 def test_eval_of_the_saved_detector_and_of_its_results_files_agree(trained, capsys):
@@ -126,6 +143,20 @@ def test_selective_search_is_read_back_from_the_cache(tmp_path, monkeypatch):
     _, hit3 = proposals.cached_selective_search(rgb, "ss-fast2x", 50, tmp_path)
     _, hit4 = proposals.cached_selective_search(rgb[::-1].copy(), "ss", 50, tmp_path)
     assert not hit3 and not hit4 and len(calls) == 3
+
+
+def test_selective_search_ranks_an_image_the_same_whatever_was_searched_before():
+    """OpenCV ranks boxes with C's rand(): unseeded, a second search of the same image in the same process ranks
+    the same boxes in another order, and max_proposals keeps another subset."""
+    rng = np.random.default_rng(1)
+    a = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    b = np.kron(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8))
+    first = proposals.selective_search(a, "ss")
+    proposals.selective_search(b, "ss")
+    again = proposals.selective_search(a, "ss")
+    assert len(first) > 5
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(proposals.selective_search(a, "ss", max_proposals=5), first[:5])
 
 
 def test_bench_detect_puts_a_detector_and_an_ensemble_side_by_side(trained, capsys):

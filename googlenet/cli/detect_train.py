@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         detector = train_rcnn(train_set, recipe, args.init, _log)
         scorings = [recipe.scoring] + [s for s in ("svm", "softmax") if s != recipe.scoring]
     t_train = time.perf_counter() - t0
-    detector.extra.setdefault("training", {})["wall_s"] = round(t_train, 1)  # bench detect reports it
+    # Floating-point sums split over threads round differently, so a run repeats bit for bit with the same seed
+    # and the same thread count (tests/test_detect_cli.py), not across thread counts: the file says which it was.
+    detector.extra.setdefault("training", {}).update(wall_s=round(t_train, 1), threads=torch.get_num_threads())
     detector.save(weights)
     _log(f"trained in {t_train:.0f} s: {printable(weights)}; scoring {len(test_set.images)} held-out images")
     dets, timings = run_detector(detector, test_set, scorings)

@@ -51,6 +51,10 @@ def selective_search(rgb: np.ndarray, method: str = "ss-fast2x", max_proposals: 
         ss.switchToSelectiveSearchFast(base_k, inc_k, sigma)
     else:
         ss.switchToSelectiveSearchQuality(base_k, inc_k, sigma)
+    # OpenCV ranks the hierarchy's boxes by level times C's rand() (selectivesearchsegmentation.cpp), the
+    # process-wide libc generator, which cv2.setRNGSeed does not reach. Seeded here, each image's ranking (and so
+    # which boxes survive max_proposals) is a function of the image alone, not of the images searched before it.
+    _seed_libc_rand(0)
     rects = np.asarray(ss.process(), np.float32).reshape(-1, 4)  # x, y, w, h in whole pixels
     boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
     keep = (rects[:, 2] >= MIN_SIDE) & (rects[:, 3] >= MIN_SIDE)
@@ -59,11 +63,22 @@ def selective_search(rgb: np.ndarray, method: str = "ss-fast2x", max_proposals: 
     return boxes[np.sort(first)][:max_proposals]
 
 
+def _seed_libc_rand(seed: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(None) if os.name == "posix" else ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.srand(ctypes.c_uint(seed))
+    except (OSError, AttributeError, TypeError):  # no C library to reach: the ranking then depends on history
+        pass
+
+
 def _cache_key(image_bytes: bytes, method: str, max_proposals: int) -> str:
     import cv2
 
     h = hashlib.sha256(image_bytes)
-    h.update(f"|{method}|{SS_METHODS.get(method)}|{max_proposals}|{MIN_SIDE}|cv2 {cv2.__version__}".encode())
+    h.update(f"|{method}|{SS_METHODS.get(method)}|{max_proposals}|{MIN_SIDE}|cv2 {cv2.__version__}|srand 0".encode())
     return h.hexdigest()
 
 
