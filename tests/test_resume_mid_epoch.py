@@ -6,7 +6,6 @@ worker killed with SIGKILL makes the agents restart the group, which resumes fro
 from __future__ import annotations
 
 import os
-import re
 import time
 import subprocess
 import sys
@@ -65,13 +64,14 @@ def common(data) -> list:
             "--precision", "fp32", "--seed", "5", "--checkpoint-every", "2", "--workers", "2"]
 
 
-@pytest.mark.parametrize("source", ["folder", "shards"])
+@pytest.mark.parametrize("source", ["folder", "shards", "shards-index"])
 def test_killed_inside_an_epoch_and_resumed_is_bit_identical(folder, tmp_path, source):
     data = folder
-    if source == "shards":
+    if source.startswith("shards"):
         data = tmp_path / "shards"
         assert main(["shards", "--data", str(folder), "--out", str(data), "--shard-size", "20KB"]) == 0
-    args = common(data) + (["--recipe", "paper", "--lr", "0.01"] if source == "folder" else [])
+    args = common(data) + (["--recipe", "paper", "--lr", "0.01"] if source == "folder" else []) + \
+        (["--shard-read", "index"] if source == "shards-index" else [])
     whole = run(args, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     cut = run(args, tmp_path / "cut", die_at=3)  # epoch 1 has 5 steps: dies after the checkpoint at step 2
@@ -89,11 +89,11 @@ def test_torchrun_restarts_the_group_which_resumes_by_itself(folder, tmp_path):
     args = common(folder)
     whole = run(args, tmp_path / "whole", torchrun=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    # One restart is needed; a second is allowed because on a loaded host gloo's reconnect of a fresh group can time
-    # out once (seen in CI: "connectFullMesh ... Connection refused"). A resume that is broken fails every round.
-    restarted = run(args, tmp_path / "restarted", torchrun=True, restarts=2, die_at=3, die_rank=1)
+    # One restart, as the issue asks: the restarted group joins under its own store prefix, so it cannot meet the
+    # dead group's gloo address (the cause of CI's "connectFullMesh ... Connection refused"; the test below).
+    restarted = run(args, tmp_path / "restarted", torchrun=True, restarts=1, die_at=3, die_rank=1)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert re.search(r"restart [12] under torchrun: --resume auto", restarted.stderr), restarted.stderr[-3000:]
+    assert "restart 1 under torchrun: --resume auto" in restarted.stderr, restarted.stderr[-3000:]
     assert "step 2 of epoch 1" in restarted.stderr
     assert same_weights(tmp_path / "whole", tmp_path / "restarted")
     no_restart = run(args, tmp_path / "gone", torchrun=True, restarts=0, die_at=3, die_rank=1)

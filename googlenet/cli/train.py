@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
                    help="folder data: grey input replicated to 3 channels (default: --init's, else off)")
     g.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes for --data DIR")
+    g.add_argument("--shard-read", choices=("stream", "index"),
+                   help="--data SHARDS: stream (default; sequential reads, each rank its own draw) or index (every "
+                        "rank its part of the global batches, read by offset: N processes train what 1 does)")
     g.add_argument("--max-train-images", type=positive_int, help="use a fixed subset of this many training images")
     g.add_argument("--max-eval-images", type=positive_int, help="use a fixed subset of this many held-out images")
     g = p.add_argument_group("machine")
@@ -79,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
              "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "deterministic", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
-             "per_class", "val_fraction", "split_from", "balance", "checkpoint_every")
+             "per_class", "val_fraction", "split_from", "balance", "checkpoint_every", "shard_read")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -384,10 +384,10 @@ class StreamFailed:
 
 
 class ShardImages(torch.utils.data.Dataset):
-    """Random access to a split of local shards, for evaluation: the tar headers are read once (a seek per
-    member, not a read of the images), then item i is one bounded read at its offset. Items are
-    ``(3 x H x W uint8, label)`` (through ``transform`` when given) or a ``Skipped``, like an ImageFolder's, so
-    evaluation's exact-once split across ranks and its crops apply unchanged."""
+    """Random access to a split of local shards (evaluation, and training with ``--shard-read index``): the tar
+    headers are read once (a seek per member, not a read of the images), then item i is one bounded read at its
+    offset. Items are ``(3 x H x W uint8, label)`` (through ``transform`` when given) or a ``Skipped``, like an
+    ImageFolder's, so evaluation's exact-once split across ranks, its crops and training's plan apply unchanged."""
 
     def __init__(self, shards: ShardSet, split: str, transform: Optional[Callable] = None) -> None:
         from ..fileio import max_image_bytes
@@ -425,7 +425,10 @@ class ShardImages(torch.utils.data.Dataset):
         try:
             with open(url, "rb") as f:
                 f.seek(offset)
-                image = decode_image_bytes(f.read(size))
+                data = f.read(size)
+            if hasattr(self.transform, "from_bytes"):  # the fast decoder (training): decodes only what it crops
+                return self.transform.from_bytes(data), label
+            image = decode_image_bytes(data)
             return (self.transform(image) if self.transform is not None else image), label
         except (OSError, BadImage) as e:
             return Skipped(f"{url}:{key}", str(e))

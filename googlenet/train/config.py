@@ -90,6 +90,7 @@ class TrainConfig:
     # machine
     workers: int = 4
     shuffle_buffer: int = 1000  # --data SHARDS: samples in the shuffle buffer of each loader worker
+    shard_read: str = "stream"  # --data SHARDS: "stream" (sequential, per rank) or "index" (the global plan)
     device: str = "auto"
     precision: str = "auto"  # resolved when training starts: googlenet/precision.py
     channels_last: bool = False
@@ -296,6 +297,7 @@ def validate(cfg: TrainConfig) -> None:
          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     need(not (cfg.precision == "fp16" and cfg.device == "cpu"),
          "precision fp16 needs a CUDA device (it uses a gradient scaler); use bf16 on the CPU")
+    need(cfg.shard_read in ("stream", "index"), f"shard_read must be stream or index, got {cfg.shard_read!r}")
     need(not (cfg.sync_bn and cfg.arch == "googlenet"),
          "sync_bn needs a BatchNorm arch (googlenet_bn or googlenet_tv); googlenet uses LRN")
 

@@ -60,7 +60,10 @@ def shard(batches: list[Tensor], rank: int, world: int) -> list[Tensor]:
 
 
 class ArraySource:
-    """An in-memory uint8 dataset (Fashion-MNIST): batches are made in the main process, no workers needed."""
+    """An in-memory uint8 dataset (Fashion-MNIST): batches are made in the main process, no workers needed.
+    A batch draws its augmentation at once, from a seed of the rank's own."""
+
+    seeds_by_global_position = False
 
     def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool,
                  pre: Optional[dict] = None) -> None:
@@ -83,7 +86,8 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None,
+                spread: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         for i in range(first, len(plan)):
             idx = plan[i]
             if seed is not None:  # batch i draws its augmentation from a seed of its own (resume-safe)
@@ -99,7 +103,11 @@ class ArraySource:
 
 
 class FolderSource:
-    """An ImageFolder split decoded by DataLoader worker processes; broken files come back as ``Skipped``."""
+    """An indexed dataset (an ImageFolder split, or local shards read by offset) decoded by DataLoader worker
+    processes; broken files come back as ``Skipped``. Each image's augmentation is seeded by its step and its
+    position in the global batch, so W processes draw what one process draws."""
+
+    seeds_by_global_position = True
 
     def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device) -> None:
         # The fast decoder takes the path itself (decode and crop in one step), so it is the dataset's loader.
@@ -121,13 +129,16 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None,
+                spread: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
         dataset, sampler = self.dataset, [p.tolist() for p in plan[first:]]
-        if seed is not None:  # each sample's augmentation from (seed, step, position): whatever worker decodes it
+        if seed is not None:  # each sample's augmentation from (seed, step, global position): whatever worker or
+            rank, world = spread  # rank decodes it (this rank's item j is the global batch's rank + j * world)
             dataset = SeededItems(self.dataset)
-            sampler = [[(index, mix(seed, first + i, j)) for j, index in enumerate(p)] for i, p in enumerate(sampler)]
+            sampler = [[(index, mix(seed, first + i, rank + j * world)) for j, index in enumerate(p)]
+                       for i, p in enumerate(sampler)]
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
                             collate_fn=collate_skipping, pin_memory=self.pin,
                             persistent_workers=False, prefetch_factor=4 if self.workers else None)
@@ -179,7 +190,10 @@ class ShardSource:
         raise UserError("--balance draws images by index; a shard stream has no random access (write the shards "
                         "from a balanced folder, or train from the folder)")
 
-    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None) -> Iterator[Batch]:
+    seeds_by_global_position = False  # each rank's stream is its own
+
+    def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None,
+                spread: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
         from ..data.shards import StreamFailed, TrainStream
@@ -239,6 +253,9 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
 
     if is_shard_set(cfg.data):
         return _shard_data(cfg, device)
+    if cfg.shard_read != "stream":
+        raise UserError(f"--shard-read applies to --data SHARDS; {printable(cfg.data)} is a folder (read by index "
+                        f"already)")
     return _folder_data(cfg, device)
 
 
@@ -253,7 +270,11 @@ def _shard_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     train_tf, eval_tf, pre = _folder_transforms(cfg)
     held = "val" if "val" in shards.index["splits"] else "train"
     notes = [] if held == "val" else [f"{printable(cfg.data)} has no val split: held-out figures are on train"]
-    return TrainData(f"{printable(cfg.data)} (shards)", ShardSource(shards, train_tf, cfg, device=device),
+    # stream: sequential reads of resampled shards, each rank its own draw. index: the global plan over the
+    # shards read by offset (remote ones staged first), so W processes train what one process trains.
+    train = ShardSource(shards, train_tf, cfg, device=device) if cfg.shard_read == "stream" else \
+        FolderSource.of(ShardImages(shards, "train", train_tf), shards.classes, cfg, device=device)
+    return TrainData(f"{printable(cfg.data)} (shards, {cfg.shard_read})", train,
                      FolderSource.of(ShardImages(shards, held, eval_tf), shards.classes, cfg, device=device),
                      shards.classes, pre, notes)
 

@@ -26,6 +26,7 @@ from ..weights import load_state_dict_checked, save_model
 from . import checkpoint as ckpt
 from .config import TrainConfig, save_yaml
 from .data import balanced_batches, build_data, global_batches, mix, shard, skipped_as_dicts
+from .dropout import install as install_global_dropout, spread as spread_dropout
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
 from .step import TrainStep
@@ -246,6 +247,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     say(f"precision {precision} ({f'auto: kept from {path}' if kept_from_checkpoint else why})")
     if d.main:
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
+    # Dropout masks drawn for the whole global batch: W processes drop what one would (train/dropout.py).
+    dropouts = install_global_dropout(model)
     net: nn.Module = model
     if d.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -268,6 +271,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         base = seed_epoch(cfg.seed, epoch, d.rank)
+        shared = mix(cfg.seed, epoch, 0)  # every rank's (rank 0's base): seeds that follow the global position
+        data_seed = shared if data.train.seeds_by_global_position else base
         first = first_step if epoch == start_epoch else 0
         batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
             if cfg.balance else global_batches(n_train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
@@ -283,8 +288,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             epoch_skipped = [Skipped(k["file"], k["error"]) for k in kept]
         bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
         bar.update(first)
-        for i, (images, labels, bad) in enumerate(_closing_on_error(data.train.batches(plan, first, base), bar),
-                                                  start=first):
+        train_batches = data.train.batches(plan, first, data_seed, spread=(d.rank, d.world))
+        for i, (images, labels, bad) in enumerate(_closing_on_error(train_batches, bar), start=first):
             if i == die_at and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and d.rank == die_rank:
                 os.kill(os.getpid(), signal.SIGKILL)  # test hook: kill -9 of this worker, once (not after a restart)
             epoch_skipped += bad
@@ -302,7 +307,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             if step == inject_nan:
                 images = images.clone().fill_(float("nan"))
             weight = n_local * d.world / n_global
-            torch.manual_seed(mix(base, i, "forward"))  # dropout's draws, from the step's position
+            torch.manual_seed(mix(shared, i, "forward"))  # dropout's draws, from the step's position
+            spread_dropout(dropouts, (len(batches[i]), d.rank, d.world) if n_local else None)
             result = trainer(images, labels, loss_weight=weight)
             if not result.finite:
                 nonfinite += 1
