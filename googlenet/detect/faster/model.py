@@ -84,7 +84,10 @@ class FasterRCNNDetector:
 
     def __init__(self, model: FasterRCNN, classes: Sequence[str], recipe: FasterRecipe, trunk_meta: dict,
                  extra: Optional[dict] = None) -> None:
-        self.model = model.eval()
+        # channels_last, as the R-CNN's region classifier runs: oneDNN's convolutions and pools take it faster
+        # (a 192 x 256 scene: 71 ms NCHW, 54 ms channels_last on this 2-core CPU, 2026-12-07). The file is the same
+        # (save writes contiguous tensors).
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.classes = list(classes)
         self.recipe = recipe
         self.trunk_meta = dict(trunk_meta)  # arch, options, preprocessing of the GoogLeNet trunk
