@@ -318,6 +318,15 @@ def open_shard_set(data: str) -> ShardSet:
     return ShardSet(root, index, remote=is_remote(data))
 
 
+def transformed(data: bytes, transform: Optional[Callable]):
+    """An image file's bytes through ``transform``: the fast decoder takes the bytes (it decodes only what it
+    crops), any other transform the decoded 3 x H x W uint8 image; no transform, the image itself."""
+    if hasattr(transform, "from_bytes"):
+        return transform.from_bytes(data)
+    image = decode_image_bytes(data)
+    return transform(image) if transform is not None else image
+
+
 def _decode_sample(sample: dict, transform: Callable, n_classes: int):
     """A WebDataset sample dict -> (image, label) through ``transform``, or a Skipped for a bad one."""
     from .folder import Skipped
@@ -331,8 +340,7 @@ def _decode_sample(sample: dict, transform: Callable, n_classes: int):
     if ext is None or not 0 <= label < n_classes:
         return Skipped(key, "no image" if ext is None else f"class {label} outside 0..{n_classes - 1}")
     try:
-        image = transform.from_bytes(sample[ext]) if hasattr(transform, "from_bytes") else \
-            transform(decode_image_bytes(sample[ext]))
+        image = transformed(sample[ext], transform)
     except BadImage as e:
         return Skipped(key, str(e))
     return image, label
@@ -426,9 +434,6 @@ class ShardImages(torch.utils.data.Dataset):
             with open(url, "rb") as f:
                 f.seek(offset)
                 data = f.read(size)
-            if hasattr(self.transform, "from_bytes"):  # the fast decoder (training): decodes only what it crops
-                return self.transform.from_bytes(data), label
-            image = decode_image_bytes(data)
-            return (self.transform(image) if self.transform is not None else image), label
+            return transformed(data, self.transform), label
         except (OSError, BadImage) as e:
             return Skipped(f"{url}:{key}", str(e))

@@ -6,7 +6,7 @@ than one process of 8 rows, whatever the seed. ``GlobalRowDropout`` draws the ma
 from a seed every rank shares (train.loop seeds the forward by the step's position) and keeps this rank's rows.
 
 With one process it draws what ``nn.Dropout`` draws on the CPU, bit for bit: ATen's CPU dropout is
-``empty_like(x).bernoulli_(1 - p)``, divided by ``1 - p``, times ``x`` (tests/test_train_dropout.py holds the two
+``empty_like(x).bernoulli_(1 - p)``, divided by ``1 - p``, times ``x`` (tests/test_train_global_batch.py holds the two
 equal). Written by hand because torch has no dropout that takes a row spread. The model file is untouched: the
 training loop swaps these in on its own copy (dropout has no state, so the weights files are the same).
 """

@@ -109,6 +109,12 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> int:
     the epoch's base for the seeds of its steps (a step's data and its forward pass are seeded by their position,
     so a run resumed in the middle of an epoch draws what it would have drawn too)."""
     torch.manual_seed((seed * 1_000_003 + epoch) * 1024 + rank)
+    return epoch_base(seed, epoch, rank)
+
+
+def epoch_base(seed: int, epoch: int, rank: int) -> int:
+    """The base of an epoch's step seeds on ``rank``; rank 0's is the one every rank shares for draws that follow
+    the global batch (indexed data, dropout), so one process draws what it always drew."""
     return mix(seed, epoch, rank)
 
 
@@ -271,7 +277,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         base = seed_epoch(cfg.seed, epoch, d.rank)
-        shared = mix(cfg.seed, epoch, 0)  # every rank's (rank 0's base): seeds that follow the global position
+        shared = epoch_base(cfg.seed, epoch, 0)  # every rank's: seeds that follow the global position
         data_seed = shared if data.train.seeds_by_global_position else base
         first = first_step if epoch == start_epoch else 0
         batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
