@@ -118,6 +118,51 @@ def test_propose_reports_recall_for_each_method(trained, tmp_path, capsys):
     assert (tmp_path / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_public_detector_reads_a_path_a_pil_image_and_an_array_alike(trained):
+    """googlenet.detect.Detector.load(W)(image) -> boxes, labels, scores, the issue's Python interface."""
+    import googlenet.detect as detect
+
+    det = detect.Detector.load(json.loads((trained / "metrics.json").read_text())["weights"])
+    path = sorted((trained / "scenes" / "VOC2007" / "JPEGImages").glob("*.jpg"))[-1]
+    outs = [det(path), det(Image.open(path)), det(np.asarray(Image.open(path).convert("RGB")))]
+    for boxes, labels, scores in outs:
+        assert boxes.shape == (len(labels), 4) and scores.shape == labels.shape and boxes.dtype == np.float32
+        assert np.all(np.diff(scores) <= 0) and (len(labels) == 0 or labels.max() < len(det.classes))
+    assert all(np.array_equal(outs[0][i], o[i]) for o in outs[1:] for i in range(3))
+    assert {"Detector", "read_voc", "evaluate_detections", "read_detections"} <= set(detect.__all__)
+    with pytest.raises(AttributeError):
+        detect.not_a_name
+
+
+def test_a_detector_trained_with_multibox_proposes_with_it(trained, tmp_path, capsys):
+    """--proposals ss-fast2x+multibox trains a MultiBox (grid head, k-means priors) into the detector file; propose
+    then reports MultiBox alone (at most K boxes an image) and the union, whose recall is at least its selective
+    search part's (the union holds every one of those boxes)."""
+    from googlenet.detect.detector import RCNNDetector
+
+    voc = trained / "scenes" / "VOC2007"
+    recipe = tmp_path / "mb.yaml"
+    recipe.write_text("arch: googlenet_bn\nwarp: 64\nproposals: ss-fast2x+multibox\ntrain_proposals: 60\n"
+                      "test_proposals: 60\niterations: 2\nmultibox_k: 8\nmultibox_iterations: 2\n"
+                      "multibox_input: 64\nmultibox_grid: 2\n")
+    run = tmp_path / "run"
+    rc, out, err = _run(["detect", "train", "--data", str(voc), "--recipe", str(recipe), "--out", str(run),
+                         "--json"], capsys)
+    assert rc == 0, err
+    weights = _last_json(out)["weights"]
+    mb = RCNNDetector.from_file(weights).multibox
+    assert mb.config() == {"arch": "googlenet_bn", "input_size": 64, "k": 8, "grid": 2}
+    assert tuple(mb.head.weight.shape) == (5 * 8, 1024 * 2 * 2)
+    rc, out, err = _run(["detect", "propose", "--data", str(voc), "--split", "test", "--method", "multibox",
+                         "--method", "ss-fast2x", "--method", "ss-fast2x+multibox", "--weights", weights, "--json"],
+                        capsys)
+    assert rc == 0, err
+    got = _last_json(out)["methods"]
+    assert 0 < got["multibox"]["proposals_per_image"] <= 8
+    assert got["ss-fast2x+multibox"]["recall50"] >= got["ss-fast2x"]["recall50"]
+    assert got["ss-fast2x+multibox"]["proposals_per_image"] <= got["ss-fast2x"]["proposals_per_image"] + 8
+
+
 def test_a_classifier_weights_file_is_refused_as_a_detector(trained, tmp_path, capsys):
     from googlenet.models import create_model
     from googlenet.weights import save_model

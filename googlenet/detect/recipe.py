@@ -30,7 +30,9 @@ class DetectRecipe:
     test_proposals: int = 300  # per test image
     multibox_k: int = 64  # MultiBox: boxes predicted per image (the paper adds 200)
     multibox_iterations: int = 300
+    multibox_lr: float = 0.01  # SGD with the recipe's momentum and weight decay
     multibox_input: int = 160
+    multibox_grid: int = 3  # the head sees the last map pooled to grid x grid (Erhan et al.: AlexNet's 6x6 fc6)
     iterations: int = 300  # fine-tuning SGD steps
     batch_positives: int = 32  # R-CNN: 32 positive windows ...
     batch_background: int = 96  # ... and 96 background windows per batch of 128
@@ -68,12 +70,14 @@ def check_recipe(r: DetectRecipe, source: str = "recipe") -> DetectRecipe:
         need(getattr(r, key) in allowed, f"{key} must be one of {', '.join(allowed)}, got {getattr(r, key)!r}")
     need(64 <= r.warp <= 1024, f"warp must be in 64..1024 pixels, got {r.warp}")
     need(0 <= 2 * r.context < r.warp // 2, f"context must leave at least half the warp, got {r.context}")
-    for key in ("train_proposals", "test_proposals", "iterations", "batch_size", "multibox_k", "multibox_input"):
+    for key in ("train_proposals", "test_proposals", "iterations", "batch_size", "multibox_k", "multibox_input",
+                "multibox_grid"):
         need(isinstance(getattr(r, key), int) and getattr(r, key) >= 1, f"{key} must be a positive integer")
     need(r.batch_positives >= 1 and r.batch_background >= 0, "batch_positives >= 1 and batch_background >= 0")
     need(0 < r.fg_iou <= 1 and 0 < r.svm_negative_iou <= r.fg_iou, "need 0 < svm_negative_iou <= fg_iou <= 1")
     need(0 < r.nms_iou <= 1 and r.max_per_class >= 1, "nms_iou in (0, 1] and max_per_class >= 1")
-    need(r.lr > 0 and r.head_lr_mult > 0 and r.svm_c > 0, "lr, head_lr_mult and svm_c must be positive")
+    need(r.lr > 0 and r.head_lr_mult > 0 and r.svm_c > 0 and r.multibox_lr > 0,
+         "lr, head_lr_mult, svm_c and multibox_lr must be positive")
     return r
 
 
