@@ -63,7 +63,8 @@ def multibox_loss(pred: torch.Tensor, logit: torch.Tensor, gt: torch.Tensor, alp
 class MultiBox(nn.Module):
     """A GoogLeNet trunk, its last 1024-channel map pooled to a grid x grid -> K x (4 residuals + 1 confidence
     logit). Erhan et al.'s head is a fully connected layer on AlexNet's spatial map; GoogLeNet's global average
-    pool would leave it no positions to regress (grid 1 measured recall@0.5 0.20 on the scenes, docs/detection.md)."""
+    pool keeps no position for it to regress from. (The measured gain came from the optimiser, train_multibox: with
+    AdamW the grid head scored below the pooled one, docs/detection.md.)"""
 
     def __init__(self, priors: np.ndarray, arch: str = "googlenet", input_size: int = 160, grid: int = 3) -> None:
         super().__init__()
