@@ -1,20 +1,20 @@
 """The ``googlenet`` command: one subcommand per module of this package.
 
-Each subcommand module defines ``add_parser(subparsers)``, which registers its flags and sets ``func``. Heavy imports
-happen inside the command, so ``googlenet --help`` stays quick. Errors a user can cause (``UserError``, a bad flag,
+Each subcommand module defines ``add_parser(subparsers)``, which registers its flags, and ``run(args)``. Heavy
+imports happen inside the command, so ``googlenet --help`` stays quick. Errors a user can cause (``UserError``, a bad flag,
 a missing or unreadable file) end in one line on stderr and exit code 2; set GOOGLENET_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import Optional, Sequence
 
 from ..errors import UserError
 from ..fileio import check_limits
+from .common import add_commands
 
 # Order shown in --help.
 COMMANDS = ("train", "eval", "predict", "crops", "summary", "convert", "export", "bench", "serve", "layers",
@@ -34,16 +34,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="googlenet", description="GoogLeNet (Inception v1): the paper's network, "
                             "trained, evaluated and exported as published.")
     parser.add_argument("--version", action="version", version=f"googlenet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    sub.required = True
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue  # a command not shipped in this build
-            raise
-        module.add_parser(sub)
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser, required=True),
+                 COMMANDS)
     return parser
 
 
@@ -54,16 +46,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         check_limits()  # GOOGLENET_MAX_IMAGE_BYTES / _WEIGHTS_BYTES / _PIXELS: docs/safe-files.md
         return int(args.func(args) or 0)
-    except UserError as e:
-        if debug:
-            raise
-        print(f"googlenet {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+    except (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         if debug:
             raise
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"googlenet {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        message = e if isinstance(e, UserError) else f"{e.strerror or e}{where}"
+        print(f"googlenet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"googlenet {args.command}: interrupted", file=sys.stderr)

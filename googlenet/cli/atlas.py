@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_weights_flag, non_negative_int, positive_int
-from .visualize import add_grayscale_flag
+from .common import add_grayscale_flag, add_weights_flag, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     add_grayscale_flag(p)
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=run)
 
 
 def command_line(args: argparse.Namespace) -> str:

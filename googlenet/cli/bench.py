@@ -50,7 +50,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--split", default="test", help="detect: the VOC image set (default test)")
     det.add_argument("--images", help="detect, COCO JSON: the images folder")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def source_size(text: str) -> tuple[int, int]:

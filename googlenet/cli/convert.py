@@ -28,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: ImageNet's for 1000 classes; inception5h: "
                         "imagenet_comp_graph_label_strings.txt, line i = output i, else class_0..class_1007)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def _labels(path: str) -> list[str]:

@@ -18,7 +18,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize-size", type=positive_int, default=None,
                    help="shorter side for the 1 and 10 crop schemes (default crop size * 256 / 224)")
     p.add_argument("--tile", type=positive_int, default=112, help="pixels per tile on the sheet (default 112)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

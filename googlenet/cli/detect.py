@@ -7,7 +7,8 @@ commands, so the paper's R-CNN, its proposals and the evaluators stay separate f
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from .common import add_commands
 
 ACTIONS = ("train", "eval", "predict", "propose")
 
@@ -17,13 +18,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "classifier) and a single-pass Faster R-CNN on the same trunk",
                        description="Detection: train, evaluate (VOC07 / VOC12 / ILSVRC / COCO mAP), predict, and "
                                    "region proposals with their recall.")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
-    actions.required = True
-    for name in ACTIONS:
-        try:
-            module = importlib.import_module(f".detect_{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.detect_{name}":
-                continue  # an action not shipped in this build
-            raise
-        module.add_parser(actions)
+    add_commands(p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p), required=True), ACTIONS,
+                 prefix="detect_")

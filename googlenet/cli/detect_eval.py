@@ -34,7 +34,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--write-results", metavar="DIR",
                    help="with --weights: also write the detections as VOC results files and COCO results JSON")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def _classes(args: argparse.Namespace, detector_classes):

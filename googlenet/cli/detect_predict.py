@@ -19,7 +19,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=20, help="at most this many boxes an image (default 20)")
     p.add_argument("--draw", metavar="OUTDIR", help="write each image with its boxes drawn here")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

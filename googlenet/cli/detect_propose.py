@@ -27,7 +27,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--max", type=positive_int, default=2000, help="proposals per image at most (default 2000)")
     p.add_argument("--plot", metavar="PNG", help="write the recall-vs-proposals curves here")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,7 +48,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     g.add_argument("--max-size", type=positive_int, default=None, help="longer image side at most")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (the recipe's by default)")
     g.add_argument("--workers", type=non_negative_int, default=None, help="DataLoader processes")
-    p.set_defaults(func=run)
 
 
 # The flags that override a Faster R-CNN recipe (faster/recipe.py), by their recipe key.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_weights_flag, positive_int
-from .visualize import add_grayscale_flag
+from .common import add_grayscale_flag, add_weights_flag, positive_int
 
 # The notebook dreamt photos at their own size, 500-1024 px, and tuned its defaults there (a 32 px roll, 4 octaves
 # x1.4 whose smallest is 1/2.7 of the image). A small image is raised to this shorter side, so that the octaves stay
@@ -33,7 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     add_grayscale_flag(p)
     p.add_argument("--out", required=True, metavar="OUT.png")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images per saved chunk: the most a stopped run recomputes (default 4096)")
     p.add_argument("--restart", action="store_true", help="discard OUT.partial/ from an earlier run and start over")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

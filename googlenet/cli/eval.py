@@ -5,34 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_weights_flag, non_negative_int, positive_int
-
-
-def add_inference_flags(p: argparse.ArgumentParser) -> None:
-    """--precision / --backend: validated against googlenet.inference.PRECISIONS / BACKENDS when the command runs
-    (importing torch to list them here would slow every ``googlenet --help``)."""
-    p.add_argument("--precision", default="fp32", help="inference precision, one of googlenet.inference.PRECISIONS "
-                                                       "(fp32, bf16, ...; default fp32)")
-    p.add_argument("--backend", default="eager", help="inference backend, one of googlenet.inference.BACKENDS "
-                                                      "(default eager)")
-
-
-def check_inference_flags(args: argparse.Namespace) -> None:
-    from ..errors import UserError
-    from ..inference import BACKENDS, PRECISIONS
-
-    if args.precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
-    if args.backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
-
-
-def load_ensemble(weights: list[str], args: argparse.Namespace):
-    from ..evaluate.ensemble import Ensemble
-    from ..pretrained import load_weights_arg
-
-    models = [load_weights_arg(w) for w in weights]
-    return Ensemble(models, precision=args.precision, backend=args.backend, names=weights)
+from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,15 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="score only this many images, spread evenly over the set")
     add_inference_flags(p)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..evaluate.evaluate import distributed, eval_source, evaluate, format_report, spread
 
-    check_inference_flags(args)
-    ensemble = load_ensemble(args.weights, args)
+    ensemble = load_ensemble(args)
     base, name = eval_source(args.data, ensemble)
     workers = args.workers if args.workers is not None else (0 if args.data is None else 2)
     schemes = ("1", "10", "144") if args.report else (args.crops,)

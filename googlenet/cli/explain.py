@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_weights_flag, non_negative_float, non_negative_int, positive_int
-from .visualize import add_grayscale_flag
+from .common import add_grayscale_flag, add_weights_flag, non_negative_float, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="integrated gradients: completeness error allowed, relative to F(x) - F(black) (default 0.05)")
     add_grayscale_flag(p)
     p.add_argument("--out", required=True, metavar="OUT.png")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="square input side (64-2048; default: the weights' preprocessing input_size)")
     p.add_argument("--dynamo", action="store_true", help="use torch.export's ONNX exporter (opset >= 18)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

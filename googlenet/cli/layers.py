@@ -10,7 +10,6 @@ from .common import add_weights_flag
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas/embed")
     add_weights_flag(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import add_weights_flag, non_negative_int, positive_int
-from .eval import add_inference_flags, check_inference_flags, load_ensemble
+from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, default=0, help="image-decoding processes (default 0)")
     add_inference_flags(p)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.predict import expand_inputs, predict_files
 
-    check_inference_flags(args)
-    ensemble = load_ensemble(args.weights, args)
+    ensemble = load_ensemble(args)
     files, errors = expand_inputs(args.inputs)
     predictions, bad = predict_files(ensemble, files, args.crops, topk=args.topk, batch_size=args.batch_size,
                                      workers=args.workers)

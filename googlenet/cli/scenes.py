@@ -21,7 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=positive_int, default=192, metavar="PX",
                    help="scene width in pixels, 64..1024 (height 0.75-1x of it; default 192)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

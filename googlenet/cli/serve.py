@@ -37,7 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections", type=positive_int, default=512,
                    help="open connections and tasks before new ones get 503 (default 512)")
     p.add_argument("--cors-origin", default=None, help="allow this one origin to call the API from a browser")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

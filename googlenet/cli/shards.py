@@ -23,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=1, help="processes that read and encode images")
     p.add_argument("--val-fraction", type=positive_float, default=0.2, help="one-folder DIR: held-out share")
     p.add_argument("--json", action="store_true", help="print the index as one JSON line")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

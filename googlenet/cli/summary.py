@@ -17,7 +17,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=positive_int, default=224, help="square input side (>= 64)")
     p.add_argument("--num-classes", type=positive_int, default=1000)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,7 +77,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="PyTorch's deterministic algorithms; same machine and versions: bit-identical weights")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="SyncBatchNorm across DDP processes (BatchNorm archs)")
-    p.set_defaults(func=run)
 
 
 FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",

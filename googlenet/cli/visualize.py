@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_weights_flag, non_negative_int, positive_int
-
-
-def add_grayscale_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                   help="treat the model as trained on grey images (default: the weights metadata's 'grayscale')")
+from .common import add_grayscale_flag, add_weights_flag, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     add_grayscale_flag(p)
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
