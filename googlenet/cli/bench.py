@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from .common import positive_int
+from ..errors import UserError
+from .common import check_arch, positive_int
 
 PRECISION_CHOICES = ("fp32", "bf16", "int8")
 
@@ -66,7 +67,6 @@ def source_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.common import format_table, machine, versions
-    from ..errors import UserError
 
     if not 64 <= args.input_size <= 2048:
         raise UserError(f"--input-size must be in [64, 2048], got {args.input_size}")
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # ONNX Runtime sessions take torch.get_num_threads() too
     batch_size = args.batch_size or 32
+    extra = {}  # serve: what its JSON adds to the rows and notes
     if args.what == "infer":
         from ..bench.infer import bench_infer
 
@@ -88,17 +89,22 @@ def run(args: argparse.Namespace) -> int:
                                   latency=args.latency, compile=args.compile, trained=trained, progress=progress)
     elif args.what == "train":
         from ..bench.train import bench_train
-        from ..models import list_models
 
-        if args.arch not in list_models():
-            raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
+        check_arch(args.arch)
         if "int8" in (args.precision or ()):
             raise UserError("bench train: --precision int8 is inference-only; use fp32 and/or bf16")
         rows, notes = bench_train(arch=args.arch, batch_size=batch_size, input_size=args.input_size,
                                   precisions=args.precision or ("fp32", "bf16"), rounds=args.rounds,
                                   compile=args.compile, progress=progress)
     elif args.what == "serve":
-        return _serve(args, progress)
+        from ..bench.serve import bench_serve
+
+        if not args.weights:
+            raise UserError("bench serve needs --weights (the file the server serves)")
+        rows, notes, extra = bench_serve(weights=args.weights, image=args.image, concurrency=args.concurrency,
+                                         requests=args.requests, max_batch=args.max_batch,
+                                         max_wait_ms=args.max_wait_ms, precision=(args.precision or ["fp32"])[0],
+                                         backend=args.backend, abuse=args.abuse, progress=progress)
     elif args.what == "lrn":
         from ..bench.lrn import bench_lrn, bench_lrn_net
 
@@ -121,53 +127,34 @@ def run(args: argparse.Namespace) -> int:
                                  rounds=args.rounds, image_size=args.source_size, progress=progress)
     if args.json:
         print(json.dumps({"benchmark": args.what, "machine": machine(), "versions": versions(), "results": rows,
-                          "notes": notes}))
-    else:
-        m = machine()
-        print(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, load {m['load_average']}")
-        if args.what == "detect":
-            from ..bench.detect import format_detect_table
-
-            print(format_detect_table(rows, notes))
-        else:
-            print(format_table(rows, notes))
-    return 0
-
-
-def _model(args: argparse.Namespace):
-    """(model, trained): --weights, or a fresh --arch with 1000 classes (as the references)."""
-    from ..errors import UserError
-    from ..models import create_model, list_models
-
-    if args.weights:
-        from ..pretrained import load_weights_arg
-
-        return load_weights_arg(args.weights), args.weights != "torchvision"
-    if args.arch not in list_models():
-        raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
-    return create_model(args.arch, num_classes=1000).eval(), False
-
-
-def _serve(args: argparse.Namespace, progress) -> int:
-    from ..bench.common import machine, versions
-    from ..bench.serve import bench_serve, format_rows
-    from ..errors import UserError
-
-    if not args.weights:
-        raise UserError("bench serve needs --weights (the file the server serves)")
-    precision = (args.precision or ["fp32"])[0]
-    rows, notes, extra = bench_serve(weights=args.weights, image=args.image, concurrency=args.concurrency,
-                                     requests=args.requests, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                                     precision=precision, backend=args.backend, abuse=args.abuse, progress=progress)
-    if args.json:
-        print(json.dumps({"benchmark": "serve", "machine": machine(), "versions": versions(), "results": rows,
                           "notes": notes, **extra}))
-    else:
-        m = machine()
-        print(f"{m['cpu']}, {m['cores']} cores, load {m['load_average']}")
+        return 0
+    m = machine()
+    threads = "" if args.what == "serve" else f" {m['threads']} threads,"
+    print(f"{m['cpu']}, {m['cores']} cores,{threads} load {m['load_average']}")
+    if args.what == "serve":
+        from ..bench.serve import format_rows
+
         print(format_rows(rows))
         for note in notes:
             print(note)
         if extra["abuse"]:
             print("abuse:", json.dumps(extra["abuse"]))
+    elif args.what == "detect":
+        from ..bench.detect import format_detect_table
+
+        print(format_detect_table(rows, notes))
+    else:
+        print(format_table(rows, notes))
     return 0
+
+
+def _model(args: argparse.Namespace):
+    """(model, trained): --weights, or a fresh --arch with 1000 classes (as the references)."""
+    from ..models import create_model
+
+    if args.weights:
+        from ..pretrained import load_weights_arg
+
+        return load_weights_arg(args.weights), args.weights != "torchvision"
+    return create_model(check_arch(args.arch), num_classes=1000).eval(), False

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import math
 
+from ..errors import UserError
+
 
 def add_commands(sub: argparse._SubParsersAction, names, prefix: str = "") -> None:
     """Registers the parser of each module ``cli/<prefix><name>.py`` and binds its ``run`` as ``func``; a module not
@@ -51,7 +53,6 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 def load_ensemble(args: argparse.Namespace):
     """The models of ``--weights`` as one ensemble, run with ``--precision`` / ``--backend`` (checked first, so a bad
     flag loads nothing)."""
-    from ..errors import UserError
     from ..evaluate.ensemble import Ensemble
     from ..inference import BACKENDS, PRECISIONS
     from ..pretrained import load_weights_arg
@@ -62,6 +63,14 @@ def load_ensemble(args: argparse.Namespace):
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     models = [load_weights_arg(w) for w in args.weights]
     return Ensemble(models, precision=args.precision, backend=args.backend, names=args.weights)
+
+
+def check_arch(name: str) -> str:
+    from ..models import list_models
+
+    if name not in list_models():
+        raise UserError(f"unknown arch {name!r}; choose from {', '.join(list_models())}")
+    return name
 
 
 def _number(text: str, convert, ok, expected: str, expected_in_range: str):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import positive_int
+from ..errors import UserError
+from .common import check_arch, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,12 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-    from ..models import list_models
     from ..summary import format_table, summarize
 
-    if args.arch not in list_models():
-        raise UserError(f"unknown arch {args.arch!r}; choose from {', '.join(list_models())}")
+    check_arch(args.arch)
     if args.input_size < 64:
         raise UserError(f"--input-size must be at least 64, got {args.input_size}")
     if args.input_size > 2048:
