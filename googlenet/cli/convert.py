@@ -7,6 +7,9 @@ import json
 import os
 from collections import Counter
 
+from ..errors import UserError
+from ..fileio import Unreadable, printable, read_bounded
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="torchvision .pth, BVLC Caffe .caffemodel or inception5h .pth/.pb -> googlenet weights",
@@ -31,9 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _labels(path: str) -> list[str]:
-    from ..errors import UserError
-    from ..fileio import Unreadable, printable, read_bounded
-
     try:
         text = read_bounded(path, limit=16 * 1024 * 1024).decode("utf-8")
     except Unreadable as e:
@@ -49,8 +49,6 @@ def _labels(path: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-
     aux = False if args.drop_aux else None
     if os.path.isdir(args.output):  # found now, not after the whole conversion as a temp file's error
         raise UserError(f"output {args.output} is a directory; give a file name, e.g. {args.output}/weights.safetensors")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
 from .common import add_grayscale_flag, add_weights_flag, positive_int
 
 # The notebook dreamt photos at their own size, 500-1024 px, and tuned its defaults there (a 32 px roll, 4 octaves
@@ -37,7 +38,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
-    from ..errors import UserError
     from ..interpret import ModelInput, dream
     from ..interpret.common import check_device, save_png
     from ..pretrained import load_weights_arg
@@ -67,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
 def dream_size(hw: tuple[int, int], short_side: int | None) -> tuple[int, int]:
     """(H, W) to dream at: the shorter side ``short_side`` (default: its own, at least MIN_SIDE), aspect kept; the
     longer side at most MAX_SIDE."""
-    from ..errors import UserError
-
     h, w = hw
     scale = (short_side or max(MIN_SIDE, min(h, w))) / min(h, w)
     if max(h, w) * scale > MAX_SIDE:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserError
 from .common import add_grayscale_flag, add_weights_flag, non_negative_int, positive_int
 
 
@@ -41,9 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from ..pretrained import load_weights_arg
 
     check_device(args.device)
-
-    from ..errors import UserError
-
     if args.size > 1024:
         raise UserError("--size at most 1024")
     if args.restarts > 64:
