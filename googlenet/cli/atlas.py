@@ -4,6 +4,8 @@ images that excite it most."""
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 
 from .common import add_grayscale_flag, add_weights_flag, non_negative_int, positive_int
@@ -39,8 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command with every setting resolved (defaults included), for the page's 'made by' line."""
-    import shlex
-
     parts = ["googlenet", "atlas"]
     for flag in ("weights", "layer", "data", "channels", "top", "limit", "steps", "size", "seed", "device", "out"):
         value = getattr(args, flag)
@@ -52,11 +52,10 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from ..errors import UserError
     from ..fileio import printable
     from ..interpret.atlas import build_atlas, open_source, write_atlas
+    from ..interpret.common import check_device
     from ..pretrained import SOURCES, load_weights_arg
 
     # Bounds that keep a typo from filling memory or the disk (a batch of a million decoded images, a page of
@@ -65,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
                               ("--batch-size", args.batch_size, 4096), ("--workers", args.workers, 64)):
         if value > most:
             raise UserError(f"{flag} at most {most}, got {value}")
-
-    from ..interpret.common import check_device
-
     check_device(args.device)
     model = load_weights_arg(args.weights)
     source = open_source(args.data, args.limit)

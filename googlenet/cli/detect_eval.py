@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -37,8 +38,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def _classes(args: argparse.Namespace, detector_classes):
-    from pathlib import Path
-
     from ..detect.data import read_voc
 
     if args.classes:
@@ -62,8 +61,6 @@ def format_table(ap: dict, classes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..detect.metrics import evaluate_detections, json_ready
     from ..detect.run import load_detectors, read_data, run_detector
     from ..errors import UserError

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -22,8 +24,6 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from ..data.images import BadImage, load_image
@@ -36,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--top must be at least 1")
     detector = load_ensemble(args.weights)
     paths, errors = expand_inputs(args.inputs)
-    import sys
-
     for e in errors:
         print(f"googlenet detect predict: skipped {e['image']}: {e['error']}", file=sys.stderr)
     out_dir = ensure_dir(args.draw) if args.draw else None

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from .common import non_negative_int, positive_float, positive_int
 
@@ -59,8 +60,6 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
     from ..detect.report import evaluate, run_detector, save_json, write_outputs

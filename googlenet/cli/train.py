@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 from .common import non_negative_int, positive_float, positive_int
@@ -92,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in FLAG_KEYS}
     cfg = resolve(args.recipe, args.config, overrides)
     summary = _train_reporting_peer_failures(cfg, args.resume, args.reprobe)
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if args.json:
@@ -124,9 +124,6 @@ def _train_reporting_peer_failures(cfg, resume, reprobe=False):
     already under way sees it fail instead (gloo: RuntimeError "Connection reset by peer"; NCCL: DistBackendError).
     Either way the last complete checkpoint is intact (atomic writes), so the message points at it.
     """
-    import os
-    import signal
-
     import torch.distributed as dist
 
     from ..errors import UserError, one_line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import UserError
 from .common import add_grayscale_flag, add_weights_flag, non_negative_int, positive_int
@@ -32,8 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from torchvision.utils import make_grid
 
     from ..interpret import visualize
