@@ -1,8 +1,9 @@
 """The ``googlenet`` command: one subcommand per module of this package.
 
-Each subcommand module defines ``add_parser(subparsers)``, which registers its flags, and ``run(args)``. Heavy
-imports happen inside the command, so ``googlenet --help`` stays quick. Errors a user can cause (``UserError``, a bad flag,
-a missing or unreadable file) end in one line on stderr and exit code 2; set GOOGLENET_DEBUG=1 for the traceback.
+Each subcommand module defines ``add_parser(subparsers)``, which registers its flags, and ``run(args)``, which
+``common.add_commands`` binds. Heavy imports happen inside the command, so ``googlenet --help`` stays quick. Errors a
+user can cause (``UserError``, a bad flag, a missing or unreadable file) end in one line on stderr and exit code 2;
+set GOOGLENET_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 
 from ..errors import UserError
@@ -22,6 +23,11 @@ def add_commands(sub: argparse._SubParsersAction, names, prefix: str = "") -> No
         module.add_parser(sub)
         if hasattr(module, "run"):  # not detect: each of its actions binds its own
             sub.choices[name].set_defaults(func=module.run)
+
+
+def print_result(as_json: bool, result: dict, *lines: str) -> None:
+    """``--json``: the result as one JSON object, the last line on stdout; otherwise ``lines``, for a reader."""
+    print(json.dumps(result) if as_json else "\n".join(lines))
 
 
 def add_weights_flag(p: argparse.ArgumentParser, *, several: bool = False) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections import Counter
 
 from ..errors import UserError
 from ..fileio import Unreadable, printable, read_bounded
+from .common import print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -81,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
     info = {"output": str(args.output), "arch": model.metadata["arch"], "num_classes": model.num_classes,
             "aux_logits": model.aux_logits, "parameters_without_aux": trunk,
             "sha256_of_input": model.metadata["source"]["sha256"], "preprocessing": model.metadata["preprocessing"]}
-    if args.json:
-        print(json.dumps(info))
-    else:
-        print(f"wrote {args.output}: {info['arch']}, {info['num_classes']} classes, "
-              f"aux heads {'kept' if info['aux_logits'] else 'left out'}, {trunk:,} parameters without aux")
+    print_result(args.json, info, f"wrote {args.output}: {info['arch']}, {info['num_classes']} classes, aux heads "
+                                  f"{'kept' if info['aux_logits'] else 'left out'}, {trunk:,} parameters without aux")
     return 0

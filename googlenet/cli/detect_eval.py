@@ -8,9 +8,10 @@ needs googlenet.detect.detector).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
+
+from .common import print_result
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -105,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         result["plots"] = printable(Path(args.plots) / "pr.png")
     result = json_ready(result)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("  ".join(f"{k} {'-' if result[k] is None else format(result[k], '.4f')}" for k in keys))
+    print_result(args.json, result, "  ".join(f"{k} {'-' if result[k] is None else format(result[k], '.4f')}"
+                                              for k in keys))
     return 0

@@ -5,12 +5,11 @@ trains on it: the main detection job (``make detect``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from .common import non_negative_int, positive_float, positive_int
+from .common import non_negative_int, positive_float, positive_int, print_result
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -62,6 +61,7 @@ def _log(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..detect.metrics import json_ready
     from ..detect.report import evaluate, run_detector, save_json, write_outputs
     from ..errors import UserError
     from ..fileio import ensure_dir, printable
@@ -130,13 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(detector, "extra"):
         result["training"] = detector.extra.get("training")
     save_json(out / "metrics.json", result)
-    from ..detect.metrics import json_ready
-
     result = json_ready(result)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("  ".join(f"{k} {result[k]:.4f}" for k in keys if result[k] is not None))
-        print(f"held-out VOC07 mAP {result.get('voc07_map') or 0:.4f}; detector {printable(weights)}; "
-              f"wall {result['wall_s']:.0f} s")
+    print_result(args.json, result, "  ".join(f"{k} {result[k]:.4f}" for k in keys if result[k] is not None),
+                 f"held-out VOC07 mAP {result.get('voc07_map') or 0:.4f}; detector {printable(weights)}; "
+                 f"wall {result['wall_s']:.0f} s")
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .common import add_weights_flag, non_negative_int, positive_int
+from .common import add_weights_flag, non_negative_int, positive_int, print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"out": args.out, "images": len(r.paths), "dim": r.dim, "layer": r.layer, "weights": r.weights,
                "classes": len(r.class_names), "skipped": len(r.skipped), "computed": r.computed,
                "resumed": r.resumed}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        resumed = f", {r.resumed} from the earlier partial run" if r.resumed else ""
-        print(f"{args.out}: {len(r.paths)} images x {r.dim} features ({r.layer}), {len(r.class_names)} classes, "
-              f"{len(r.skipped)} skipped{resumed}")
+    resumed = f", {r.resumed} from the earlier partial run" if r.resumed else ""
+    print_result(args.json, summary, f"{args.out}: {len(r.paths)} images x {r.dim} features ({r.layer}), "
+                                     f"{len(r.class_names)} classes, {len(r.skipped)} skipped{resumed}")
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .common import add_weights_flag, positive_int
+from .common import add_weights_flag, positive_int, print_result
 
 
 def batch_arg(text: str):
@@ -53,12 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if report.max_abs_diff is None:
         print(f"onnxruntime is not installed, so the export was not compared with PyTorch: {PIP_HINT}",
               file=sys.stderr)
-    if args.json:
-        print(json.dumps(info))
-    else:
-        checked = ("not compared" if report.max_abs_diff is None else
-                   f"max abs difference vs PyTorch {report.max_abs_diff:.2e} over batches "
-                   f"{', '.join(map(str, report.checked_batches))}")
-        print(f"wrote {report.path} ({report.format}, input {report.input_size}x{report.input_size}, "
-              f"batch {report.batch}{'' if report.opset is None else f', opset {report.opset}'}): {checked}")
+    checked = ("not compared" if report.max_abs_diff is None else
+               f"max abs difference vs PyTorch {report.max_abs_diff:.2e} over batches "
+               f"{', '.join(map(str, report.checked_batches))}")
+    opset = "" if report.opset is None else f", opset {report.opset}"
+    print_result(args.json, info, f"wrote {report.path} ({report.format}, input {report.input_size}x"
+                                  f"{report.input_size}, batch {report.batch}{opset}): {checked}")
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from .common import non_negative_int, positive_int
+from .common import non_negative_int, positive_int, print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     result = {"voc": printable(voc), "coco_trainval": printable(voc.parent / "coco" / "instances_trainval.json"),
               "coco_test": printable(voc.parent / "coco" / "instances_test.json"), "classes": CLASS_NAMES,
               "trainval": args.train, "test": args.test, "seed": args.seed, "size": args.size}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"wrote {args.train} trainval + {args.test} test scenes ({', '.join(CLASS_NAMES)}) to {result['voc']}")
+    print_result(args.json, result,
+                 f"wrote {args.train} trainval + {args.test} test scenes ({', '.join(CLASS_NAMES)}) to {result['voc']}")
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .common import positive_float, positive_int
+from .common import positive_float, positive_int, print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,5 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     index = write_shards(args.data, args.out, shard_bytes=parse_size(args.shard_size), resize=args.resize,
                          workers=args.workers, val_fraction=args.val_fraction, say=say)
-    if args.json:
-        print(json.dumps(index))
-    else:
-        print(f"index: {args.out}/index.json ({len(index['classes'])} classes)")
+    print_result(args.json, index, f"index: {args.out}/index.json ({len(index['classes'])} classes)")
     return 0
