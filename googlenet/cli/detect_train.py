@@ -50,7 +50,8 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=non_negative_int, default=None, help="DataLoader processes")
 
 
-# The flags that override a Faster R-CNN recipe (faster/recipe.py), by their recipe key.
+# The flags that override a recipe, by their recipe key: R-CNN's (detect/recipe.py), Faster R-CNN's (faster/recipe.py).
+RCNN_FLAGS = ("arch", "iterations", "proposals", "scoring", "seed")
 FASTER_FLAGS = ("trunk", "epochs", "batch_size", "lr", "min_size", "max_size", "device", "workers", "arch", "seed")
 
 
@@ -80,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
         from ..detect.recipe import load_recipe
         from ..detect.train import train_rcnn
 
-        recipe = load_recipe(args.recipe or "cpu", {"arch": args.arch, "iterations": args.iterations,
-                                                    "proposals": args.proposals, "scoring": args.scoring,
-                                                    "seed": args.seed})
+        recipe = load_recipe(args.recipe or "cpu", {k: getattr(args, k) for k in RCNN_FLAGS})
     out = ensure_dir(args.out)
     data, images, test_data = args.data, args.images, args.test_data
     if data is None:
