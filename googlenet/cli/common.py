@@ -86,7 +86,7 @@ def _number(text: str, convert, ok, expected: str, expected_in_range: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if not ok(value):
-        # An int echoes the number read (" 07" -> 7), a float the text as typed ("nan", "1e999").
+        # An int echoes the number read ("-07" -> -7), a float the text as typed ("nan", "1e999").
         raise argparse.ArgumentTypeError(f"expected {expected_in_range}, got {value if convert is int else text}")
     return value
 
