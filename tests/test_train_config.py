@@ -100,3 +100,28 @@ def test_recipe_files_are_complete_yaml():
     for name in list_recipes():
         assert load_recipe(name), name
         assert yaml.safe_dump(resolve(name).to_dict())
+
+
+def test_every_train_flag_reaches_the_config(monkeypatch, tmp_path):
+    # The preprocessing flags were parsed and then dropped (they were missing from FLAG_KEYS): each flag must end in
+    # the resolved config that training runs with.
+    from googlenet.cli import train as train_cli
+
+    seen = {}
+
+    def capture(cfg, resume, reprobe=False):
+        seen["cfg"] = cfg
+        raise UserError("captured")
+
+    monkeypatch.setattr(train_cli, "_train_reporting_peer_failures", capture)
+    code = main(["train", "--data", str(tmp_path), "--mean", "0.4", "0.5", "0.6", "--std", "0.2", "0.3", "0.4",
+                 "--channel-order", "BGR", "--pixel-range", "255", "--grayscale", "--input-size", "96"])
+    assert code == 2
+    cfg = seen["cfg"]
+    assert (cfg.mean, cfg.std) == ((0.4, 0.5, 0.6), (0.2, 0.3, 0.4))
+    assert (cfg.channel_order, cfg.pixel_range, cfg.grayscale, cfg.input_size) == ("BGR", 255, True, 96)
+    handled_apart = {"recipe", "config", "resume", "json", "reprobe"}
+    parser = __import__("googlenet.cli", fromlist=["build_parser"]).build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    dests = {a.dest for a in sub._actions if a.dest != "help"}
+    assert dests - handled_apart == set(train_cli.FLAG_KEYS)

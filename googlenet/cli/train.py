@@ -81,9 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="SyncBatchNorm across DDP processes (BatchNorm archs)")
 
 
-FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "workers",
-             "max_train_images", "max_eval_images", "device", "precision", "channels_last", "compile", "deterministic", "sync_bn", "init", "freeze", "head_lr_mult", "classes",
-             "per_class", "val_fraction", "split_from", "balance", "checkpoint_every", "shard_read")
+FLAG_KEYS = ("arch", "data", "out", "epochs", "batch_size", "lr", "seed", "skip_nonfinite", "input_size", "mean", "std",
+             "channel_order", "pixel_range", "grayscale", "workers", "max_train_images", "max_eval_images", "device",
+             "precision", "channels_last", "compile", "deterministic", "sync_bn", "init", "freeze", "head_lr_mult",
+             "classes", "per_class", "val_fraction", "split_from", "balance", "checkpoint_every", "shard_read")
 
 
 def run(args: argparse.Namespace) -> int:
