@@ -54,6 +54,16 @@ def row(c: Contender) -> dict:
             "spread": round((max(c.times) - min(c.times)) / med, 3), "rounds": len(c.times), **c.extra}
 
 
+def measure(contenders: list[Contender], rounds: int, *references: str,
+            progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """``run_rounds``, then one row per contender with its ratios against each of ``references``."""
+    run_rounds(contenders, rounds, progress=progress)
+    rows = [row(c) for c in contenders]
+    for reference in references:
+        add_ratios(rows, reference)
+    return rows
+
+
 def add_ratios(rows: list[dict], reference: str) -> None:
     """Adds ``ratios[reference] = images_per_s / the reference's`` to every row, against the reference row of the
     same batch size (so batch-1 rows compare latencies)."""
@@ -175,15 +185,22 @@ def _takes_with_aux(model: torch.nn.Module) -> bool:
     return "with_aux" in inspect.signature(model.forward).parameters
 
 
-def add_compute(rows: list[dict], macs: dict[str, int], flops_per_mac: float, peaks: dict[str, float]) -> None:
+def matmul_peaks(progress: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+    if progress:
+        progress("matmul peak")
+    return {p: matmul_peak(p) for p in ("fp32", "bf16")}
+
+
+def add_compute(rows: list[dict], reference_macs: int, project_macs: int, flops_per_mac: float,
+                peaks: dict[str, float]) -> None:
     """Adds to each row its achieved GFLOP/s (``flops_per_mac`` x multiply-adds x images/s: 2 for inference, 6 for a
     training step, forward + backward) and that as a fraction of the matmul peak of its precision (int8 rows:
-    against the fp32 peak, the only GEMM peak PyTorch measures here). ``macs`` maps row name -> MACs per image."""
+    against the fp32 peak, the only GEMM peak PyTorch measures here). The MACs are per image, by the row's role."""
     for r in rows:
-        if r["name"] not in macs or "images_per_s" not in r:
+        if "images_per_s" not in r:
             continue
-        r["macs_per_image"] = macs[r["name"]]
-        r["gflops"] = round(flops_per_mac * macs[r["name"]] * r["images_per_s"] / 1e9, 1)
+        r["macs_per_image"] = macs = reference_macs if r["role"] == "reference" else project_macs
+        r["gflops"] = round(flops_per_mac * macs * r["images_per_s"] / 1e9, 1)
         peak = peaks.get(r["precision"]) or peaks.get("fp32")
         if peak:
             r["of_peak"] = round(r["gflops"] / peak, 3)

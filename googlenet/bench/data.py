@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import Contender, add_ratios, row, run_rounds
+from .common import Contender, measure
 
 REFERENCE = "torchvision ImageFolder recipe (PIL), 1 core"
 PAPER_REFERENCE = "paper recipe, load_image (PIL) + paper_train_transform, 1 core"
@@ -146,12 +146,8 @@ def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image
                 Contender("paper recipe, FastPaperCrop from shards pre-resized to 256, 1 core", "project", "fp32",
                           files, lambda: [next(small) for _ in paths], extra={"note": SHARDS_NOTE}),
             ]
-            run_rounds(contenders, rounds, progress=progress)
+            rows = measure(contenders, rounds, REFERENCE, PIL_PAPER_REFERENCE, PAPER_REFERENCE, progress=progress)
     finally:
         torch.set_num_threads(threads)
-    rows = [row(c) for c in contenders]
-    add_ratios(rows, REFERENCE)
-    add_ratios(rows, PIL_PAPER_REFERENCE)
-    add_ratios(rows, PAPER_REFERENCE)
     return rows, [f"goal: project >= 1.3x {REFERENCE}", f"goal: FastPaperCrop >= 1.3x {PIL_PAPER_REFERENCE}",
                   f"also: FastPaperCrop against train's previous path, {PAPER_REFERENCE}"]
