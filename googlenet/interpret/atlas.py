@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir, printable
+from ..weights import default_preprocessing
 from .common import LayerCapture, resolve_layer, save_png
 
 DEFAULT_CHANNELS = 16  # the first 16 channels: minutes on a CPU (docs/interpret.md)
@@ -195,10 +196,7 @@ def build_atlas(model: nn.Module, layer: str, source: DataSource, channels: Opti
 
     model = model.eval().to(device)
     resolve_layer(model, layer)  # an unknown layer is one line, before any work
-    pre = dict(getattr(model, "preprocessing", None) or {})
-    if not pre:
-        from ..weights import default_preprocessing
-        pre = default_preprocessing()
+    pre = dict(getattr(model, "preprocessing", None) or default_preprocessing())
     if grayscale is not None:
         pre["grayscale"] = grayscale
     n = layer_channels(model, layer, pre)
