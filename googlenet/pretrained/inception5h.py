@@ -26,8 +26,8 @@ from ..errors import UserError
 from ..fileio import Unreadable, open_weights_file, printable, read_bounded
 from ..models import create_model
 from ..protowire import WireError, fields
-from ..weights import attach_metadata, load_state_dict_checked, read_metadata, save_model
-from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, sha256_file
+from ..weights import load_state_dict_checked
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
 from .torchvision_pth import read_checkpoint
 
 ARCH = "googlenet_inception5h"
@@ -199,12 +199,8 @@ def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
     else:
         state = read_checkpoint(src)
     model = from_port_state_dict(state, source=str(src))
-    names = read_labels(labels)
-    digest = sha256_file(src)
-    save_model(model, dst, class_names=names, preprocessing=dict(PREPROCESSING),
-               source={"from": "inception5h", "file": src.name, "sha256": digest})
-    attach_metadata(model, read_metadata(dst))
-    return model
+    return save_converted(model, src, dst, {"from": "inception5h"}, class_names=read_labels(labels),
+                          preprocessing=dict(PREPROCESSING))
 
 
 # lucent's model zoo address for ProGamerGov's PyTorch port of tensorflow_inception_graph.pb.
