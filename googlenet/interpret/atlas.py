@@ -138,10 +138,6 @@ def layer_channels(model: nn.Module, layer: str, preprocessing: dict) -> int:
     return int(out.shape[1])
 
 
-def _collate(batch: list) -> list:
-    return batch
-
-
 def channel_activations(model: nn.Module, layer: str, source: DataSource, channels: Sequence[int], *,
                         preprocessing: dict, batch_size: int = 64, workers: int = 0,
                         device: str | torch.device = "cpu", progress: bool = True) -> tuple[Tensor, list[int], list]:
@@ -151,11 +147,11 @@ def channel_activations(model: nn.Module, layer: str, source: DataSource, channe
 
     from ..data.folder import Skipped
     from ..data.transforms import model_input
-    from ..evaluate.ensemble import CropDataset
+    from ..evaluate.ensemble import CropDataset, collate_list
 
     view = centre_view(preprocessing)
     loader = DataLoader(CropDataset(source.dataset, range(len(source.dataset)), [view]), batch_size=batch_size,
-                        collate_fn=_collate, num_workers=workers)
+                        collate_fn=collate_list, num_workers=workers)
     idx = torch.tensor(list(channels), device=device)
     rows, scanned, skipped = [], [], []
     with torch.inference_mode(), LayerCapture(model, layer, stop=True) as cap, \
