@@ -64,14 +64,14 @@ def measure(contenders: list[Contender], rounds: int, *references: str,
     return rows
 
 
-def add_ratios(rows: list[dict], reference: str) -> None:
-    """Adds ``ratios[reference] = images_per_s / the reference's`` to every row, against the reference row of the
-    same batch size (so batch-1 rows compare latencies)."""
-    refs = {r["batch_size"]: r for r in rows if r["name"] == reference and "images_per_s" in r}
+def add_ratios(rows: list[dict], reference: str, key: str = "images_per_s", label: Optional[str] = None) -> None:
+    """Adds ``ratios[label or reference] = key / the reference's`` (images/s by default) to every row, against the
+    reference row of the same batch size (so batch-1 rows compare latencies)."""
+    refs = {r["batch_size"]: r for r in rows if r["name"] == reference and key in r}
     for r in rows:
         ref = refs.get(r["batch_size"])
-        if ref is not None and "images_per_s" in r:
-            r.setdefault("ratios", {})[reference] = round(r["images_per_s"] / ref["images_per_s"], 3)
+        if ref is not None and key in r:
+            r.setdefault("ratios", {})[label or reference] = round(r[key] / ref[key], 3)
 
 
 def proc_status_kib(field: str, pid: int | str = "self") -> Optional[int]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Contender, add_compute, forward_macs, matmul_peaks, measure
+from .common import Contender, add_compute, add_ratios, forward_macs, matmul_peaks, measure
 
 ORT_REFERENCE = "onnxruntime fp32 (torchvision export)"
 # (precision, backend) pairs the project rows run by default: each precision on the backends that are fast for it.
@@ -140,11 +140,7 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
     tv_macs, our_macs = forward_macs(tv, input_size), forward_macs(model, input_size)
     add_compute(rows, tv_macs, our_macs, 2.0, peaks)
     # Per multiply-add: the paper's net does ~5% more work per image than torchvision's; compare work rates.
-    refs = {r["batch_size"]: r for r in rows if r["name"] == ORT_REFERENCE}
-    for r in rows:
-        ref = refs.get(r["batch_size"])
-        if ref is not None and "gflops" in r and "gflops" in ref:
-            r.setdefault("ratios", {})[ORT_REFERENCE + " per multiply-add"] = round(r["gflops"] / ref["gflops"], 3)
+    add_ratios(rows, ORT_REFERENCE, key="gflops", label=ORT_REFERENCE + " per multiply-add")
     notes.append(f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} "
                  f"GFLOP/s; GFLOP/s = 2 x multiply-adds x images/s ({our_macs / 1e6:.0f}M for the project model, "
                  f"{tv_macs / 1e6:.0f}M for torchvision's)")
