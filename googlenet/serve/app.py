@@ -52,18 +52,12 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
     def run_batch(kind: str, payloads: list) -> list:
         """Runs on the batcher's thread: one forward pass for the whole batch, split back per request."""
         if kind == "images":
-            flat = [p for payload in payloads for p in payload]
-            probs = served.probs_for_images(flat)
-        else:
-            import torch
+            probs = served.probs_for_images([p for payload in payloads for p in payload])
+            return list(probs.split([len(payload) for payload in payloads]))
+        import torch
 
-            probs = served.probs_for_tensor(torch.cat(payloads))
-        out, start = [], 0
-        for payload in payloads:
-            n = len(payload) if kind == "images" else int(payload.shape[0])
-            out.append(probs[start:start + n])
-            start += n
-        return out
+        probs = served.probs_for_tensor(torch.cat(payloads))
+        return list(probs.split([int(payload.shape[0]) for payload in payloads]))
 
     batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                       max_queue=config.max_queue, on_batch=metrics.observe_batch)
