@@ -175,9 +175,9 @@ def onnx_runtime_diff(model: nn.Module, path: str | os.PathLike, batches: tuple[
         import onnxruntime as ort
     except ImportError:
         return None
-    from .inference import ort_session_options  # the same CPU share as PyTorch, not every core
-
-    session = ort.InferenceSession(str(path), ort_session_options(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same CPU share as PyTorch, not every core
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return _max_diff(model, lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]), batches,
                      input_size, seed)
