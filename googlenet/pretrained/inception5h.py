@@ -86,7 +86,6 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
     the attributes of its LRN nodes by node name (TensorFlow's depth_radius, bias, alpha, beta)."""
     import numpy as np
 
-
     with open_weights_file(path, "GraphDef") as (f, _):
         raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
     consts: dict[str, torch.Tensor] = {}
@@ -137,10 +136,9 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
                 t = t.permute(3, 2, 0, 1).contiguous()  # H x W x in x out -> out x in x H x W
             elif t.ndim == 2:
                 t = t.t().contiguous()  # in x out -> out x in
-            layer, kind = name[:-2], name[-1]
-            suffix = "weight" if kind == "w" else "bias"
-            key = ("softmax2_pre_activation_matmul" if layer == "softmax2" else f"{layer}_pre_relu_conv")
-            consts[f"{key}.{suffix}"] = t
+            layer = name[:-2]
+            key = "softmax2_pre_activation_matmul" if layer == "softmax2" else f"{layer}_pre_relu_conv"
+            consts[f"{key}.{'weight' if name[-1] == 'w' else 'bias'}"] = t
     except WireError as e:
         raise UserError(f"{path} is not a readable TensorFlow GraphDef: {e}") from None
     if not consts:

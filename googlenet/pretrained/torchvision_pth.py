@@ -121,11 +121,6 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
                           preprocessing=model.preprocessing)
 
 
-def _offline_help(url: str) -> str:
-    return (f"on a connected machine download {url}, then run 'googlenet convert --from torchvision "
-            f"{Path(url).name} googlenet_tv.safetensors' and pass --weights googlenet_tv.safetensors")
-
-
 def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
     """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata.
 
@@ -151,8 +146,10 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
             return model
 
     return cached_pretrained(url=url, original=checkpoint_name, converted=f"{ARCH}-{sha_prefix}.safetensors",
-                             arch=ARCH, convert=convert, help_line=_offline_help(url),
-                             what="torchvision's GoogLeNet weights", hash_prefix=sha_prefix, timeout=timeout)
+                             arch=ARCH, convert=convert, what="torchvision's GoogLeNet weights",
+                             help_line=f"on a connected machine download {url}, then run 'googlenet convert --from "
+                                       f"torchvision {checkpoint_name} googlenet_tv.safetensors' and pass --weights "
+                                       f"googlenet_tv.safetensors", hash_prefix=sha_prefix, timeout=timeout)
 
 
 __all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",
