@@ -234,13 +234,10 @@ class GoogLeNet(nn.Module):
 
         init_weights(self, cfg.init)
 
-    def _transform_input(self, x: Tensor) -> Tensor:
-        return tv_transform_input(x)
-
     def forward_features(self, x: Tensor, with_aux: bool = False) -> GoogLeNetOutputs:
         """Runs the trunk; returns the pooled 1024-d features and, when asked, the aux logits."""
         if self.transform_input:
-            x = self._transform_input(x)
+            x = tv_transform_input(x)
         x = self.maxpool1(self.conv1(x))  # N x 64 x 56 x 56
         x = self.lrn1(x)
         x = self.conv3(self.conv2(x))  # N x 192 x 56 x 56
