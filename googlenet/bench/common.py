@@ -125,9 +125,7 @@ def format_table(rows: list[dict], notes: list[str]) -> str:
             lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5}  skipped: "
                          f"{r.get('note', '')}")
             continue
-        extra = []
-        for ref, x in (r.get("ratios") or {}).items():
-            extra.append(f"{x:.2f}x {ref}")
+        extra = [f"{x:.2f}x {ref}" for ref, x in (r.get("ratios") or {}).items()]
         if "top1_agreement" in r:
             agree = r["top1_agreement"]
             extra.append(f"top-1 agreement {agree:.4f}" if isinstance(agree, float) else f"agreement: {agree}")
@@ -157,6 +155,7 @@ def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False
     """Multiply-adds of one image through ``model`` (convolutions and linear layers), counted with forward hooks.
     with_aux: our models' aux heads; train_mode: for models that run their aux heads in train mode (torchvision)."""
     import copy
+    import inspect
 
     counter = {"macs": 0}
 
@@ -172,17 +171,11 @@ def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False
     try:
         with torch.no_grad():
             x = torch.randn(2, 3, input_size, input_size)  # 2: BatchNorm in train mode needs more than one value
-            m(x, with_aux=True) if with_aux and _takes_with_aux(m) else m(x)
+            m(x, with_aux=True) if with_aux and "with_aux" in inspect.signature(m.forward).parameters else m(x)
     finally:
         for h in handles:
             h.remove()
     return counter["macs"] // 2  # two images went through
-
-
-def _takes_with_aux(model: torch.nn.Module) -> bool:
-    import inspect
-
-    return "with_aux" in inspect.signature(model.forward).parameters
 
 
 def matmul_peaks(progress: Optional[Callable[[str], None]] = None) -> dict[str, float]:

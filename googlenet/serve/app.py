@@ -81,7 +81,7 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         finally:
             decoding.release()
 
-    async def classify_images(route: str, images: list[bytes], arrival=None):
+    async def classify_images(images: list[bytes], arrival=None):
         started = time.perf_counter()
         deadline = started + config.timeout_s
         prepared = []
@@ -90,27 +90,17 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
             if time.perf_counter() > deadline:
                 raise past_deadline()
         decoded = time.perf_counter()
-        probs = await submit(route, "images", prepared, len(prepared), arrival)
+        probs = await submit("images", prepared, len(prepared), arrival)
         return prepared, probs, {"decode": 1000 * (decoded - started),
                                  "queue_and_infer": 1000 * (time.perf_counter() - decoded)}
 
-    async def submit(route: str, kind: str, payload, size: int, arrival=None):
+    async def submit(kind: str, payload, size: int, arrival=None):
         try:
             return await batcher.submit(kind, payload, size, config.timeout_s, arrival)
         except QueueFull:
             raise RequestError(503, f"the queue is full ({config.max_queue} requests waiting); retry shortly")
         except asyncio.TimeoutError:
             raise past_deadline()
-
-    def answer(route: str, started: float, payload: dict, status: int = 200) -> Response:
-        metrics.request(route, status, time.perf_counter() - started)
-        return JSONResponse(payload, status_code=status)
-
-    def failed(route: str, started: float, e: RequestError) -> Response:
-        metrics.request(route, e.status, time.perf_counter() - started)
-        metrics.error(e.status)
-        headers = {"Retry-After": "1"} if e.status == 503 else None
-        return error_response(e.status, e.message, headers)
 
     def check_name(name: str, version: Optional[str]) -> None:
         if name != served.name:
@@ -128,8 +118,11 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
                     check_name(request.path_params["name"], request.path_params.get("version"))
                 payload, status = await handler(request, started)
             except RequestError as e:
-                return failed(route, started, e)
-            return answer(route, started, payload, status)
+                metrics.request(route, e.status, time.perf_counter() - started)
+                metrics.error(e.status)
+                return error_response(e.status, e.message, {"Retry-After": "1"} if e.status == 503 else None)
+            metrics.request(route, status, time.perf_counter() - started)
+            return JSONResponse(payload, status_code=status)
         return run
 
     async def live(request: Request, started: float):
@@ -161,9 +154,9 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
             req = await run_in_threadpool(parse_infer, data, request.headers.get("inference-header-content-length"),
                                           input_size=served.input_size)
             if req.kind == "images":
-                _, probs, _ = await classify_images("infer", req.images, arrival)
+                _, probs, _ = await classify_images(req.images, arrival)
             else:
-                probs = await submit("infer", "tensor", req.tensor, req.size, arrival)
+                probs = await submit("tensor", req.tensor, req.size, arrival)
         return infer_response(served.name, req, probs, served.labels), 200
 
     async def classify(request: Request, started: float):
@@ -171,7 +164,7 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         if not (topk.isascii() and topk.isdigit() and len(topk) <= 4) or not 1 <= int(topk) <= 1000:
             raise RequestError(400, f"topk must be an integer from 1 to 1000, got {topk[:20]!r}")
         with batcher.arrival() as arrival:
-            prepared, probs, timing = await classify_images("classify", [await body(request)], arrival)
+            prepared, probs, timing = await classify_images([await body(request)], arrival)
         timing["total"] = 1000 * (time.perf_counter() - started)
         return {"topk": served.topk(probs, int(topk))[0], "timing_ms": timing,
                 "image": {"width": prepared[0].width, "height": prepared[0].height},
