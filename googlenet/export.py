@@ -58,8 +58,7 @@ class _Logits(nn.Module):
         super().__init__()
         model = copy.deepcopy(unwrap_model(model)).eval()
         if getattr(model, "aux1", None) is not None:
-            model.aux1 = None  # training-only heads (paper section 5); not part of the deployed graph
-            model.aux2 = None
+            model.aux1 = model.aux2 = None  # training-only heads (paper section 5); not part of the deployed graph
             model.aux_logits = False
         self.model = model
 

@@ -119,9 +119,7 @@ class _OrtPredictor:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise UserError('--backend onnxruntime needs onnxruntime: pip install "googlenet[export]"') from None
-        self.model = model
-        self.precision = precision
-        self.calibration = calibration
+        self.model, self.precision, self.calibration = model, precision, calibration
         self.sessions: dict[tuple[int, int], object] = {}
 
     def session_for(self, images: Tensor):

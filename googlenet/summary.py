@@ -81,11 +81,9 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
     if model is None:
         model = create_model(arch, num_classes=num_classes, aux_logits=True)
     model = model.eval()
-    rows = {name: Row(name, patch) for name, _, patch in _rows(model)}
-    owner: dict[str, str] = {}
-    for name, modules, _ in _rows(model):
-        for m in modules:
-            owner[m] = name
+    spec = _rows(model)
+    rows = {name: Row(name, patch) for name, _, patch in spec}
+    owner = {m: name for name, modules, _ in spec for m in modules}
 
     hooks = []
 
@@ -108,12 +106,10 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
             continue
         row = rows[owner[top_name]]
         hooks.append(top.register_forward_hook(record_output(row)))
-        for mod in top.modules() if not isinstance(top, (nn.Conv2d, nn.Linear)) else [top]:
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                hooks.append(mod.register_forward_hook(count_macs(row)))
+        hooks += [mod.register_forward_hook(count_macs(row)) for mod in top.modules()  # top itself included
+                  if isinstance(mod, (nn.Conv2d, nn.Linear))]
         for pname, p in top.named_parameters():
-            is_weight = pname.endswith("weight") and p.dim() > 1  # conv / linear weights; BN affine counts as bias
-            if is_weight:
+            if pname.endswith("weight") and p.dim() > 1:  # conv / linear weights; BN affine counts as bias
                 row.weights += p.numel()
             else:
                 row.biases += p.numel()
@@ -124,13 +120,10 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
         for h in hooks:
             h.remove()
 
-    for tag, widths in _INCEPTION_WIDTHS.items():
-        row = rows[f"inception_{tag}"]
+    for tag in _INCEPTION_WIDTHS:
         mod = getattr(model, f"inception{tag}")
-        measured = (mod.branch1.conv.out_channels, mod.branch2[0].conv.out_channels,
-                    mod.branch2[1].conv.out_channels, mod.branch3[0].conv.out_channels,
-                    mod.branch3[1].conv.out_channels, mod.branch4[1].conv.out_channels)
-        row.widths = dict(zip(WIDTH_NAMES, measured))
+        convs = (mod.branch1, mod.branch2[0], mod.branch2[1], mod.branch3[0], mod.branch3[1], mod.branch4[1])
+        rows[f"inception_{tag}"].widths = dict(zip(WIDTH_NAMES, (c.conv.out_channels for c in convs)))
     rows["conv2"].widths = {"3x3_reduce": model.conv2.conv.out_channels, "3x3": model.conv3.conv.out_channels}
     for name, (k, m) in _PAPER.items():
         row = rows[name]

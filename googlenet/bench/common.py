@@ -54,14 +54,24 @@ def row(c: Contender) -> dict:
             "spread": round((max(c.times) - min(c.times)) / med, 3), "rounds": len(c.times), **c.extra}
 
 
-def add_ratios(rows: list[dict], reference: str) -> None:
-    """Adds ``ratios[reference] = images_per_s / the reference's`` to every row, against the reference row of the
-    same batch size (so batch-1 rows compare latencies)."""
-    refs = {r["batch_size"]: r for r in rows if r["name"] == reference and "images_per_s" in r}
+def measure(contenders: list[Contender], rounds: int, *references: str,
+            progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """``run_rounds``, then one row per contender with its ratios against each of ``references``."""
+    run_rounds(contenders, rounds, progress=progress)
+    rows = [row(c) for c in contenders]
+    for reference in references:
+        add_ratios(rows, reference)
+    return rows
+
+
+def add_ratios(rows: list[dict], reference: str, key: str = "images_per_s", label: Optional[str] = None) -> None:
+    """Adds ``ratios[label or reference] = key / the reference's`` (images/s by default) to every row, against the
+    reference row of the same batch size (so batch-1 rows compare latencies)."""
+    refs = {r["batch_size"]: r for r in rows if r["name"] == reference and key in r}
     for r in rows:
         ref = refs.get(r["batch_size"])
-        if ref is not None and "images_per_s" in r:
-            r.setdefault("ratios", {})[reference] = round(r["images_per_s"] / ref["images_per_s"], 3)
+        if ref is not None and key in r:
+            r.setdefault("ratios", {})[label or reference] = round(r[key] / ref[key], 3)
 
 
 def proc_status_kib(field: str, pid: int | str = "self") -> Optional[int]:
@@ -115,9 +125,7 @@ def format_table(rows: list[dict], notes: list[str]) -> str:
             lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5}  skipped: "
                          f"{r.get('note', '')}")
             continue
-        extra = []
-        for ref, x in (r.get("ratios") or {}).items():
-            extra.append(f"{x:.2f}x {ref}")
+        extra = [f"{x:.2f}x {ref}" for ref, x in (r.get("ratios") or {}).items()]
         if "top1_agreement" in r:
             agree = r["top1_agreement"]
             extra.append(f"top-1 agreement {agree:.4f}" if isinstance(agree, float) else f"agreement: {agree}")
@@ -147,6 +155,7 @@ def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False
     """Multiply-adds of one image through ``model`` (convolutions and linear layers), counted with forward hooks.
     with_aux: our models' aux heads; train_mode: for models that run their aux heads in train mode (torchvision)."""
     import copy
+    import inspect
 
     counter = {"macs": 0}
 
@@ -162,28 +171,29 @@ def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False
     try:
         with torch.no_grad():
             x = torch.randn(2, 3, input_size, input_size)  # 2: BatchNorm in train mode needs more than one value
-            m(x, with_aux=True) if with_aux and _takes_with_aux(m) else m(x)
+            m(x, with_aux=True) if with_aux and "with_aux" in inspect.signature(m.forward).parameters else m(x)
     finally:
         for h in handles:
             h.remove()
     return counter["macs"] // 2  # two images went through
 
 
-def _takes_with_aux(model: torch.nn.Module) -> bool:
-    import inspect
+def matmul_peaks(progress: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+    if progress:
+        progress("matmul peak")
+    return {p: matmul_peak(p) for p in ("fp32", "bf16")}
 
-    return "with_aux" in inspect.signature(model.forward).parameters
 
-
-def add_compute(rows: list[dict], macs: dict[str, int], flops_per_mac: float, peaks: dict[str, float]) -> None:
+def add_compute(rows: list[dict], reference_macs: int, project_macs: int, flops_per_mac: float,
+                peaks: dict[str, float]) -> None:
     """Adds to each row its achieved GFLOP/s (``flops_per_mac`` x multiply-adds x images/s: 2 for inference, 6 for a
     training step, forward + backward) and that as a fraction of the matmul peak of its precision (int8 rows:
-    against the fp32 peak, the only GEMM peak PyTorch measures here). ``macs`` maps row name -> MACs per image."""
+    against the fp32 peak, the only GEMM peak PyTorch measures here). The MACs are per image, by the row's role."""
     for r in rows:
-        if r["name"] not in macs or "images_per_s" not in r:
+        if "images_per_s" not in r:
             continue
-        r["macs_per_image"] = macs[r["name"]]
-        r["gflops"] = round(flops_per_mac * macs[r["name"]] * r["images_per_s"] / 1e9, 1)
+        r["macs_per_image"] = macs = reference_macs if r["role"] == "reference" else project_macs
+        r["gflops"] = round(flops_per_mac * macs * r["images_per_s"] / 1e9, 1)
         peak = peaks.get(r["precision"]) or peaks.get("fp32")
         if peak:
             r["of_peak"] = round(r["gflops"] / peak, 3)

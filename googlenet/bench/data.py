@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import Contender, add_ratios, row, run_rounds
+from .common import Contender, measure
 
 REFERENCE = "torchvision ImageFolder recipe (PIL), 1 core"
 PAPER_REFERENCE = "paper recipe, load_image (PIL) + paper_train_transform, 1 core"
@@ -59,18 +59,22 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int] = (500, 375), seed: i
     return paths
 
 
-def reference_transform(size: int):
+def _pil_loaded(tf):
+    """``tf`` applied to the image at a path, opened exactly as torchvision.datasets.folder.pil_loader does."""
     from PIL import Image
-    from torchvision import transforms as T
-
-    tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
     def load(path):
-        with open(path, "rb") as f:  # exactly torchvision.datasets.folder.pil_loader
-            img = Image.open(f)
-            return tf(img.convert("RGB"))
+        with open(path, "rb") as f:
+            return tf(Image.open(f).convert("RGB"))
 
     return load
+
+
+def reference_transform(size: int):
+    from torchvision import transforms as T
+
+    return _pil_loaded(T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+                                  T.Normalize(MEAN, STD)]))
 
 
 def pil_paper_transform(size: int):
@@ -78,22 +82,15 @@ def pil_paper_transform(size: int):
     from bilinear, box (area), nearest and bicubic, flip, ColorJitter(0.4, 0.4, 0.4) on the PIL image, ToTensor,
     AlexNet's PCA lighting, Normalize. PIL works on 8-bit pixels throughout, so its distribution is the float
     recipe's rounded to 1/255 at each step; it serves here as a speed reference only."""
-    from PIL import Image
     from torchvision import transforms as T
 
     from ..data.transforms import Lighting
 
     modes = (T.InterpolationMode.BILINEAR, T.InterpolationMode.BOX, T.InterpolationMode.NEAREST,
              T.InterpolationMode.BICUBIC)
-    tf = T.Compose([T.RandomChoice([T.RandomResizedCrop(size, interpolation=m) for m in modes]),
-                    T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4), T.ToTensor(), Lighting(0.1),
-                    T.Normalize(MEAN, STD)])
-
-    def load(path):
-        with open(path, "rb") as f:  # torchvision.datasets.folder.pil_loader
-            return tf(Image.open(f).convert("RGB"))
-
-    return load
+    return _pil_loaded(T.Compose([T.RandomChoice([T.RandomResizedCrop(size, interpolation=m) for m in modes]),
+                                  T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4), T.ToTensor(), Lighting(0.1),
+                                  T.Normalize(MEAN, STD)]))
 
 
 SHARDS_NOTE = "a persistent TrainStream (tar read + shuffle buffer + FastPaperCrop.from_bytes), in-process"
@@ -130,28 +127,19 @@ def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image
             paper, fast_paper = paper_train_transform(input_size, MEAN, STD), FastPaperCrop(input_size, MEAN, STD)
             pil_paper = pil_paper_transform(input_size)
             note = f"{files} JPEGs {image_size[0]}x{image_size[1]} per round, output {input_size}x{input_size}"
-            contenders = [
-                Contender(REFERENCE, "reference", "fp32", files, lambda: [ref(p) for p in paths],
-                          extra={"note": note}),
-                Contender("googlenet.data.fast, 1 core", "project", "fp32",
-                          files, lambda: [fast(p) for p in paths], extra={"note": note}),
-                Contender(PIL_PAPER_REFERENCE, "reference", "fp32", files, lambda: [pil_paper(p) for p in paths],
-                          extra={"note": note}),
-                Contender(PAPER_REFERENCE, "reference", "fp32", files,
-                          lambda: [paper(load_image(p)) for p in paths], extra={"note": note}),
-                Contender("paper recipe, googlenet.data.fast.FastPaperCrop, 1 core", "project", "fp32", files,
-                          lambda: [fast_paper(p) for p in paths], extra={"note": note}),
-                Contender("paper recipe, FastPaperCrop from WebDataset shards, 1 core", "project", "fp32", files,
-                          lambda: [next(plain) for _ in paths], extra={"note": SHARDS_NOTE}),
-                Contender("paper recipe, FastPaperCrop from shards pre-resized to 256, 1 core", "project", "fp32",
-                          files, lambda: [next(small) for _ in paths], extra={"note": SHARDS_NOTE}),
-            ]
-            run_rounds(contenders, rounds, progress=progress)
+            runs = [(REFERENCE, "reference", lambda: [ref(p) for p in paths], note),
+                    ("googlenet.data.fast, 1 core", "project", lambda: [fast(p) for p in paths], note),
+                    (PIL_PAPER_REFERENCE, "reference", lambda: [pil_paper(p) for p in paths], note),
+                    (PAPER_REFERENCE, "reference", lambda: [paper(load_image(p)) for p in paths], note),
+                    ("paper recipe, googlenet.data.fast.FastPaperCrop, 1 core", "project",
+                     lambda: [fast_paper(p) for p in paths], note),
+                    ("paper recipe, FastPaperCrop from WebDataset shards, 1 core", "project",
+                     lambda: [next(plain) for _ in paths], SHARDS_NOTE),
+                    ("paper recipe, FastPaperCrop from shards pre-resized to 256, 1 core", "project",
+                     lambda: [next(small) for _ in paths], SHARDS_NOTE)]
+            contenders = [Contender(name, role, "fp32", files, run, extra={"note": n}) for name, role, run, n in runs]
+            rows = measure(contenders, rounds, REFERENCE, PIL_PAPER_REFERENCE, PAPER_REFERENCE, progress=progress)
     finally:
         torch.set_num_threads(threads)
-    rows = [row(c) for c in contenders]
-    add_ratios(rows, REFERENCE)
-    add_ratios(rows, PIL_PAPER_REFERENCE)
-    add_ratios(rows, PAPER_REFERENCE)
     return rows, [f"goal: project >= 1.3x {REFERENCE}", f"goal: FastPaperCrop >= 1.3x {PIL_PAPER_REFERENCE}",
                   f"also: FastPaperCrop against train's previous path, {PAPER_REFERENCE}"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Contender, add_compute, add_ratios, forward_macs, matmul_peak, row, run_rounds
+from .common import Contender, add_compute, add_ratios, forward_macs, matmul_peaks, measure
 
 ORT_REFERENCE = "onnxruntime fp32 (torchvision export)"
 # (precision, backend) pairs the project rows run by default: each precision on the backends that are fast for it.
@@ -82,12 +82,12 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
     from ..inference import optimize_for_inference
 
     notes: list[str] = []
+    batches = [batch_size] + ([1] if latency and batch_size != 1 else [])
     x = _images(batch_size, input_size)
-    x1 = x[:1].clone()
+    inputs = {b: x if b == batch_size else x[:1].clone() for b in batches}
     tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).eval()
     tv_cl = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).eval()
     tv_cl = tv_cl.to(memory_format=torch.channels_last)
-    x_cl, x1_cl = (t.contiguous(memory_format=torch.channels_last) for t in (x, x1))
 
     def eager(m, t):
         def run():
@@ -95,20 +95,19 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
                 return m(t)
         return run
 
-    batches = [batch_size] + ([1] if latency and batch_size != 1 else [])
+    def calls(b: int) -> int:
+        return 5 if b == 1 else 1
+
     contenders: list[Contender] = []
     for b in batches:
-        calls = 5 if b == 1 else 1
-        xb, xb_cl = (x, x_cl) if b == batch_size else (x1, x1_cl)
-        contenders += [Contender("torchvision eager fp32 NCHW", "reference", "fp32", b, eager(tv, xb), calls),
-                       Contender("torchvision eager fp32 channels_last", "reference", "fp32", b, eager(tv_cl, xb_cl),
-                                 calls)]
+        contenders += [Contender("torchvision eager fp32 NCHW", "reference", "fp32", b, eager(tv, inputs[b]), calls(b)),
+                       Contender("torchvision eager fp32 channels_last", "reference", "fp32", b,
+                                 eager(tv_cl, inputs[b].contiguous(memory_format=torch.channels_last)), calls(b))]
     try:
         ort_ref = torchvision_ort_session(input_size)
-        feed = {b: {"images": (x if b == batch_size else x1).numpy()} for b in batches}
         for b in batches:
             contenders.append(Contender(ORT_REFERENCE, "reference", "fp32", b,
-                                        (lambda f=feed[b]: ort_ref.run(None, f)), 5 if b == 1 else 1))
+                                        (lambda f={"images": inputs[b].numpy()}: ort_ref.run(None, f)), calls(b)))
     except ImportError:
         notes.append("onnxruntime is not installed: the ONNX Runtime rows are skipped (pip install onnxruntime)")
 
@@ -134,23 +133,14 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
         name = f"googlenet {backend} {p}" + (" (BN folded, channels_last)" if backend != "onnxruntime" else
                                              " (BN folded)")
         for b in batches:
-            xb = x if b == batch_size else x1
-            contenders.append(Contender(name, "project", p, b, (lambda f=predictor, t=xb: f(t)),
-                                        5 if b == 1 else 1, extra=dict(extra)))
-    run_rounds(contenders, rounds, progress=progress)
-    if progress:
-        progress("matmul peak")
-    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
-    rows = [row(c) for c in contenders]
-    add_ratios(rows, ORT_REFERENCE)
+            contenders.append(Contender(name, "project", p, b, (lambda f=predictor, t=inputs[b]: f(t)), calls(b),
+                                        extra=dict(extra)))
+    rows = measure(contenders, rounds, ORT_REFERENCE, progress=progress)
+    peaks = matmul_peaks(progress)
     tv_macs, our_macs = forward_macs(tv, input_size), forward_macs(model, input_size)
-    add_compute(rows, {c.name: (tv_macs if c.role == "reference" else our_macs) for c in contenders}, 2.0, peaks)
+    add_compute(rows, tv_macs, our_macs, 2.0, peaks)
     # Per multiply-add: the paper's net does ~5% more work per image than torchvision's; compare work rates.
-    refs = {r["batch_size"]: r for r in rows if r["name"] == ORT_REFERENCE}
-    for r in rows:
-        ref = refs.get(r["batch_size"])
-        if ref is not None and "gflops" in r and "gflops" in ref:
-            r.setdefault("ratios", {})[ORT_REFERENCE + " per multiply-add"] = round(r["gflops"] / ref["gflops"], 3)
+    add_ratios(rows, ORT_REFERENCE, key="gflops", label=ORT_REFERENCE + " per multiply-add")
     notes.append(f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} "
                  f"GFLOP/s; GFLOP/s = 2 x multiply-adds x images/s ({our_macs / 1e6:.0f}M for the project model, "
                  f"{tv_macs / 1e6:.0f}M for torchvision's)")

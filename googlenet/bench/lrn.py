@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.lrn import local_response_norm
-from .common import Contender, add_ratios, row, run_rounds
+from .common import Contender, add_ratios, measure
 
 REFERENCE = "F.local_response_norm (PyTorch)"
 
@@ -43,9 +43,7 @@ def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
                             step(local_response_norm)),
                   Contender("googlenet.models.lrn, PyTorch ops only (no C compiler)", "project", "fp32", batch_size,
                             step(partial(local_response_norm, native=False)))]
-    run_rounds(contenders, rounds, progress=progress)
-    rows = [row(c) for c in contenders]
-    add_ratios(rows, REFERENCE)
+    rows = measure(contenders, rounds, REFERENCE, progress=progress)
     notes = [f"forward + backward of both LRN sites of the paper's googlenet at input {input_size}x{input_size}: "
              f"{batch_size} x 64 x {side} x {side} and {batch_size} x 192 x {side} x {side}, channels_last fp32",
              "goal: fast LRN >= 10x F.local_response_norm"]
@@ -82,8 +80,7 @@ def bench_lrn_net(*, batch_size: int = 32, input_size: int = 224, rounds: int = 
             for mode, run in (("inference", partial(infer, images)), ("train step", partial(step, images, labels))):
                 contenders.append(Contender(f"googlenet {mode}{suffix}", "project", "fp32", batch_size, run,
                                             extra={"mode": mode}))
-    run_rounds(contenders, rounds, progress=progress)
-    rows = [row(c) for c in contenders]
+    rows = measure(contenders, rounds, progress=progress)
     for mode in ("inference", "train step"):
         add_ratios([r for r in rows if r["mode"] == mode], f"googlenet {mode}, C LRN, eager")
     notes = [f"the paper's googlenet, channels_last fp32, {batch_size} x 3 x {input_size} x {input_size}; "

@@ -111,8 +111,9 @@ def _hey(url: str, body: Path, requests: int, concurrency: int, timeout_s: int) 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(round(p / 100 * (len(latencies) - 1))))] if latencies else 0.0
 
-    return {"requests": len(rows), "ok": len(ok), "rejected_503": sum(r["status-code"] == "503" for r in rows),
-            "other_errors": len(rows) - len(ok) - sum(r["status-code"] == "503" for r in rows),
+    rejected = sum(r["status-code"] == "503" for r in rows)
+    return {"requests": len(rows), "ok": len(ok), "rejected_503": rejected,
+            "other_errors": len(rows) - len(ok) - rejected,
             "requests_per_s": len(ok) / (end - start), "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99)}
 
 
@@ -143,8 +144,8 @@ def _hostile_requests(body: Path, workdir: Path) -> list[tuple[str, Callable]]:
     _png_bomb(bomb, 20000)
     good = body.read_bytes()
 
-    def post(data=None, **kw):
-        return lambda url: httpx.post(url + "/v1/classify", content=data, timeout=15, **kw).status_code
+    def post(content: bytes, route: str = "/v1/classify"):
+        return lambda url: httpx.post(url + route, content=content, timeout=15).status_code
 
     def infer(payload):
         return lambda url: httpx.post(url + "/v2/models/googlenet/infer", json=payload, timeout=15).status_code
@@ -165,8 +166,7 @@ def _hostile_requests(body: Path, workdir: Path) -> list[tuple[str, Callable]]:
         ("bomb PNG", post(bomb.read_bytes())),
         ("truncated JPEG", post(good[: max(16, len(good) // 3)] if good[:3] == b"\xff\xd8\xff" else _truncated_jpeg())),
         ("text file", post(b"hello, this is not an image\n" * 20)),
-        ("wrong JSON", lambda url: httpx.post(url + "/v2/models/googlenet/infer", content=b"{oops",
-                                              timeout=15).status_code),
+        ("wrong JSON", post(b"{oops", "/v2/models/googlenet/infer")),
         ("wrong tensor shape", infer({"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
                                                   "data": [0.0] * 192}]})),
         ("wrong datatype", infer({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}]})),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Contender, add_compute, add_ratios, forward_macs, matmul_peak, row, run_rounds
+from .common import Contender, add_compute, forward_macs, matmul_peaks, measure
 
 REFERENCE = "torchvision eager fp32 NCHW, SGD (aux losses)"
 
@@ -57,16 +57,12 @@ def bench_train(*, arch: str = "googlenet_tv", batch_size: int = 32, input_size:
         name = f"{arch} TrainStep {precision} channels_last fused-SGD" + (" compile" if compiled else "")
         contenders.append(Contender(name, "project", precision, batch_size,
                                     (lambda s=step: s(images, labels)), extra={"arch": arch}))
-    run_rounds(contenders, rounds, progress=progress)
-    if progress:
-        progress("matmul peak")
-    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
-    rows = [row(c) for c in contenders]
-    add_ratios(rows, REFERENCE)
+    rows = measure(contenders, rounds, REFERENCE, progress=progress)
+    peaks = matmul_peaks(progress)
     tv_macs = forward_macs(tv, input_size, train_mode=True)  # torchvision runs its aux heads in train mode
     our_macs = forward_macs(create_model(arch, num_classes=1000), input_size, with_aux=True)
     # A training step is about 3x the forward pass (forward, grad of activations, grad of weights): 6 FLOPs/MAC.
-    add_compute(rows, {c.name: (tv_macs if c.role == "reference" else our_macs) for c in contenders}, 6.0, peaks)
+    add_compute(rows, tv_macs, our_macs, 6.0, peaks)
     notes = [f"random weights and labels, 1000 classes, input {input_size}x{input_size}; project arch {arch}",
              f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
              f"GFLOP/s = 6 x multiply-adds (aux heads included: {our_macs / 1e6:.0f}M project, "

@@ -29,20 +29,20 @@ def write_report(confusion: torch.Tensor, class_names: list[str], out: str | Pat
     """OUT/per_class.csv, OUT/confusion.csv (rows: true class, columns: predicted) and OUT/confusion.png."""
     out = ensure_dir(out)
     rows = per_class_rows(confusion, class_names)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "per_class.csv", buf.getvalue())
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["true \\ predicted", *class_names])
-    for name, counts in zip(class_names, confusion.tolist()):
-        w.writerow([name, *counts])
-    atomic_write_text(out / "confusion.csv", buf.getvalue())
+    _write_csv(out / "per_class.csv", list(rows[0]), [list(r.values()) for r in rows])
+    _write_csv(out / "confusion.csv", ["true \\ predicted", *class_names],
+               [[name, *counts] for name, counts in zip(class_names, confusion.tolist())])
     _plot(confusion, class_names, out / "confusion.png", title)
     return {"per_class": str(out / "per_class.csv"), "confusion_csv": str(out / "confusion.csv"),
             "confusion_png": str(out / "confusion.png"), "classes": rows}
+
+
+def _write_csv(path: Path, header: list, rows: list[list]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _plot(confusion: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:

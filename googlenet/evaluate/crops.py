@@ -53,10 +53,6 @@ class Crop(NamedTuple):
     flip: bool
 
 
-def crops_per_image(scheme: str) -> int:
-    return int(check_scheme(scheme))
-
-
 def check_scheme(scheme: str | int) -> str:
     scheme = str(scheme)
     if scheme not in SCHEMES:
@@ -92,16 +88,11 @@ def _labelled(width: int, height: int, scheme: str, crop_size: int,
     if resize < c:
         raise UserError(f"resize size {resize} is smaller than the crop size {c}")
     out: list[tuple[Crop, str]] = []
-    if scheme == "1":
+    if scheme != "144":  # "1": the centre crop; "10": the five crops and their mirrors
         w, h = resized_size(width, height, resize)
-        box = _five(0, 0, w, h, c)[4]
-        return [(Crop(resize, box, c, False), f"{resize} centre")]
-    if scheme == "10":
-        w, h = resized_size(width, height, resize)
-        for flip in (False, True):
-            for name, box in zip(CORNERS, _five(0, 0, w, h, c)):
-                out.append((Crop(resize, box, c, flip), f"{resize} {name}" + (" mirror" if flip else "")))
-        return out
+        named = list(zip(CORNERS, _five(0, 0, w, h, c)))[0 if scheme == "10" else 4:]
+        return [(Crop(resize, box, c, flip), f"{resize} {name}" + (" mirror" if flip else ""))
+                for flip in ((False, True) if scheme == "10" else (False,)) for name, box in named]
     # "144": paper section 7.
     portrait = height > width
     square_names = ("top", "centre", "bottom") if portrait else ("left", "centre", "right")

@@ -44,9 +44,8 @@ class EvalResult:
 
     def summary(self, scheme: str) -> dict:
         r = self.row(self.models, scheme)
-        return {"top1": r["top1"], "top5": r["top5"], "top1_err": r["top1_err"], "top5_err": r["top5_err"],
-                "correct1": r["correct1"], "correct5": r["correct5"], "images": self.images, "crops": int(scheme),
-                "models": self.models, "skipped_files": self.skipped}
+        return {**{k: r[k] for k in ("top1", "top5", "top1_err", "top5_err", "correct1", "correct5")},
+                "images": self.images, "crops": int(scheme), "models": self.models, "skipped_files": self.skipped}
 
 
 def distributed() -> tuple[int, int]:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir, printable
+from ..weights import default_preprocessing
 from .common import LayerCapture, resolve_layer, save_png
 
 DEFAULT_CHANNELS = 16  # the first 16 channels: minutes on a CPU (docs/interpret.md)
@@ -137,10 +138,6 @@ def layer_channels(model: nn.Module, layer: str, preprocessing: dict) -> int:
     return int(out.shape[1])
 
 
-def _collate(batch: list) -> list:
-    return batch
-
-
 def channel_activations(model: nn.Module, layer: str, source: DataSource, channels: Sequence[int], *,
                         preprocessing: dict, batch_size: int = 64, workers: int = 0,
                         device: str | torch.device = "cpu", progress: bool = True) -> tuple[Tensor, list[int], list]:
@@ -150,11 +147,11 @@ def channel_activations(model: nn.Module, layer: str, source: DataSource, channe
 
     from ..data.folder import Skipped
     from ..data.transforms import model_input
-    from ..evaluate.ensemble import CropDataset
+    from ..evaluate.ensemble import CropDataset, collate_list
 
     view = centre_view(preprocessing)
     loader = DataLoader(CropDataset(source.dataset, range(len(source.dataset)), [view]), batch_size=batch_size,
-                        collate_fn=_collate, num_workers=workers)
+                        collate_fn=collate_list, num_workers=workers)
     idx = torch.tensor(list(channels), device=device)
     rows, scanned, skipped = [], [], []
     with torch.inference_mode(), LayerCapture(model, layer, stop=True) as cap, \
@@ -195,10 +192,7 @@ def build_atlas(model: nn.Module, layer: str, source: DataSource, channels: Opti
 
     model = model.eval().to(device)
     resolve_layer(model, layer)  # an unknown layer is one line, before any work
-    pre = dict(getattr(model, "preprocessing", None) or {})
-    if not pre:
-        from ..weights import default_preprocessing
-        pre = default_preprocessing()
+    pre = dict(getattr(model, "preprocessing", None) or default_preprocessing())
     if grayscale is not None:
         pre["grayscale"] = grayscale
     n = layer_channels(model, layer, pre)

@@ -22,9 +22,7 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
           steps: int = 10, step_size: float = 1.5 / 255, jitter: int = 32, seed: int = 0,
           grayscale: Optional[bool] = None, device: str | torch.device = "cpu") -> Tensor:
     """image: 3 x H x W pixels in 0..1; returns the dreamed image, same shape, pixels in 0..1."""
-    model = model.eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = model.eval().to(device).requires_grad_(False)
     prep = ModelInput(model, grayscale)
     g = torch.Generator().manual_seed(seed)
     base = image.unsqueeze(0).to(device).float()
@@ -54,9 +52,7 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
             for _ in range(steps):
                 ox, oy = torch.randint(-j, j + 1, (2,), generator=g).tolist()
                 x = x.roll((ox, oy), (-1, -2)).detach().requires_grad_(True)
-                inp = prep(x)
-                if prep.grayscale:
-                    inp = prep(ModelInput.to_gray(x[0]).unsqueeze(0))
+                inp = prep(ModelInput.to_gray(x[0]).unsqueeze(0) if prep.grayscale else x)
                 (cap.run(inp).pow(2).sum() / 2).backward()  # objective_L2
                 grad = x.grad
                 with torch.no_grad():

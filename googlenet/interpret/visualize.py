@@ -173,9 +173,7 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
     """
     if objective not in ("channel", "neuron", "direction"):
         raise ValueError(f"objective must be channel, neuron or direction, not {objective!r}")
-    model = model.eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = model.eval().to(device).requires_grad_(False)
     prep = ModelInput(model, grayscale)
     if objective == "direction":
         if direction is None:

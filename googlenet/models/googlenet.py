@@ -234,13 +234,10 @@ class GoogLeNet(nn.Module):
 
         init_weights(self, cfg.init)
 
-    def _transform_input(self, x: Tensor) -> Tensor:
-        return tv_transform_input(x)
-
     def forward_features(self, x: Tensor, with_aux: bool = False) -> GoogLeNetOutputs:
         """Runs the trunk; returns the pooled 1024-d features and, when asked, the aux logits."""
         if self.transform_input:
-            x = self._transform_input(x)
+            x = tv_transform_input(x)
         x = self.maxpool1(self.conv1(x))  # N x 64 x 56 x 56
         x = self.lrn1(x)
         x = self.conv3(self.conv2(x))  # N x 192 x 56 x 56
@@ -282,25 +279,23 @@ class GoogLeNet(nn.Module):
                 aux.fc2 = nn.Linear(1024, num_classes)
                 heads.append(aux.fc2)
         for head in heads:
-            _init_linear(head, self.cfg.init, bias=0.0)
+            _init_layer(head, self.cfg.init, bias=0.0)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, aux_logits={self.aux_logits}, cfg={self.cfg}"
 
 
-def _xavier_uniform_caffe(w: Tensor) -> None:
-    # Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in), fan_in = in_channels * kh * kw (not Glorot's average).
-    fan_in = w[0].numel()
-    bound = math.sqrt(3.0 / fan_in)
-    nn.init.uniform_(w, -bound, bound)
-
-
-def _init_linear(m: nn.Linear, scheme: str, bias: float) -> None:
+def _init_layer(m: nn.Conv2d | nn.Linear, scheme: str, bias: float) -> None:
+    """A conv's or linear layer's weights and bias (``bias`` under Caffe's scheme, 0 under torchvision's)."""
     if scheme == "caffe":
-        _xavier_uniform_caffe(m.weight)
+        # Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in), fan_in = in_channels * kh * kw (not Glorot's
+        # average).
+        bound = math.sqrt(3.0 / m.weight[0].numel())
+        nn.init.uniform_(m.weight, -bound, bound)
     else:
         nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-    nn.init.constant_(m.bias, bias if scheme == "caffe" else 0.0)
+    if m.bias is not None:
+        nn.init.constant_(m.bias, bias if scheme == "caffe" else 0.0)
 
 
 @torch.no_grad()
@@ -311,15 +306,10 @@ def init_weights(model: GoogLeNet, scheme: str) -> None:
         raise ValueError(f"unknown init scheme {scheme!r}")
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            if scheme == "caffe":
-                _xavier_uniform_caffe(m.weight)
-            else:
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0.2 if scheme == "caffe" else 0.0)
+            _init_layer(m, scheme, bias=0.2)
         elif isinstance(m, nn.Linear):
             is_classifier = name == "fc" or name.endswith(".fc2")
-            _init_linear(m, scheme, bias=0.0 if is_classifier else 0.2)
+            _init_layer(m, scheme, bias=0.0 if is_classifier else 0.2)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

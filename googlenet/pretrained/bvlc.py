@@ -24,9 +24,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..fileio import printable
-from ..weights import attach_metadata, read_metadata, save_model
 from .caffe import first_mismatch, read_caffemodel
-from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, sha256_file
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
 
 ARCH = "googlenet"
 URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
@@ -87,11 +86,8 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     problem = first_mismatch(expected, layers)
     if problem is not None:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): {problem}")
-    new_state = {}
-    for caffe, ours in mapping.items():
-        weight, bias = layers[caffe]
-        new_state[f"{ours}.weight"], new_state[f"{ours}.bias"] = weight, bias
-    model.load_state_dict(new_state, strict=True)
+    model.load_state_dict({f"{ours}.{kind}": t for caffe, ours in mapping.items()
+                           for kind, t in zip(("weight", "bias"), layers[caffe])}, strict=True)
     if class_names is None and num_classes == 1000:
         from ..data.imagenet import imagenet_classes
 
@@ -104,11 +100,8 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
 def convert_caffe(src: str | os.PathLike, dst: str | os.PathLike, *, aux_logits: Optional[bool] = None,
                   class_names: Optional[list[str]] = None) -> nn.Module:
     model = from_caffemodel(src, aux_logits=aux_logits, class_names=class_names)
-    save_model(model, dst, arch=ARCH, class_names=model.class_names, preprocessing=model.preprocessing,
-               source={"from": "caffe", "network": "bvlc_googlenet", "file": Path(src).name,
-                       "sha256": sha256_file(Path(src))})
-    attach_metadata(model, read_metadata(dst))
-    return model
+    return save_converted(model, Path(src), dst, {"from": "caffe", "network": "bvlc_googlenet"}, arch=ARCH,
+                          class_names=model.class_names, preprocessing=model.preprocessing)
 
 
 def load_bvlc_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:

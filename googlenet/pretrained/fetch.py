@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UserError, one_line
 from ..fileio import open_weights_file
-from ..weights import load_model
+from ..weights import attach_metadata, load_model, read_metadata, save_model
 
 NETWORK_TIMEOUT_S = 20.0  # bound on connecting and on each read while fetching
 
@@ -25,6 +25,14 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def save_converted(model, src: Path, dst, source: dict, **save_kw):
+    """Writes a converted ``model`` to ``dst`` (atomically), its ``source`` naming and hashing ``src``, and returns
+    it with the metadata read back from ``dst``."""
+    save_model(model, dst, source={**source, "file": src.name, "sha256": sha256_file(src)}, **save_kw)
+    attach_metadata(model, read_metadata(dst))
+    return model
 
 
 def reachable(host: str, port: int, timeout: float) -> Optional[str]:

@@ -26,8 +26,8 @@ from ..errors import UserError
 from ..fileio import Unreadable, open_weights_file, printable, read_bounded
 from ..models import create_model
 from ..protowire import WireError, fields
-from ..weights import attach_metadata, load_state_dict_checked, read_metadata, save_model
-from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, sha256_file
+from ..weights import load_state_dict_checked
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
 from .torchvision_pth import read_checkpoint
 
 ARCH = "googlenet_inception5h"
@@ -86,7 +86,6 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
     the attributes of its LRN nodes by node name (TensorFlow's depth_radius, bias, alpha, beta)."""
     import numpy as np
 
-
     with open_weights_file(path, "GraphDef") as (f, _):
         raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
     consts: dict[str, torch.Tensor] = {}
@@ -137,10 +136,9 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
                 t = t.permute(3, 2, 0, 1).contiguous()  # H x W x in x out -> out x in x H x W
             elif t.ndim == 2:
                 t = t.t().contiguous()  # in x out -> out x in
-            layer, kind = name[:-2], name[-1]
-            suffix = "weight" if kind == "w" else "bias"
-            key = ("softmax2_pre_activation_matmul" if layer == "softmax2" else f"{layer}_pre_relu_conv")
-            consts[f"{key}.{suffix}"] = t
+            layer = name[:-2]
+            key = "softmax2_pre_activation_matmul" if layer == "softmax2" else f"{layer}_pre_relu_conv"
+            consts[f"{key}.{'weight' if name[-1] == 'w' else 'bias'}"] = t
     except WireError as e:
         raise UserError(f"{path} is not a readable TensorFlow GraphDef: {e}") from None
     if not consts:
@@ -199,12 +197,8 @@ def convert_inception5h(src: str | os.PathLike, dst: str | os.PathLike, *,
     else:
         state = read_checkpoint(src)
     model = from_port_state_dict(state, source=str(src))
-    names = read_labels(labels)
-    digest = sha256_file(src)
-    save_model(model, dst, class_names=names, preprocessing=dict(PREPROCESSING),
-               source={"from": "inception5h", "file": src.name, "sha256": digest})
-    attach_metadata(model, read_metadata(dst))
-    return model
+    return save_converted(model, src, dst, {"from": "inception5h"}, class_names=read_labels(labels),
+                          preprocessing=dict(PREPROCESSING))
 
 
 # lucent's model zoo address for ProGamerGov's PyTorch port of tensorflow_inception_graph.pb.

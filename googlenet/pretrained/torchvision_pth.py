@@ -25,9 +25,8 @@ from torch import nn
 from ..errors import UserError, one_line
 from ..fileio import open_weights_file
 from ..models import create_model
-from ..weights import (attach_metadata, load_model, load_state_dict_checked, read_metadata, save_model,
-                       tensor_problem)
-from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, sha256_file
+from ..weights import load_model, load_state_dict_checked, save_model, tensor_problem
+from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, save_converted
 
 ARCH = "googlenet_tv"
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "epoch": ...}
@@ -118,15 +117,8 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
     model (eval mode) with the metadata read back from DST."""
     src = Path(src)
     model = from_torchvision_state_dict(read_checkpoint(src), source=str(src), aux_logits=aux_logits)
-    save_model(model, dst, class_names=model.class_names, preprocessing=model.preprocessing,
-               source={"from": "torchvision", "file": src.name, "sha256": sha256_file(src)})
-    attach_metadata(model, read_metadata(dst))
-    return model
-
-
-def _offline_help(url: str) -> str:
-    return (f"on a connected machine download {url}, then run 'googlenet convert --from torchvision "
-            f"{Path(url).name} googlenet_tv.safetensors' and pass --weights googlenet_tv.safetensors")
+    return save_converted(model, src, dst, {"from": "torchvision"}, class_names=model.class_names,
+                          preprocessing=model.preprocessing)
 
 
 def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
@@ -154,8 +146,10 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
             return model
 
     return cached_pretrained(url=url, original=checkpoint_name, converted=f"{ARCH}-{sha_prefix}.safetensors",
-                             arch=ARCH, convert=convert, help_line=_offline_help(url),
-                             what="torchvision's GoogLeNet weights", hash_prefix=sha_prefix, timeout=timeout)
+                             arch=ARCH, convert=convert, what="torchvision's GoogLeNet weights",
+                             help_line=f"on a connected machine download {url}, then run 'googlenet convert --from "
+                                       f"torchvision {checkpoint_name} googlenet_tv.safetensors' and pass --weights "
+                                       f"googlenet_tv.safetensors", hash_prefix=sha_prefix, timeout=timeout)
 
 
 __all__ = ["convert_torchvision", "from_torchvision_state_dict", "load_torchvision_pretrained", "read_checkpoint",

@@ -52,18 +52,12 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
     def run_batch(kind: str, payloads: list) -> list:
         """Runs on the batcher's thread: one forward pass for the whole batch, split back per request."""
         if kind == "images":
-            flat = [p for payload in payloads for p in payload]
-            probs = served.probs_for_images(flat)
-        else:
-            import torch
+            probs = served.probs_for_images([p for payload in payloads for p in payload])
+            return list(probs.split([len(payload) for payload in payloads]))
+        import torch
 
-            probs = served.probs_for_tensor(torch.cat(payloads))
-        out, start = [], 0
-        for payload in payloads:
-            n = len(payload) if kind == "images" else int(payload.shape[0])
-            out.append(probs[start:start + n])
-            start += n
-        return out
+        probs = served.probs_for_tensor(torch.cat(payloads))
+        return list(probs.split([int(payload.shape[0]) for payload in payloads]))
 
     batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                       max_queue=config.max_queue, on_batch=metrics.observe_batch)
@@ -87,7 +81,7 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         finally:
             decoding.release()
 
-    async def classify_images(route: str, images: list[bytes], arrival=None):
+    async def classify_images(images: list[bytes], arrival=None):
         started = time.perf_counter()
         deadline = started + config.timeout_s
         prepared = []
@@ -96,11 +90,11 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
             if time.perf_counter() > deadline:
                 raise past_deadline()
         decoded = time.perf_counter()
-        probs = await submit(route, "images", prepared, len(prepared), arrival)
+        probs = await submit("images", prepared, len(prepared), arrival)
         return prepared, probs, {"decode": 1000 * (decoded - started),
                                  "queue_and_infer": 1000 * (time.perf_counter() - decoded)}
 
-    async def submit(route: str, kind: str, payload, size: int, arrival=None):
+    async def submit(kind: str, payload, size: int, arrival=None):
         try:
             return await batcher.submit(kind, payload, size, config.timeout_s, arrival)
         except QueueFull:
@@ -108,88 +102,73 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         except asyncio.TimeoutError:
             raise past_deadline()
 
-    def answer(route: str, started: float, payload: dict, status: int = 200) -> Response:
-        metrics.request(route, status, time.perf_counter() - started)
-        return JSONResponse(payload, status_code=status)
-
-    def failed(route: str, started: float, e: RequestError) -> Response:
-        metrics.request(route, e.status, time.perf_counter() - started)
-        metrics.error(e.status)
-        headers = {"Retry-After": "1"} if e.status == 503 else None
-        return error_response(e.status, e.message, headers)
-
     def check_name(name: str, version: Optional[str]) -> None:
         if name != served.name:
             raise RequestError(404, f"unknown model {name[:60]!r}; this server serves {served.name!r}")
         if version not in (None, "1"):
             raise RequestError(404, f"unknown version {version[:20]!r} of {served.name!r}; it has version '1'")
 
-    async def live(request: Request) -> Response:
-        return answer("health", time.perf_counter(), {"live": True})
+    def endpoint(route: str, handler, named: bool = True):
+        """``handler(request, started) -> (payload, status)`` as a route: timed and counted under ``route``, with the
+        model's name (and version) checked first where the path has one, and a RequestError as its error answer."""
+        async def run(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                if named:
+                    check_name(request.path_params["name"], request.path_params.get("version"))
+                payload, status = await handler(request, started)
+            except RequestError as e:
+                metrics.request(route, e.status, time.perf_counter() - started)
+                metrics.error(e.status)
+                return error_response(e.status, e.message, {"Retry-After": "1"} if e.status == 503 else None)
+            metrics.request(route, status, time.perf_counter() - started)
+            return JSONResponse(payload, status_code=status)
+        return run
 
-    async def ready(request: Request) -> Response:
-        ok = state["ready"]
-        return answer("health", time.perf_counter(), {"ready": ok}, 200 if ok else 503)
+    async def live(request: Request, started: float):
+        return {"live": True}, 200
 
-    async def server_metadata(request: Request) -> Response:
-        return answer("metadata", time.perf_counter(), {"name": "googlenet", "version": __version__,
-                                                        "extensions": ["classification", "binary_tensor_data"]})
+    async def ready(request: Request, started: float):
+        return {"ready": state["ready"]}, 200 if state["ready"] else 503
 
-    async def model_meta(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            check_name(request.path_params["name"], request.path_params.get("version"))
-        except RequestError as e:
-            return failed("metadata", started, e)
-        meta = model_metadata(served.name, input_size=served.input_size, num_classes=served.num_classes,
+    async def server_metadata(request: Request, started: float):
+        return {"name": "googlenet", "version": __version__,
+                "extensions": ["classification", "binary_tensor_data"]}, 200
+
+    async def model_meta(request: Request, started: float):
+        return model_metadata(served.name, input_size=served.input_size, num_classes=served.num_classes,
                               arch=getattr(served.ensemble.models[0], "arch_name", "googlenet"),
-                              precision=served.precision, backend=served.backend, scheme=served.scheme)
-        return answer("metadata", started, meta)
+                              precision=served.precision, backend=served.backend, scheme=served.scheme), 200
 
-    async def model_ready(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            check_name(request.path_params["name"], request.path_params.get("version"))
-        except RequestError as e:
-            return failed("health", started, e)
-        ok = state["ready"]
-        return answer("health", started, {"name": served.name, "ready": ok}, 200 if ok else 503)
+    async def model_ready(request: Request, started: float):
+        return {"name": served.name, "ready": state["ready"]}, 200 if state["ready"] else 503
 
-    async def infer(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            check_name(request.path_params["name"], request.path_params.get("version"))
-            with batcher.arrival() as arrival:
-                body = await read_body(request, max_bytes=config.max_body_bytes,
-                                       read_timeout_s=config.read_timeout_s, body_timeout_s=config.body_timeout_s)
-                # On a worker thread: parsing megabytes of JSON would stall every other request (and /health).
-                req = await run_in_threadpool(parse_infer, body, request.headers.get("inference-header-content-length"),
-                                              input_size=served.input_size)
-                if req.kind == "images":
-                    _, probs, _ = await classify_images("infer", req.images, arrival)
-                else:
-                    probs = await submit("infer", "tensor", req.tensor, req.size, arrival)
-        except RequestError as e:
-            return failed("infer", started, e)
-        return answer("infer", started, infer_response(served.name, req, probs, served.labels))
+    async def body(request: Request) -> bytes:
+        return await read_body(request, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s,
+                               body_timeout_s=config.body_timeout_s)
 
-    async def classify(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            topk = request.query_params.get("topk", "5")
-            if not (topk.isascii() and topk.isdigit() and len(topk) <= 4) or not 1 <= int(topk) <= 1000:
-                raise RequestError(400, f"topk must be an integer from 1 to 1000, got {topk[:20]!r}")
-            with batcher.arrival() as arrival:
-                body = await read_body(request, max_bytes=config.max_body_bytes,
-                                       read_timeout_s=config.read_timeout_s, body_timeout_s=config.body_timeout_s)
-                prepared, probs, timing = await classify_images("classify", [body], arrival)
-        except RequestError as e:
-            return failed("classify", started, e)
+    async def infer(request: Request, started: float):
+        with batcher.arrival() as arrival:
+            data = await body(request)
+            # On a worker thread: parsing megabytes of JSON would stall every other request (and /health).
+            req = await run_in_threadpool(parse_infer, data, request.headers.get("inference-header-content-length"),
+                                          input_size=served.input_size)
+            if req.kind == "images":
+                _, probs, _ = await classify_images(req.images, arrival)
+            else:
+                probs = await submit("tensor", req.tensor, req.size, arrival)
+        return infer_response(served.name, req, probs, served.labels), 200
+
+    async def classify(request: Request, started: float):
+        topk = request.query_params.get("topk", "5")
+        if not (topk.isascii() and topk.isdigit() and len(topk) <= 4) or not 1 <= int(topk) <= 1000:
+            raise RequestError(400, f"topk must be an integer from 1 to 1000, got {topk[:20]!r}")
+        with batcher.arrival() as arrival:
+            prepared, probs, timing = await classify_images([await body(request)], arrival)
         timing["total"] = 1000 * (time.perf_counter() - started)
-        return answer("classify", started, {
-            "topk": served.topk(probs, int(topk))[0], "timing_ms": timing,
-            "image": {"width": prepared[0].width, "height": prepared[0].height},
-            "crops": served.crops_used(prepared[0])})
+        return {"topk": served.topk(probs, int(topk))[0], "timing_ms": timing,
+                "image": {"width": prepared[0].width, "height": prepared[0].height},
+                "crops": served.crops_used(prepared[0])}, 200
 
     async def metrics_route(request: Request) -> Response:
         body, content_type = metrics.render()
@@ -215,18 +194,16 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         state["ready"] = False
         await batcher.stop()  # SIGTERM: uvicorn has stopped accepting and waited for open requests; drain the rest
 
+    named = [("", model_meta, "metadata", "GET"), ("/ready", model_ready, "health", "GET"),
+             ("/infer", infer, "infer", "POST")]
     routes = [
         Route("/", page, methods=["GET"]),
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/models/{name}", model_meta, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}", model_meta, methods=["GET"]),
-        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-        Route("/v1/classify", classify, methods=["POST"]),
+        Route("/v2/health/live", endpoint("health", live, named=False), methods=["GET"]),
+        Route("/v2/health/ready", endpoint("health", ready, named=False), methods=["GET"]),
+        Route("/v2", endpoint("metadata", server_metadata, named=False), methods=["GET"]),
+        *(Route(prefix + tail, endpoint(route, handler), methods=[method]) for tail, handler, route, method in named
+          for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")),
+        Route("/v1/classify", endpoint("classify", classify, named=False), methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
     middleware = [Middleware(HeaderLimit)]

@@ -42,8 +42,7 @@ async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
             await _drain(stream, length, read_timeout_s, deadline)
         raise RequestError(413, f"body of {length:,} bytes is over the limit of {max_bytes:,} bytes")
     while True:
-        left = deadline - time.monotonic()
-        wait = min(read_timeout_s, max(left, 0.0))
+        wait = min(read_timeout_s, max(deadline - time.monotonic(), 0.0))
         try:
             chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:

@@ -97,12 +97,10 @@ class ServedModel:
 
     def crops_used(self, prepared: Prepared) -> list[dict]:
         """The crops cut from an image, as boxes in the coordinates of the image resized to each crop's scale."""
-        boxes = crop_boxes(prepared.width, prepared.height, self.scheme, crop_size=self.view.crop_size,
-                           resize_size=self.view.resize_size)
-        names = crop_labels(prepared.width, prepared.height, self.scheme, crop_size=self.view.crop_size,
-                            resize_size=self.view.resize_size)
+        args = (prepared.width, prepared.height, self.scheme)
+        sizes = {"crop_size": self.view.crop_size, "resize_size": self.view.resize_size}
         return [{"scale": c.scale, "box": list(c.box), "size": c.size, "flip": bool(c.flip), "label": n}
-                for c, n in zip(boxes, names)]
+                for c, n in zip(crop_boxes(*args, **sizes), crop_labels(*args, **sizes))]
 
     # -- inference (called by the batcher's worker thread, never on the event loop) ---------------------------
     def probs_for_images(self, batch: list[Prepared]) -> Tensor:

@@ -38,11 +38,9 @@ MAX_BATCH_PER_REQUEST = 64
 @dataclass
 class InferRequest:
     id: Optional[str]
-    input_name: str
     kind: str  # "images" | "tensor"
     images: Optional[list[bytes]]
     tensor: Optional[torch.Tensor]
-    output_name: str
     classification: Optional[int]
 
     @property
@@ -127,7 +125,7 @@ def parse_infer(body: bytes, header_length: Optional[str], *, input_size: int) -
     if images is not None and len(images) > MAX_BATCH_PER_REQUEST:
         raise _bad(f"at most {MAX_BATCH_PER_REQUEST} images a request, got {len(images)}")
 
-    output_name, classification = OUTPUT, None
+    classification = None
     outputs = request.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or len(outputs) > 1 or (outputs and not isinstance(outputs[0], dict)):
@@ -143,7 +141,7 @@ def parse_infer(body: bytes, header_length: Optional[str], *, input_size: int) -
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _bad("'id' must be a string")
-    return InferRequest(request_id, name, kind, images, tensor, output_name, classification)
+    return InferRequest(request_id, kind, images, tensor, classification)
 
 
 def _base64_elements(data: Any) -> list[bytes]:
