@@ -207,18 +207,21 @@ def coco_ground_truth(dset: DetectionSet) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
+def detection_rows(dset: DetectionSet, dets: Detections):
+    """(image, [x1, y1, x2, y2], label, score) of every detection: images in the set's order, then the order given."""
+    for img in dset.images:
+        if img.image_id in dets:
+            boxes, labels, scores = dets[img.image_id]
+            for box, label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
+                                         np.asarray(labels).tolist(), np.asarray(scores).tolist()):
+                yield img, box, label, score
+
+
 def coco_results(dset: DetectionSet, dets: Detections) -> list[dict]:
     """Detections as COCO results (image_id, category_id, bbox [x, y, w, h], score) against coco_ground_truth."""
-    out = []
-    for img in dset.images:
-        if img.image_id not in dets:
-            continue
-        boxes, labels, scores = dets[img.image_id]
-        for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
-                                                  np.asarray(labels).tolist(), np.asarray(scores).tolist()):
-            out.append({"image_id": img.coco_id, "category_id": dset.category_id(int(label)),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    return out
+    return [{"image_id": img.coco_id, "category_id": dset.category_id(int(label)),
+             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+            for img, (x1, y1, x2, y2), label, score in detection_rows(dset, dets)]
 
 
 def evaluate_coco(dset: DetectionSet, dets: Detections) -> dict:
