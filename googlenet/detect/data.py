@@ -364,3 +364,11 @@ def load_rgb(img: DetectionImage) -> np.ndarray:
     except BadImage as e:
         raise UserError(f"image {printable(img.path)}: {e}") from None
     return np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())
+
+
+def check_rgb(rgb) -> np.ndarray:
+    """The image a detector's ``detect`` takes, (H, W, 3) uint8 RGB, as a C-contiguous array."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"detect takes an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+    return np.ascontiguousarray(rgb)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .data import check_rgb
 from .fileformat import read_detector_file, save_detector_file
 from .recipe import DetectRecipe, recipe_from_dict
 from .svm import LinearSVMs
@@ -59,7 +60,7 @@ class RCNNDetector:
         """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
         from .rcnn import select_detections
 
-        rgb = _check_rgb(rgb)
+        rgb = check_rgb(rgb)
         t0 = time.perf_counter()
         boxes = self.proposals(rgb)
         t1 = time.perf_counter()
@@ -149,27 +150,16 @@ class EnsembleDetector:
         self.recipe = first.recipe
         self.last_timings: dict[str, float] = {}
 
-    def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
-        from .rcnn import select_detections
+    def proposals(self, rgb: np.ndarray, count: Optional[int] = None) -> np.ndarray:
+        return self.members[0].proposals(rgb, count)
 
-        rgb = _check_rgb(rgb)
-        t0 = time.perf_counter()
-        boxes = self.members[0].proposals(rgb)
-        t1 = time.perf_counter()
-        scores = torch.stack([m.region_scores(rgb, boxes, scoring) for m in self.members]).mean(0)
-        t2 = time.perf_counter()
-        out = select_detections(boxes, scores, self.recipe, self.members[0].threshold(scoring))
-        self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
-        return out
+    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scoring: Optional[str] = None) -> torch.Tensor:
+        return torch.stack([m.region_scores(rgb, boxes, scoring) for m in self.members]).mean(0)
 
-    __call__ = detect
+    def threshold(self, scoring: Optional[str] = None) -> float:
+        return self.members[0].threshold(scoring)
 
-
-def _check_rgb(rgb) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detect takes an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    return np.ascontiguousarray(rgb)
+    detect = __call__ = RCNNDetector.detect
 
 
 def load_detector(path: str | os.PathLike):
