@@ -12,7 +12,7 @@ import numpy as np
 
 from ..fileio import atomic_write_text, ensure_dir
 from .data import DetectionSet, load_rgb
-from .metrics import evaluate_detections, json_ready
+from .metrics import json_ready
 
 
 def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = None):
@@ -55,7 +55,7 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
                   log: Callable[[str], None] = print) -> dict:
     """VOC results files + COCO results JSON under out/results, pr.png, and ``draw`` test images with their boxes
     under out/drawn; returns the paths written."""
-    from .draw import draw_boxes, plot_pr
+    from .draw import draw_boxes
     from .results import write_coco_results, write_voc_results
 
     out = ensure_dir(out)
@@ -63,9 +63,7 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
     if dset.kind == "voc":
         write_voc_results(results, dset, dets, split)
     write_coco_results(results / "coco_results.json", dset, dets)
-    kind, rule = ("voc07", "voc07") if "voc07" in metrics["pr"] else ("coco50", "coco")
-    pr = plot_pr(metrics["pr"].get(kind, {}), out / "pr.png", ap=metrics["ap"].get(rule),
-                 title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
+    pr = plot_metrics_pr(metrics, dset, out / "pr.png")
     drawn = ensure_dir(out / "drawn")
     for img in dset.images[:draw]:
         boxes, labels, scores = dets[img.image_id]
@@ -78,8 +76,13 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
     return {"results": str(results), "pr": str(pr), "drawn": str(drawn)}
 
 
-def evaluate(dset: DetectionSet, dets) -> dict:
-    return evaluate_detections(dset, dets)
+def plot_metrics_pr(metrics: dict, dset: DetectionSet, path: Path):
+    """The VOC07 precision-recall curves of ``metrics`` (COCO's at IoU 0.5 where there are no VOC07 ones)."""
+    from .draw import plot_pr
+
+    kind, rule = ("voc07", "voc07") if "voc07" in metrics["pr"] else ("coco50", "coco")
+    return plot_pr(metrics["pr"].get(kind, {}), path, ap=metrics["ap"].get(rule),
+                   title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
 
 
 def save_json(path: Path, value: dict) -> None:
