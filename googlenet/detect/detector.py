@@ -109,7 +109,6 @@ class RCNNDetector:
             raise UserError(f"{path}: invalid model options: {e}") from None
         state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
         load_state_dict_checked(model, state, source=str(path), assign=True)
-        model.arch_name = arch
         svms = None
         if "svm.weight" in tensors:
             w, b = tensors["svm.weight"], tensors["svm.bias"]

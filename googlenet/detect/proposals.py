@@ -116,18 +116,13 @@ def box_recall(proposals: list[np.ndarray], gts: list[np.ndarray], counts: list[
 
     best = {n: [] for n in counts}
     for props, gt in zip(proposals, gts):
-        if len(gt) == 0:
-            continue
-        for n in counts:
-            p = props[:n]
-            if len(p) == 0:
-                best[n].append(np.zeros(len(gt)))
-                continue
-            best[n].append(box_iou(torch.from_numpy(gt), torch.from_numpy(p)).max(1).values.numpy())
-    out = {}
-    for t in thresholds:
-        out[t] = [float(np.mean(np.concatenate(best[n]) >= t)) if best[n] else float("nan") for n in counts]
-    return out
+        if len(gt):
+            for n in counts:
+                p = props[:n]
+                best[n].append(box_iou(torch.from_numpy(gt), torch.from_numpy(p)).max(1).values.numpy() if len(p)
+                               else np.zeros(len(gt)))
+    return {t: [float(np.mean(np.concatenate(best[n]) >= t)) if best[n] else float("nan") for n in counts]
+            for t in thresholds}
 
 
 def propose(rgb: np.ndarray, method: str, count: int, multibox=None, cache: Optional[Path] = None) -> np.ndarray:
