@@ -46,31 +46,35 @@ class RCNNDetector:
 
         return propose(rgb, self.recipe.proposals, count or self.recipe.test_proposals, self.multibox)
 
-    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scoring: Optional[str] = None) -> torch.Tensor:
-        """(N, C) class scores of the regions ``boxes`` of ``rgb``."""
+    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        """{scoring: (N, C) class scores} of the regions ``boxes`` of ``rgb``, their features computed once."""
         from .rcnn import class_scores, image_tensor, region_outputs
 
         feats, logits = region_outputs(self.model, image_tensor(rgb, self.preprocessing), boxes, self.recipe)
-        return class_scores(feats, logits, self.svms, scoring or self.recipe.scoring)
+        return {s: class_scores(feats, logits, self.svms, s or self.recipe.scoring) for s in scorings}
 
     def threshold(self, scoring: Optional[str] = None) -> float:
         return self.recipe.score_threshold if (scoring or self.recipe.scoring) == "svm" else 1e-3
 
     def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
         """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
+        return self.detect_each(rgb, [scoring])[scoring]
+
+    __call__ = detect
+
+    def detect_each(self, rgb: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        """{scoring: detect(rgb, scoring)}, the proposals and region features computed once for all ``scorings``."""
         from .rcnn import select_detections
 
         rgb = check_rgb(rgb)
         t0 = time.perf_counter()
         boxes = self.proposals(rgb)
         t1 = time.perf_counter()
-        scores = self.region_scores(rgb, boxes, scoring)
+        scores = self.region_scores(rgb, boxes, scorings)
         t2 = time.perf_counter()
-        out = select_detections(boxes, scores, self.recipe, self.threshold(scoring))
+        out = {s: select_detections(boxes, scores[s], self.recipe, self.threshold(s)) for s in scorings}
         self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
         return out
-
-    __call__ = detect
 
     # --- the file ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -152,13 +156,15 @@ class EnsembleDetector:
     def proposals(self, rgb: np.ndarray, count: Optional[int] = None) -> np.ndarray:
         return self.members[0].proposals(rgb, count)
 
-    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scoring: Optional[str] = None) -> torch.Tensor:
-        return torch.stack([m.region_scores(rgb, boxes, scoring) for m in self.members]).mean(0)
+    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        each = [m.region_scores(rgb, boxes, scorings) for m in self.members]
+        return {s: torch.stack([e[s] for e in each]).mean(0) for s in scorings}
 
     def threshold(self, scoring: Optional[str] = None) -> float:
         return self.members[0].threshold(scoring)
 
     detect = __call__ = RCNNDetector.detect
+    detect_each = RCNNDetector.detect_each
 
 
 def load_detector(path: str | os.PathLike):

@@ -18,8 +18,6 @@ from .metrics import json_ready
 def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = None):
     """{scoring: detections} for every image, and the mean seconds per image split into the detector's parts.
     For an R-CNN detector with several ``scorings``, the features are computed once and scored each way."""
-    from .rcnn import class_scores, image_tensor, region_outputs, select_detections
-
     scorings = scorings or [None]
     dets = {s: {} for s in scorings}
     parts: dict[str, float] = {}
@@ -27,19 +25,11 @@ def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = N
     for img in dset.images:
         rgb = load_rgb(img)
         t0 = time.perf_counter()
-        if len(scorings) == 1 or not hasattr(detector, "svms"):
-            out = {s: detector.detect(rgb, s) if s else detector.detect(rgb) for s in scorings}
-            timing = dict(getattr(detector, "last_timings", {}) or {})
+        if hasattr(detector, "detect_each"):  # R-CNN and its ensembles
+            out = detector.detect_each(rgb, scorings)
         else:
-            t_p = time.perf_counter()
-            boxes = detector.proposals(rgb)
-            t_f = time.perf_counter()
-            feats, logits = region_outputs(detector.model, image_tensor(rgb, detector.preprocessing), boxes,
-                                           detector.recipe)
-            t_s = time.perf_counter()
-            out = {s: select_detections(boxes, class_scores(feats, logits, detector.svms, s), detector.recipe,
-                                        detector.threshold(s)) for s in scorings}
-            timing = {"proposals": t_f - t_p, "features": t_s - t_f, "scoring": time.perf_counter() - t_s}
+            out = {s: detector.detect(rgb, s) if s else detector.detect(rgb) for s in scorings}
+        timing = dict(getattr(detector, "last_timings", {}) or {})
         t_all += time.perf_counter() - t0
         for s in scorings:
             boxes, labels, scores = out[s]
