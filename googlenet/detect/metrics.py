@@ -123,14 +123,10 @@ def _class_detections(dset: DetectionSet, dets: Detections, c: int):
 
 def _tp_fp(dset: DetectionSet, c: int, img_idx: np.ndarray, boxes: np.ndarray, rule: str):
     """Per-detection true / false positive flags (0/1 floats) and the number of positives, by the devkit's rule."""
-    gt = {}
-    npos = 0
-    for i, img in enumerate(dset.images):
-        keep = img.labels == c
-        gt[i] = (to_voc_pixels(img.boxes[keep]), img.difficult[keep])
-        npos += int((~img.difficult[keep]).sum())
-    nd = len(img_idx)
-    tp, fp = np.zeros(nd), np.zeros(nd)
+    gt = {i: (to_voc_pixels(img.boxes[img.labels == c]), img.difficult[img.labels == c])
+          for i, img in enumerate(dset.images)}
+    npos = sum(int((~difficult).sum()) for _, difficult in gt.values())
+    tp, fp = np.zeros(len(img_idx)), np.zeros(len(img_idx))
     matched = {i: np.zeros(len(g[0]), bool) for i, g in gt.items()}
     for i in np.unique(img_idx):
         sel = np.flatnonzero(img_idx == i)  # in score order
