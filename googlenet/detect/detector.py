@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -81,7 +82,7 @@ class RCNNDetector:
         from ..models import arch_options
 
         tensors = {f"classifier.{k}": v for k, v in self.model.state_dict().items()}
-        meta = {"detector": self.kind, "classes": self.classes, "recipe": self.recipe.to_dict(),
+        meta = {"detector": self.kind, "classes": self.classes, "recipe": asdict(self.recipe),
                 "arch": getattr(self.model, "arch_name", self.recipe.arch), "options": arch_options(self.model),
                 "num_classes": int(self.model.num_classes), "aux_logits": self.model.aux1 is not None,
                 "preprocessing": self.preprocessing, **self.extra}

@@ -8,7 +8,7 @@ proposals and iterations) so that the main detection job finishes in minutes on 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,9 +52,6 @@ class DetectRecipe:
     score_threshold: float = -1.0  # SVM scores below this are dropped before NMS (softmax: probability 0.001)
     batch_size: int = 128  # feature extraction batch
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 CHOICES = {"proposals": ("ss", "ss-fast2x", "ss-quality", "multibox", "ss+multibox", "ss-fast2x+multibox"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -106,7 +107,7 @@ class FasterRCNNDetector:
     def save(self, path: str | os.PathLike) -> Path:
         from ..fileformat import save_detector_file
 
-        meta = {"detector": KIND, "classes": self.classes, "recipe": self.recipe.to_dict(), "trunk": self.recipe.trunk,
+        meta = {"detector": KIND, "classes": self.classes, "recipe": asdict(self.recipe), "trunk": self.recipe.trunk,
                 **self.trunk_meta, **self.extra}
         return save_detector_file(path, self.model.state_dict(), meta)
 

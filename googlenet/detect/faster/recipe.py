@@ -5,7 +5,7 @@ anchors and the schedule differ; flags override a preset and the resolved recipe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,9 +53,6 @@ class FasterRecipe:
     workers: int = 0  # DataLoader processes
     device: str = "cpu"
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 CHOICES = {"trunk": ("c4", "fpn"), "optimizer": ("sgd", "adamw"), "schedule": ("cosine", "steps")}
