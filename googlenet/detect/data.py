@@ -169,11 +169,9 @@ def _parse_xml(path: Path):
         raise UserError(f"annotation {printable(path)}: malformed XML ({one_line(e, 200)})") from None
 
 
-def _text(node, tag: str, path: Path, default: Optional[str] = None) -> str:
+def _text(node, tag: str, path: Path) -> str:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
-        if default is not None:
-            return default
         raise UserError(f"annotation {printable(path)}: missing <{tag}>")
     return child.text.strip()
 

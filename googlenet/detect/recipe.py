@@ -15,6 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import UserError
+from .proposals import METHODS
 
 RECIPE_DIR = Path(__file__).parent
 
@@ -54,8 +55,7 @@ class DetectRecipe:
     seed: int = 0
 
 
-CHOICES = {"proposals": ("ss", "ss-fast2x", "ss-quality", "multibox", "ss+multibox", "ss-fast2x+multibox"),
-           "optimizer": ("sgd", "adamw"), "scoring": ("svm", "softmax")}
+CHOICES = {"proposals": METHODS, "optimizer": ("sgd", "adamw"), "scoring": ("svm", "softmax")}
 
 
 def check_recipe(r: DetectRecipe, source: str = "recipe") -> DetectRecipe:
