@@ -11,7 +11,7 @@ confidence, from a GoogLeNet; the paper adds 200 of them to selective search's p
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch

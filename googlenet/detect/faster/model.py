@@ -19,7 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ...errors import UserError
 from ..data import check_rgb
-from .backbone import C4_CHANNELS, FPN_LAYERS, HEAD_CHANNELS, googlenet_backbone
+from .backbone import FPN_LAYERS, HEAD_CHANNELS, googlenet_backbone
 from .recipe import FasterRecipe, recipe_from_dict
 
 KIND = "faster-rcnn"
