@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..fileio import atomic_write_text, ensure_dir
+from ..fileio import atomic_path, atomic_write_text, ensure_dir
 from .data import DetectionSet, load_rgb
 from .metrics import json_ready
 
@@ -58,8 +58,6 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
     for img in dset.images[:draw]:
         boxes, labels, scores = dets[img.image_id]
         keep = scores >= np.sort(scores)[-min(len(scores), 3 * max(1, len(img.boxes)))] if len(scores) else scores > 0
-        from ..fileio import atomic_path
-
         with atomic_path(drawn / f"{img.image_id}.jpg") as tmp:
             draw_boxes(load_rgb(img), boxes[keep], labels[keep], scores[keep], dset.classes).save(tmp, "JPEG",
                                                                                                   quality=92)
