@@ -14,7 +14,6 @@ run (a second epoch, eval after train, another detector on the same data) does n
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Optional
@@ -98,10 +97,8 @@ def cached_selective_search(rgb: np.ndarray, method: str, max_proposals: int,
     boxes = selective_search(rgb, method, max_proposals)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, boxes, allow_pickle=False)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, boxes, allow_pickle=False)
     except OSError:
         pass  # a read-only cache only costs the recomputation
     return boxes, False
