@@ -51,6 +51,10 @@ def _classes(args: argparse.Namespace, detector_classes):
     return None
 
 
+# The headline figures evaluate_detections gives (those of the data's kind), in the order they are printed.
+MAP_KEYS = ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50")
+
+
 def format_table(ap: dict, classes) -> str:
     rules = list(ap)
     rows = [["class"] + rules]
@@ -90,13 +94,11 @@ def run(args: argparse.Namespace) -> int:
         dets = read_detections(args.detections, dset, args.split if dset.kind == "voc" else None)
     out = evaluate_detections(dset, dets)
     if args.plots:
-        from ..detect.draw import plot_pr
+        from ..detect.report import plot_metrics_pr
 
-        kind, rule = ("voc07", "voc07") if "voc07" in out["pr"] else ("coco50", "coco")
-        plot_pr(out["pr"].get(kind, {}), Path(args.plots) / "pr.png", ap=out["ap"].get(rule),
-                title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
+        plot_metrics_pr(out, dset, Path(args.plots) / "pr.png")
     print(format_table(out["ap"], dset.classes))
-    keys = [k for k in ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50") if k in out]
+    keys = [k for k in MAP_KEYS if k in out]
     result = {k: out[k] for k in keys}
     result.update({"ap": out["ap"], "data": printable(args.data), "split": args.split if dset.kind == "voc" else None,
                    "images": len(dset.images), "detections": int(sum(len(d[0]) for d in dets.values())),

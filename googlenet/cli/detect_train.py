@@ -62,12 +62,12 @@ def _log(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..detect.metrics import json_ready
-    from ..detect.report import evaluate, run_detector, save_json, write_outputs
+    from ..detect.metrics import evaluate_detections, json_ready
+    from ..detect.report import run_detector, save_json, write_outputs
     from ..errors import UserError
     from ..fileio import ensure_dir, printable
     from ..detect.run import read_data
-    from .detect_eval import format_table
+    from .detect_eval import MAP_KEYS, format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,13 +114,13 @@ def run(args: argparse.Namespace) -> int:
     _log(f"trained in {t_train:.0f} s: {printable(weights)}; scoring {len(test_set.images)} held-out images")
     dets, timings = run_detector(detector, test_set, scorings)
     main = scorings[0]
-    metrics = evaluate(test_set, dets[main])
+    metrics = evaluate_detections(test_set, dets[main])
     paths = write_outputs(out, test_set, dets[main], args.test_split, metrics, log=_log)
     print(format_table(metrics["ap"], test_set.classes))
-    keys = [k for k in ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50") if k in metrics]
+    keys = [k for k in MAP_KEYS if k in metrics]
     result = {k: metrics[k] for k in keys}
     if len(scorings) > 1:  # R-CNN: the softmax-vs-SVM difference the paper's R-CNN measured (~3 mAP for SVMs)
-        other = evaluate(test_set, dets[scorings[1]])
+        other = evaluate_detections(test_set, dets[scorings[1]])
         result[f"{scorings[1]}_voc07_map"] = other.get("voc07_map", other.get("coco_map50"))
     result.update({"weights": printable(weights), "detector": args.detector, "ap": metrics["ap"],
                    "scoring": main, "train_images": len(train_set.images), "test_images": len(test_set.images),

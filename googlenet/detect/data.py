@@ -94,11 +94,23 @@ class _BadObjects:
                       + (" ..." if len(self.bad) > 3 else ""), DataWarning, stacklevel=3)
 
 
-def _read_user_file(path: Path, limit: int, env: Optional[str], what: str) -> bytes:
+def _read_user_file(path: Path, what: str, limit: Optional[int] = None) -> bytes:
+    """The file's bytes within ``limit`` (default: the annotation bound, $GOOGLENET_MAX_ANNOTATION_BYTES)."""
+    env = None if limit is not None else ANNOTATION_BYTES_ENV
+    if limit is None:
+        limit = byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES)
     try:
         return read_bounded(path, limit=limit, env=env)
     except Unreadable as e:
         raise UserError(f"{what} {printable(path)}: {e}") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file within the annotation bound; unreadable or not UTF-8 is one UserError naming ``what``."""
+    try:
+        return _read_user_file(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {printable(path)}: not UTF-8 text") from None
 
 
 def _check_box(box: Sequence[float], width: int, height: int) -> tuple[Optional[np.ndarray], str]:
@@ -148,7 +160,7 @@ def _parse_xml(path: Path):
     import defusedxml.ElementTree as DET
     from defusedxml import DefusedXmlException
 
-    data = _read_user_file(path, MAX_XML_BYTES, None, "annotation")
+    data = _read_user_file(path, "annotation", MAX_XML_BYTES)
     try:
         return DET.fromstring(data)
     except DefusedXmlException as e:  # entity declarations (XML bombs), external entities, DTDs
@@ -157,11 +169,9 @@ def _parse_xml(path: Path):
         raise UserError(f"annotation {printable(path)}: malformed XML ({one_line(e, 200)})") from None
 
 
-def _text(node, tag: str, path: Path, default: Optional[str] = None) -> str:
+def _text(node, tag: str, path: Path) -> str:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
-        if default is not None:
-            return default
         raise UserError(f"annotation {printable(path)}: missing <{tag}>")
     return child.text.strip()
 
@@ -189,13 +199,7 @@ def _read_split_ids(root: Path, split: str) -> list[str]:
     if not path.exists():
         raise UserError(f"split {split!r} not found: {printable(path)} (a VOC year folder holds "
                         f"Annotations/, JPEGImages/ and ImageSets/Main/<split>.txt)")
-    text = _read_user_file(path, byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES), ANNOTATION_BYTES_ENV,
-                           "image set")
-    try:
-        lines = text.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"image set {printable(path)}: not UTF-8 text") from None
-    ids = [line.split()[0] for line in lines if line.strip()]
+    ids = [line.split()[0] for line in read_text(path, "image set").splitlines() if line.strip()]
     for i in ids:
         if "/" in i or "\\" in i or i in (".", ".."):
             raise UserError(f"image set {printable(path)}: bad image id {i!r}")
@@ -265,8 +269,7 @@ def read_coco(json_path: str | Path, images_dir: str | Path, classes: Optional[S
     """COCO instances JSON and its images folder. The classes are the categories sorted by id; ``classes`` (names)
     checks that they are the ones expected, in that order."""
     json_path, images_dir = Path(json_path), Path(images_dir)
-    data = _read_user_file(json_path, byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES),
-                           ANNOTATION_BYTES_ENV, "annotations")
+    data = _read_user_file(json_path, "annotations")
     where = f"annotations {printable(json_path)}"
     try:
         doc = json.loads(data)
@@ -359,3 +362,11 @@ def load_rgb(img: DetectionImage) -> np.ndarray:
     except BadImage as e:
         raise UserError(f"image {printable(img.path)}: {e}") from None
     return np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())
+
+
+def check_rgb(rgb) -> np.ndarray:
+    """The image a detector's ``detect`` takes, (H, W, 3) uint8 RGB, as a C-contiguous array."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"detect takes an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+    return np.ascontiguousarray(rgb)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .data import check_rgb
 from .fileformat import read_detector_file, save_detector_file
 from .recipe import DetectRecipe, recipe_from_dict
 from .svm import LinearSVMs
@@ -45,38 +47,42 @@ class RCNNDetector:
 
         return propose(rgb, self.recipe.proposals, count or self.recipe.test_proposals, self.multibox)
 
-    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scoring: Optional[str] = None) -> torch.Tensor:
-        """(N, C) class scores of the regions ``boxes`` of ``rgb``."""
+    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        """{scoring: (N, C) class scores} of the regions ``boxes`` of ``rgb``, their features computed once."""
         from .rcnn import class_scores, image_tensor, region_outputs
 
         feats, logits = region_outputs(self.model, image_tensor(rgb, self.preprocessing), boxes, self.recipe)
-        return class_scores(feats, logits, self.svms, scoring or self.recipe.scoring)
+        return {s: class_scores(feats, logits, self.svms, s or self.recipe.scoring) for s in scorings}
 
     def threshold(self, scoring: Optional[str] = None) -> float:
         return self.recipe.score_threshold if (scoring or self.recipe.scoring) == "svm" else 1e-3
 
     def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
         """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
+        return self.detect_each(rgb, [scoring])[scoring]
+
+    __call__ = detect
+
+    def detect_each(self, rgb: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        """{scoring: detect(rgb, scoring)}, the proposals and region features computed once for all ``scorings``."""
         from .rcnn import select_detections
 
-        rgb = _check_rgb(rgb)
+        rgb = check_rgb(rgb)
         t0 = time.perf_counter()
         boxes = self.proposals(rgb)
         t1 = time.perf_counter()
-        scores = self.region_scores(rgb, boxes, scoring)
+        scores = self.region_scores(rgb, boxes, scorings)
         t2 = time.perf_counter()
-        out = select_detections(boxes, scores, self.recipe, self.threshold(scoring))
+        out = {s: select_detections(boxes, scores[s], self.recipe, self.threshold(s)) for s in scorings}
         self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
         return out
-
-    __call__ = detect
 
     # --- the file ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         from ..models import arch_options
 
         tensors = {f"classifier.{k}": v for k, v in self.model.state_dict().items()}
-        meta = {"detector": self.kind, "classes": self.classes, "recipe": self.recipe.to_dict(),
+        meta = {"detector": self.kind, "classes": self.classes, "recipe": asdict(self.recipe),
                 "arch": getattr(self.model, "arch_name", self.recipe.arch), "options": arch_options(self.model),
                 "num_classes": int(self.model.num_classes), "aux_logits": self.model.aux1 is not None,
                 "preprocessing": self.preprocessing, **self.extra}
@@ -108,7 +114,6 @@ class RCNNDetector:
             raise UserError(f"{path}: invalid model options: {e}") from None
         state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
         load_state_dict_checked(model, state, source=str(path), assign=True)
-        model.arch_name = arch
         svms = None
         if "svm.weight" in tensors:
             w, b = tensors["svm.weight"], tensors["svm.bias"]
@@ -149,27 +154,18 @@ class EnsembleDetector:
         self.recipe = first.recipe
         self.last_timings: dict[str, float] = {}
 
-    def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
-        from .rcnn import select_detections
+    def proposals(self, rgb: np.ndarray, count: Optional[int] = None) -> np.ndarray:
+        return self.members[0].proposals(rgb, count)
 
-        rgb = _check_rgb(rgb)
-        t0 = time.perf_counter()
-        boxes = self.members[0].proposals(rgb)
-        t1 = time.perf_counter()
-        scores = torch.stack([m.region_scores(rgb, boxes, scoring) for m in self.members]).mean(0)
-        t2 = time.perf_counter()
-        out = select_detections(boxes, scores, self.recipe, self.members[0].threshold(scoring))
-        self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
-        return out
+    def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        each = [m.region_scores(rgb, boxes, scorings) for m in self.members]
+        return {s: torch.stack([e[s] for e in each]).mean(0) for s in scorings}
 
-    __call__ = detect
+    def threshold(self, scoring: Optional[str] = None) -> float:
+        return self.members[0].threshold(scoring)
 
-
-def _check_rgb(rgb) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detect takes an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    return np.ascontiguousarray(rgb)
+    detect = __call__ = RCNNDetector.detect
+    detect_each = RCNNDetector.detect_each
 
 
 def load_detector(path: str | os.PathLike):

@@ -39,7 +39,18 @@ def draw_boxes(rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores
     return img
 
 
-def _save(fig, path: str | Path) -> Path:
+def _axes(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
+
+
+def _save(fig, ax, path: str | Path, legend: Optional[str]) -> Path:
+    """The figure written to ``path`` as PNG, with a legend at ``legend`` (None: no curves, no legend)."""
+    if legend:
+        ax.legend(loc=legend, fontsize="small")
+    fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -49,30 +60,21 @@ def _save(fig, path: str | Path) -> Path:
 def plot_pr(pr: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
             ap: Optional[Mapping[str, float]] = None, title: str = "Precision-recall") -> Path:
     """One precision-recall curve per class ({class: (recall, precision)}), the AP in the legend when given."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 5))
-    ax = fig.add_subplot()
+    fig, ax = _axes((6, 5))
     for k, (cls, (rec, prec)) in enumerate(pr.items()):
         label = cls if ap is None or ap.get(cls) is None else f"{cls} (AP {ap[cls]:.3f})"
         colour = np.array(PALETTE[k % len(PALETTE)]) / 255
         ax.plot(np.asarray(rec, float), np.asarray(prec, float), color=colour, label=label, linewidth=1.5)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
     ax.grid(alpha=0.3)
-    if pr:
-        ax.legend(loc="lower left", fontsize="small")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, ax, path, "lower left" if pr else None)
 
 
 def plot_recall(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
                 title: str = "Proposal recall", ylabel: str = "recall at IoU 0.5") -> Path:
     """Recall against the number of proposals per image, one line per method ({method: (counts, recall)}), the
     count axis logarithmic as in the proposal papers."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.add_subplot()
+    fig, ax = _axes((6, 4.5))
     for k, (method, (counts, recall)) in enumerate(curves.items()):
         colour = np.array(PALETTE[k % len(PALETTE)]) / 255
         ax.plot(np.asarray(counts, float), np.asarray(recall, float), marker="o", markersize=3, color=colour,
@@ -80,7 +82,4 @@ def plot_recall(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
     ax.set_xscale("log")
     ax.set(ylim=(0, 1.02), xlabel="proposals per image", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, which="both")
-    if curves:
-        ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, ax, path, "lower right" if curves else None)

@@ -123,14 +123,10 @@ def _class_detections(dset: DetectionSet, dets: Detections, c: int):
 
 def _tp_fp(dset: DetectionSet, c: int, img_idx: np.ndarray, boxes: np.ndarray, rule: str):
     """Per-detection true / false positive flags (0/1 floats) and the number of positives, by the devkit's rule."""
-    gt = {}
-    npos = 0
-    for i, img in enumerate(dset.images):
-        keep = img.labels == c
-        gt[i] = (to_voc_pixels(img.boxes[keep]), img.difficult[keep])
-        npos += int((~img.difficult[keep]).sum())
-    nd = len(img_idx)
-    tp, fp = np.zeros(nd), np.zeros(nd)
+    gt = {i: (to_voc_pixels(img.boxes[img.labels == c]), img.difficult[img.labels == c])
+          for i, img in enumerate(dset.images)}
+    npos = sum(int((~difficult).sum()) for _, difficult in gt.values())
+    tp, fp = np.zeros(len(img_idx)), np.zeros(len(img_idx))
     matched = {i: np.zeros(len(g[0]), bool) for i, g in gt.items()}
     for i in np.unique(img_idx):
         sel = np.flatnonzero(img_idx == i)  # in score order
@@ -207,18 +203,21 @@ def coco_ground_truth(dset: DetectionSet) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
+def detection_rows(dset: DetectionSet, dets: Detections):
+    """(image, [x1, y1, x2, y2], label, score) of every detection: images in the set's order, then the order given."""
+    for img in dset.images:
+        if img.image_id in dets:
+            boxes, labels, scores = dets[img.image_id]
+            for box, label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
+                                         np.asarray(labels).tolist(), np.asarray(scores).tolist()):
+                yield img, box, label, score
+
+
 def coco_results(dset: DetectionSet, dets: Detections) -> list[dict]:
     """Detections as COCO results (image_id, category_id, bbox [x, y, w, h], score) against coco_ground_truth."""
-    out = []
-    for img in dset.images:
-        if img.image_id not in dets:
-            continue
-        boxes, labels, scores = dets[img.image_id]
-        for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
-                                                  np.asarray(labels).tolist(), np.asarray(scores).tolist()):
-            out.append({"image_id": img.coco_id, "category_id": dset.category_id(int(label)),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    return out
+    return [{"image_id": img.coco_id, "category_id": dset.category_id(int(label)),
+             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+            for img, (x1, y1, x2, y2), label, score in detection_rows(dset, dets)]
 
 
 def evaluate_coco(dset: DetectionSet, dets: Detections) -> dict:

@@ -11,7 +11,7 @@ confidence, from a GoogLeNet; the paper adds 200 of them to selective search's p
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -129,10 +129,8 @@ class MultiBox(nn.Module):
         h, w = rgb.shape[:2]
         order = torch.argsort(logits[0], descending=True)
         b = boxes[0][order] * torch.tensor([w, h, w, h], dtype=torch.float32)
-        b = torch.stack([b[:, [0, 2]].min(1).values, b[:, [1, 3]].min(1).values,
-                         b[:, [0, 2]].max(1).values, b[:, [1, 3]].max(1).values], 1)
-        b[:, [0, 2]] = b[:, [0, 2]].clamp(0, w)
-        b[:, [1, 3]] = b[:, [1, 3]].clamp(0, h)
+        x, y = b[:, [0, 2]].clamp(0, w), b[:, [1, 3]].clamp(0, h)
+        b = torch.stack([x.min(1).values, y.min(1).values, x.max(1).values, y.max(1).values], 1)
         keep = ((b[:, 2] - b[:, 0]) >= 2) & ((b[:, 3] - b[:, 1]) >= 2)
         return b[keep].numpy().astype(np.float32)
 

@@ -14,7 +14,6 @@ run (a second epoch, eval after train, another detector on the same data) does n
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Optional
@@ -98,10 +97,8 @@ def cached_selective_search(rgb: np.ndarray, method: str, max_proposals: int,
     boxes = selective_search(rgb, method, max_proposals)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, boxes, allow_pickle=False)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, boxes, allow_pickle=False)
     except OSError:
         pass  # a read-only cache only costs the recomputation
     return boxes, False
@@ -116,18 +113,13 @@ def box_recall(proposals: list[np.ndarray], gts: list[np.ndarray], counts: list[
 
     best = {n: [] for n in counts}
     for props, gt in zip(proposals, gts):
-        if len(gt) == 0:
-            continue
-        for n in counts:
-            p = props[:n]
-            if len(p) == 0:
-                best[n].append(np.zeros(len(gt)))
-                continue
-            best[n].append(box_iou(torch.from_numpy(gt), torch.from_numpy(p)).max(1).values.numpy())
-    out = {}
-    for t in thresholds:
-        out[t] = [float(np.mean(np.concatenate(best[n]) >= t)) if best[n] else float("nan") for n in counts]
-    return out
+        if len(gt):
+            for n in counts:
+                p = props[:n]
+                best[n].append(box_iou(torch.from_numpy(gt), torch.from_numpy(p)).max(1).values.numpy() if len(p)
+                               else np.zeros(len(gt)))
+    return {t: [float(np.mean(np.concatenate(best[n]) >= t)) if best[n] else float("nan") for n in counts]
+            for t in thresholds}
 
 
 def propose(rgb: np.ndarray, method: str, count: int, multibox=None, cache: Optional[Path] = None) -> np.ndarray:

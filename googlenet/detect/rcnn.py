@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
 from ..data.transforms import model_input
+from ..errors import UserError
 from .recipe import DetectRecipe
 from .svm import LinearSVMs, train_svms
 from .warp import warp_regions
@@ -88,17 +89,11 @@ def warp_windows(images: list[torch.Tensor], owner: np.ndarray, windows: np.ndar
 def finetune(model: nn.Module, pre: dict, data: list[TrainImage], recipe: DetectRecipe,
              log: Callable[[str], None] = print) -> dict:
     """Fine-tunes ``model`` (its fc already N + 1-way) on warped windows of ``data``; returns loss/accuracy figures."""
-    windows, labels, owner = [], [], []
-    for i, d in enumerate(data):
-        w, c, _ = label_windows(d.proposals, d.boxes, d.labels, recipe.fg_iou)
-        windows.append(w)
-        labels.append(c)
-        owner.append(np.full(len(w), i))
-    windows, labels, owner = np.concatenate(windows), np.concatenate(labels), np.concatenate(owner)
+    labelled = [label_windows(d.proposals, d.boxes, d.labels, recipe.fg_iou) for d in data]
+    windows, labels = np.concatenate([w for w, _, _ in labelled]), np.concatenate([c for _, c, _ in labelled])
+    owner = np.concatenate([np.full(len(w), i) for i, (w, _, _) in enumerate(labelled)])
     positives, background = np.nonzero(labels > 0)[0], np.nonzero(labels == 0)[0]
     if len(positives) == 0:
-        from ..errors import UserError
-
         raise UserError("no training window overlaps a ground-truth box: the data has no objects")
     log(f"fine-tuning on {len(positives)} positive and {len(background)} background windows "
         f"({recipe.iterations} batches of {recipe.batch_positives} + {recipe.batch_background}, "
@@ -209,10 +204,6 @@ def select_detections(boxes: np.ndarray, scores: torch.Tensor, recipe: DetectRec
     keep = s > threshold
     b, s, lab = b[keep], s[keep], lab[keep]
     kept = batched_nms(b, s, lab, recipe.nms_iou)  # sorted by score, all classes together
-    out = []
-    for k in range(c):
-        mine = kept[lab[kept] == k][: recipe.max_per_class]
-        out.append(mine)
-    kept = torch.cat(out) if out else kept
+    kept = torch.cat([kept[lab[kept] == k][: recipe.max_per_class] for k in range(c)]) if c else kept
     kept = kept[torch.argsort(s[kept], descending=True)]
     return b[kept].numpy(), lab[kept].numpy().astype(np.int64), s[kept].numpy().astype(np.float32)

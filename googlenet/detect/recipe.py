@@ -8,13 +8,14 @@ proposals and iterations) so that the main detection job finishes in minutes on 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from ..errors import UserError
+from .proposals import METHODS
 
 RECIPE_DIR = Path(__file__).parent
 
@@ -53,12 +54,8 @@ class DetectRecipe:
     batch_size: int = 128  # feature extraction batch
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-
-CHOICES = {"proposals": ("ss", "ss-fast2x", "ss-quality", "multibox", "ss+multibox", "ss-fast2x+multibox"),
-           "optimizer": ("sgd", "adamw"), "scoring": ("svm", "softmax")}
+CHOICES = {"proposals": METHODS, "optimizer": ("sgd", "adamw"), "scoring": ("svm", "softmax")}
 
 
 def check_recipe(r: DetectRecipe, source: str = "recipe") -> DetectRecipe:
@@ -85,25 +82,26 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("faster"))
 
 
-def read_recipe_file(path: Path) -> dict:
-    """The mapping a detection recipe file holds (R-CNN's and Faster R-CNN's), read within the project's bound."""
+def read_preset(name: str, what: str, names: list[str], prefix: str = "") -> tuple[Path, dict]:
+    """(path, the mapping it holds) of a detection recipe, R-CNN's or Faster R-CNN's: a preset by name
+    (RECIPE_DIR/<prefix><name>.yaml, one of ``names``) or a YAML file's path, read within the project's bound."""
     from ..fileio import read_bounded
 
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{prefix}{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown {what} recipe {name!r}; choose from {', '.join(names)} or a .yaml file")
     try:
         values = yaml.safe_load(read_bounded(path, limit=1 << 20).decode("utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"recipe {path}: not a mapping")
-    return values
+    return path, values
 
 
 def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> DetectRecipe:
     """A preset by name (or a YAML file's path), with ``overrides`` (None values ignored) applied, checked."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown detection recipe {name!r}; choose from {', '.join(recipe_names())} or a .yaml file")
-    values = read_recipe_file(path)
+    path, values = read_preset(name, "detection", recipe_names())
     known = {f.name: f.type for f in fields(DetectRecipe)}
     if set(values) - set(known):
         raise UserError(f"recipe {path}: unknown keys {', '.join(map(str, sorted(set(values) - set(known))))}")

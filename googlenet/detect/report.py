@@ -10,16 +10,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..fileio import atomic_write_text, ensure_dir
+from ..fileio import atomic_path, atomic_write_text, ensure_dir
 from .data import DetectionSet, load_rgb
-from .metrics import evaluate_detections, json_ready
+from .metrics import json_ready
 
 
 def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = None):
     """{scoring: detections} for every image, and the mean seconds per image split into the detector's parts.
     For an R-CNN detector with several ``scorings``, the features are computed once and scored each way."""
-    from .rcnn import class_scores, image_tensor, region_outputs, select_detections
-
     scorings = scorings or [None]
     dets = {s: {} for s in scorings}
     parts: dict[str, float] = {}
@@ -27,19 +25,11 @@ def run_detector(detector, dset: DetectionSet, scorings: Optional[list[str]] = N
     for img in dset.images:
         rgb = load_rgb(img)
         t0 = time.perf_counter()
-        if len(scorings) == 1 or not hasattr(detector, "svms"):
-            out = {s: detector.detect(rgb, s) if s else detector.detect(rgb) for s in scorings}
-            timing = dict(getattr(detector, "last_timings", {}) or {})
+        if hasattr(detector, "detect_each"):  # R-CNN and its ensembles
+            out = detector.detect_each(rgb, scorings)
         else:
-            t_p = time.perf_counter()
-            boxes = detector.proposals(rgb)
-            t_f = time.perf_counter()
-            feats, logits = region_outputs(detector.model, image_tensor(rgb, detector.preprocessing), boxes,
-                                           detector.recipe)
-            t_s = time.perf_counter()
-            out = {s: select_detections(boxes, class_scores(feats, logits, detector.svms, s), detector.recipe,
-                                        detector.threshold(s)) for s in scorings}
-            timing = {"proposals": t_f - t_p, "features": t_s - t_f, "scoring": time.perf_counter() - t_s}
+            out = {s: detector.detect(rgb, s) if s else detector.detect(rgb) for s in scorings}
+        timing = dict(getattr(detector, "last_timings", {}) or {})
         t_all += time.perf_counter() - t0
         for s in scorings:
             boxes, labels, scores = out[s]
@@ -55,7 +45,7 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
                   log: Callable[[str], None] = print) -> dict:
     """VOC results files + COCO results JSON under out/results, pr.png, and ``draw`` test images with their boxes
     under out/drawn; returns the paths written."""
-    from .draw import draw_boxes, plot_pr
+    from .draw import draw_boxes
     from .results import write_coco_results, write_voc_results
 
     out = ensure_dir(out)
@@ -63,23 +53,24 @@ def write_outputs(out: Path, dset: DetectionSet, dets, split: str, metrics: dict
     if dset.kind == "voc":
         write_voc_results(results, dset, dets, split)
     write_coco_results(results / "coco_results.json", dset, dets)
-    kind, rule = ("voc07", "voc07") if "voc07" in metrics["pr"] else ("coco50", "coco")
-    pr = plot_pr(metrics["pr"].get(kind, {}), out / "pr.png", ap=metrics["ap"].get(rule),
-                 title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
+    pr = plot_metrics_pr(metrics, dset, out / "pr.png")
     drawn = ensure_dir(out / "drawn")
     for img in dset.images[:draw]:
         boxes, labels, scores = dets[img.image_id]
         keep = scores >= np.sort(scores)[-min(len(scores), 3 * max(1, len(img.boxes)))] if len(scores) else scores > 0
-        from ..fileio import atomic_path
-
         with atomic_path(drawn / f"{img.image_id}.jpg") as tmp:
             draw_boxes(load_rgb(img), boxes[keep], labels[keep], scores[keep], dset.classes).save(tmp, "JPEG",
                                                                                                   quality=92)
     return {"results": str(results), "pr": str(pr), "drawn": str(drawn)}
 
 
-def evaluate(dset: DetectionSet, dets) -> dict:
-    return evaluate_detections(dset, dets)
+def plot_metrics_pr(metrics: dict, dset: DetectionSet, path: Path):
+    """The VOC07 precision-recall curves of ``metrics`` (COCO's at IoU 0.5 where there are no VOC07 ones)."""
+    from .draw import plot_pr
+
+    kind, rule = ("voc07", "voc07") if "voc07" in metrics["pr"] else ("coco50", "coco")
+    return plot_pr(metrics["pr"].get(kind, {}), path, ap=metrics["ap"].get(rule),
+                   title=f"{dset.name}: precision-recall ({'VOC07' if kind == 'voc07' else 'COCO, IoU 0.5'})")
 
 
 def save_json(path: Path, value: dict) -> None:

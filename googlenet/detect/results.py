@@ -23,9 +23,9 @@ from typing import Optional
 import numpy as np
 
 from ..errors import UserError, one_line
-from ..fileio import Unreadable, atomic_write_text, byte_limit, ensure_dir, printable, read_bounded
-from .data import ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES, DetectionSet
-from .metrics import Detections, coco_results
+from ..fileio import atomic_write_text, ensure_dir, printable
+from .data import DetectionSet, read_text
+from .metrics import Detections, coco_results, detection_rows
 
 _VOC_NAME = re.compile(r"comp(\d+)_det_(.+)\.txt")
 
@@ -43,32 +43,15 @@ def write_voc_results(folder: str | Path, dset: DetectionSet, dets: Detections, 
     """One file per class (an empty one for a class with no detections); returns the paths."""
     folder = ensure_dir(folder)
     lines: list[list[str]] = [[] for _ in dset.classes]
-    for img in dset.images:
-        if img.image_id not in dets:
-            continue
-        boxes, labels, scores = dets[img.image_id]
-        for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
-                                                  np.asarray(labels).tolist(), np.asarray(scores).tolist()):
-            box = " ".join(_num(v) for v in (x1 + 1, y1 + 1, x2, y2))
-            lines[int(label)].append(f"{img.image_id} {score:.7g} {box}\n")
+    for img, (x1, y1, x2, y2), label, score in detection_rows(dset, dets):
+        box = " ".join(_num(v) for v in (x1 + 1, y1 + 1, x2, y2))
+        lines[int(label)].append(f"{img.image_id} {score:.7g} {box}\n")
     paths = []
     for cls, rows in zip(dset.classes, lines):
         path = folder / voc_results_name(split, cls, comp)
         atomic_write_text(path, "".join(rows))
         paths.append(path)
     return paths
-
-
-def _read_text(path: Path, what: str) -> str:
-    try:
-        data = read_bounded(path, limit=byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES),
-                            env=ANNOTATION_BYTES_ENV)
-    except Unreadable as e:
-        raise UserError(f"{what} {printable(path)}: {e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {printable(path)}: not UTF-8 text") from None
 
 
 def _voc_files(folder: Path, dset: DetectionSet, split: Optional[str]) -> dict[int, Path]:
@@ -101,7 +84,7 @@ def read_voc_results(folder: str | Path, dset: DetectionSet, split: Optional[str
     known = {img.image_id for img in dset.images}
     per_image: dict[str, list[tuple[list[float], int, float]]] = {}
     for c, path in sorted(_voc_files(folder, dset, split).items()):
-        for n, line in enumerate(_read_text(path, "results file").splitlines(), 1):
+        for n, line in enumerate(read_text(path, "results file").splitlines(), 1):
             if not line.strip():
                 continue
             where = f"results file {printable(path)} line {n}"
@@ -142,7 +125,7 @@ def read_coco_results(path: str | Path, dset: DetectionSet) -> Detections:
     path = Path(path)
     where = f"COCO results {printable(path)}"
     try:
-        doc = json.loads(_read_text(path, "COCO results"))
+        doc = json.loads(read_text(path, "COCO results"))
     except (ValueError, RecursionError) as e:
         raise UserError(f"{where}: not JSON ({one_line(e, 200)})") from None
     if not isinstance(doc, list):

@@ -18,7 +18,6 @@ sub-folders and moved into place at the end, so an interrupted run never leaves 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -233,9 +232,7 @@ def make_scenes(out: str | os.PathLike, *, seed: int = 0, n_train: int = 240, n_
                 rng = np.random.default_rng([seed, 0 if split == "trainval" else 1, k])
                 image, objects = render_scene(rng, textures, pool, size)
                 image_id = f"{offset + k + 1:06d}"
-                buf = io.BytesIO()
-                Image.fromarray(image).save(buf, "JPEG", quality=JPEG_QUALITY)
-                (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.getvalue())
+                Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", "JPEG", quality=JPEG_QUALITY)
                 h, w = image.shape[:2]
                 (voc / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, w, h, objects))
                 records.append((image_id, w, h, objects))

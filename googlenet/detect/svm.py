@@ -83,8 +83,7 @@ def train_svms(pos_feats: list[torch.Tensor], neg_feats: list[torch.Tensor], *, 
         cache = torch.arange(min(first_negatives, len(neg)))
         w, b = train_svm(pos, neg[cache], c=c)
         for _ in range(rounds - 1):
-            s = neg @ w + b
-            hard = torch.nonzero(s > HARD).flatten()
+            hard = torch.nonzero(neg @ w + b > HARD).flatten()
             kept = cache[(neg[cache] @ w + b) >= EASY]
             new = torch.unique(torch.cat([kept, hard]))
             if torch.equal(new, cache):

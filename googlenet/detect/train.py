@@ -25,7 +25,6 @@ def build_classifier(recipe: DetectRecipe, num_classes: int, init: Optional[str]
     if init in (None, "none"):
         torch.manual_seed(recipe.seed)
         model = create_model(recipe.arch, num_classes=num_classes + 1, aux_logits=False)
-        model.arch_name = recipe.arch
         return model, default_preprocessing(recipe.warp)
     from ..finetune import init_preprocessing, load_init
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,7 +18,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from ...errors import UserError
-from .backbone import C4_CHANNELS, FPN_LAYERS, HEAD_CHANNELS, googlenet_backbone
+from ..data import check_rgb
+from .backbone import FPN_LAYERS, HEAD_CHANNELS, googlenet_backbone
 from .recipe import FasterRecipe, recipe_from_dict
 
 KIND = "faster-rcnn"
@@ -68,13 +70,6 @@ def build_faster_rcnn(classifier: nn.Module, recipe: FasterRecipe, num_classes: 
         box_detections_per_img=recipe.detections_per_img, box_batch_size_per_image=recipe.box_batch_size_per_image)
 
 
-def _check_rgb(rgb) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detect takes an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    return rgb
-
-
 class FasterRCNNDetector:
     """A trained Faster R-CNN and what made it: classes (without background), the recipe, the trunk's arch and
     preprocessing. ``detect`` takes RGB uint8 H x W x 3 and returns xyxy 0-based float32 boxes, int64 labels
@@ -96,10 +91,10 @@ class FasterRCNNDetector:
 
     @torch.inference_mode()
     def detect(self, rgb: np.ndarray):
-        rgb = _check_rgb(rgb)
+        rgb = check_rgb(rgb)
         t0 = time.perf_counter()
         device = next(self.model.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).float().div_(255)
+        x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div_(255)
         out = self.model([x])[0]
         boxes = out["boxes"].float().cpu().numpy().astype(np.float32)
         labels = (out["labels"].cpu().numpy() - 1).astype(np.int64)  # torchvision's 0 is the background
@@ -112,7 +107,7 @@ class FasterRCNNDetector:
     def save(self, path: str | os.PathLike) -> Path:
         from ..fileformat import save_detector_file
 
-        meta = {"detector": KIND, "classes": self.classes, "recipe": self.recipe.to_dict(), "trunk": self.recipe.trunk,
+        meta = {"detector": KIND, "classes": self.classes, "recipe": asdict(self.recipe), "trunk": self.recipe.trunk,
                 **self.trunk_meta, **self.extra}
         return save_detector_file(path, self.model.state_dict(), meta)
 

@@ -5,7 +5,7 @@ anchors and the schedule differ; flags override a preset and the resolved recipe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,9 +54,6 @@ class FasterRecipe:
     device: str = "cpu"
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 CHOICES = {"trunk": ("c4", "fpn"), "optimizer": ("sgd", "adamw"), "schedule": ("cosine", "steps")}
 POSITIVE_INTS = ("min_size", "max_size", "fpn_channels", "representation_size", "rpn_pre_nms_top_n_train",
@@ -104,13 +101,9 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> FasterRecipe:
     """A preset by name (``cpu``, ``gpu``: googlenet/detect/faster_<name>.yaml) or a YAML file's path, with
     ``overrides`` (None values ignored) applied, checked."""
-    from ..recipe import read_recipe_file
+    from ..recipe import read_preset
 
-    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{PREFIX}{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown Faster R-CNN recipe {name!r}; choose from {', '.join(recipe_names())} or a .yaml "
-                        f"file")
-    values = read_recipe_file(path)
+    path, values = read_preset(name, "Faster R-CNN", recipe_names(), PREFIX)
     values.setdefault("name", path.stem.removeprefix(PREFIX))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return recipe_from_dict(values, f"recipe {path.stem}")
