@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from ..fileio import printable
 from .images import BadImage, load_image
-from .scan import Skipped, ancestors, scan_folder, scan_tree
+from .scan import Skipped, ancestors, scan_tree
 
 
 @dataclass(frozen=True)
@@ -65,21 +65,6 @@ def class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
                                        f"link to a class folder already scanned: {printable(e.path)}"))
             by_key[key] = e
     return sorted(e.name for e in by_key.values()), skipped
-
-
-def scan_classes(root: str | os.PathLike) -> list[str]:
-    """Class folder names under ``root``, sorted (the label order, as torchvision's ImageFolder)."""
-    root = Path(root)
-    names, _ = class_folders(root)
-    if not names:
-        raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
-    return names
-
-
-def scan_files(folder: str | os.PathLike) -> list[str]:
-    """Every visible regular file under ``folder``, recursively, each once, sorted. Non-images are kept, to be
-    reported when they fail to decode; ``scan_folder`` also returns what the walk itself left out, and why."""
-    return scan_folder(folder)[0]
 
 
 def scan_image_folder(root: str | os.PathLike,

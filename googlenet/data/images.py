@@ -22,8 +22,6 @@ from ..fileio import PIXELS_ENV, Unreadable, byte_limit, read_image_file
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
 MAX_PIXELS = byte_limit(PIXELS_ENV, 89_478_485, strict=False)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-                    ".jfif", ".jpe")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, never half-decoded silently
@@ -31,10 +29,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, never h
 
 class BadImage(Exception):
     """A file that cannot be turned into an image: the message says why, in one line."""
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,

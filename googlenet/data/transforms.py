@@ -113,11 +113,6 @@ def paper_train_transform(size: int, mean, std, *, scale=(0.08, 1.0), ratio=(3 /
     return Compose(*steps)
 
 
-def flip_train_transform(size: int, resize_size: int, mean, std):
-    """The short-run augmentation: the eval view plus mirroring."""
-    return Compose(eval_transform(size, resize_size, mean, std, normalize=False), RandomFlip(), Normalize(mean, std))
-
-
 def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpolation: str = "bilinear",
                    normalize: bool = True):
     """Resize the shorter side to ``resize_size``, centre crop ``size`` (the preprocessing saved with the weights)."""

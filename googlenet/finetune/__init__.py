@@ -58,11 +58,6 @@ def init_preprocessing(spec: str) -> dict:
     return check_preprocessing(dict(PREPROCESSING), spec)
 
 
-def init_input_size(spec: str) -> Optional[int]:
-    """The input size an ``--init`` source was trained at."""
-    return int(init_preprocessing(spec)["input_size"])
-
-
 def load_init(spec: str) -> nn.Module:
     """The model an ``--init`` names: a project weights file, a named source (through pretrained.load_weights_arg, the
     one resolver --weights uses), or a torchvision-layout PyTorch checkpoint (read with weights_only=True)."""
