@@ -19,7 +19,6 @@ Reading follows WebDataset's recipe for each use:
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import itertools
 import json
@@ -36,7 +35,7 @@ import torch
 from ..errors import UserError
 from ..fileio import Unreadable, atomic_path, atomic_write_text, ensure_dir, printable, read_bounded, read_image_file
 from .images import BadImage, decode_image_bytes
-from .remote import is_remote, locate, open_bounded, read_remote, root_of, stage, transfer_error
+from .remote import is_remote, locate, open_bounded, read_remote, root_of, sha256_of, stage, transfer_error
 
 FORMAT = "googlenet-shards"
 VERSION = 1
@@ -109,14 +108,6 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: int, resize: Optional[int],
                 workers: int, say: Callable[[str], None]) -> dict:
     """Packs ``items`` into ``out/split/NNNNNN.tar``; returns the split's index entry. Images are read and encoded
@@ -131,7 +122,7 @@ def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: in
             tar.close()
             handle.__exit__(None, None, None)
             shards.append({"file": f"{split}/{current.name}", "count": count, "bytes": current.stat().st_size,
-                           "sha256": _sha256(current)})
+                           "sha256": sha256_of(current)})
             tar = None
 
     jobs = [(item, resize) for item in items]
