@@ -90,13 +90,16 @@ def scan_image_folder(root: str | os.PathLike,
                             f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
     samples = [Sample(f.path, index[found[f.root]]) for f in files]
-    left_out += skipped
+    return with_left_out(root, samples, left_out + skipped), list(class_names)
+
+
+def with_left_out(root: str | os.PathLike, samples: list[Sample], left_out: list[Skipped]) -> list[Sample]:
+    """``samples`` followed by what the scan left out, as samples with a ``skip`` reason; none at all is an error."""
     if not samples:
         first = f" ({len(left_out)} left out, e.g. {printable(left_out[0].path)}: {left_out[0].reason})" \
             if left_out else ""
         raise UserError(f"no files found under {printable(root)}{first}")
-    samples += [Sample(s.path, -1, skip=s.reason) for s in left_out]
-    return samples, list(class_names)
+    return samples + [Sample(s.path, -1, skip=s.reason) for s in left_out]
 
 
 class ImageFolderDataset(Dataset):
