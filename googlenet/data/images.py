@@ -22,7 +22,7 @@ from ..fileio import PIXELS_ENV, Unreadable, byte_limit, read_image_file
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
 MAX_PIXELS = byte_limit(PIXELS_ENV, 89_478_485, strict=False)
-_JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, never half-decoded silently
 
@@ -71,7 +71,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         raise BadImage(f"image too large: {w}x{h} = {w * h:,} pixels, limit {max_pixels:,} "
                        f"(set GOOGLENET_MAX_PIXELS to raise it)")
 
-    if data[:3] == _JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
+    if data[:3] == JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
         tensor = _decode_jpeg_torchvision(data)
         if tensor is not None:
             return tensor
@@ -83,8 +83,6 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
             warnings.simplefilter("ignore")  # "Corrupt EXIF data": the pixels are fine, the orientation is then kept
             img = ImageOps.exif_transpose(img)
         return pil_to_tensor_rgb(img)
-    except BadImage:
-        raise
     except Exception as e:  # OSError("image file is truncated"), ValueError, ...
         raise BadImage(f"cannot decode ({one_line(e, 200)})") from None
 

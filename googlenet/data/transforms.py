@@ -193,9 +193,8 @@ class ModelNormalize:
         Made once (a data worker asks for every image)."""
         if not hasattr(self, "_normalize"):
             pre = self.pre
+            mean, std = pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0))
             plain = not (pre.get("grayscale", False) or pre.get("pixel_range", 1) != 1
-                         or pre.get("channel_order", "RGB") != "RGB"
-                         or len(pre.get("mean", (0.0,) * 3)) != 3 or len(pre.get("std", (1.0,) * 3)) != 3)
-            self._normalize = (Normalize(pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0)))
-                               if plain else None)
+                         or pre.get("channel_order", "RGB") != "RGB" or len(mean) != 3 or len(std) != 3)
+            self._normalize = Normalize(mean, std) if plain else None
         return self._normalize
