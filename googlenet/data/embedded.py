@@ -90,8 +90,7 @@ def select(train: ArrayDataset, held: ArrayDataset, classes: Optional[str],
     names = [train.class_names[i] for i in keep]
 
     def part(data: ArrayDataset, limit: Optional[int]) -> ArrayDataset:
-        idx = [torch.nonzero(data.labels == c).flatten()[:limit] for c in keep]
-        idx = torch.cat(idx).sort().values
+        idx = torch.cat([torch.nonzero(data.labels == c).flatten()[:limit] for c in keep]).sort().values
         return ArrayDataset(data.images[idx], remap[data.labels[idx]], names, data.name)
 
     return part(train, per_class), part(held, None)

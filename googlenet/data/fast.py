@@ -35,9 +35,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..fileio import Unreadable, read_image_file
-from .images import MAX_PIXELS, BadImage, decode_image_bytes
+from .images import JPEG_MAGIC, MAX_PIXELS, BadImage, decode_image_bytes
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -72,7 +71,7 @@ class FastRandomResizedCrop:
 
     def from_bytes(self, data: bytes) -> Tensor:
         """The same crop from an encoded image already in memory (a WebDataset shard's sample)."""
-        jpeg = self._plain_jpeg(data) if data[:3] == _JPEG_MAGIC else None
+        jpeg = self._plain_jpeg(data) if data[:3] == JPEG_MAGIC else None
         header = None if jpeg is None else (jpeg.size[1], jpeg.size[0])
         if header is not None:
             height, width = header

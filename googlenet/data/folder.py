@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from ..fileio import printable
 from .images import BadImage, load_image
-from .scan import Skipped, ancestors, scan_folder, scan_tree
+from .scan import Skipped, ancestors, scan_tree
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,6 @@ def class_folders(root: Path) -> tuple[list[str], list[Skipped]]:
     return sorted(e.name for e in by_key.values()), skipped
 
 
-def scan_classes(root: str | os.PathLike) -> list[str]:
-    """Class folder names under ``root``, sorted (the label order, as torchvision's ImageFolder)."""
-    root = Path(root)
-    names, _ = class_folders(root)
-    if not names:
-        raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
-    return names
-
-
-def scan_files(folder: str | os.PathLike) -> list[str]:
-    """Every visible regular file under ``folder``, recursively, each once, sorted. Non-images are kept, to be
-    reported when they fail to decode; ``scan_folder`` also returns what the walk itself left out, and why."""
-    return scan_folder(folder)[0]
-
-
 def scan_image_folder(root: str | os.PathLike,
                       class_names: Optional[Sequence[str]] = None) -> tuple[list[Sample], list[str]]:
     """Samples of ``root/<class>/...`` and the class names. With ``class_names`` (a model's), labels follow those
@@ -105,13 +90,16 @@ def scan_image_folder(root: str | os.PathLike,
                             f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
     samples = [Sample(f.path, index[found[f.root]]) for f in files]
-    left_out += skipped
+    return with_left_out(root, samples, left_out + skipped), list(class_names)
+
+
+def with_left_out(root: str | os.PathLike, samples: list[Sample], left_out: list[Skipped]) -> list[Sample]:
+    """``samples`` followed by what the scan left out, as samples with a ``skip`` reason; none at all is an error."""
     if not samples:
         first = f" ({len(left_out)} left out, e.g. {printable(left_out[0].path)}: {left_out[0].reason})" \
             if left_out else ""
         raise UserError(f"no files found under {printable(root)}{first}")
-    samples += [Sample(s.path, -1, skip=s.reason) for s in left_out]
-    return samples, list(class_names)
+    return samples + [Sample(s.path, -1, skip=s.reason) for s in left_out]
 
 
 class ImageFolderDataset(Dataset):

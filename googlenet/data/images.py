@@ -22,19 +22,13 @@ from ..fileio import PIXELS_ENV, Unreadable, byte_limit, read_image_file
 
 # Pillow's own default bound (about 89.5 megapixels, a 9459x9459 image); raise with GOOGLENET_MAX_PIXELS.
 MAX_PIXELS = byte_limit(PIXELS_ENV, 89_478_485, strict=False)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
-                    ".jfif", ".jpe")
-_JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, never half-decoded silently
 
 
 class BadImage(Exception):
     """A file that cannot be turned into an image: the message says why, in one line."""
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
@@ -77,7 +71,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         raise BadImage(f"image too large: {w}x{h} = {w * h:,} pixels, limit {max_pixels:,} "
                        f"(set GOOGLENET_MAX_PIXELS to raise it)")
 
-    if data[:3] == _JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
+    if data[:3] == JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
         tensor = _decode_jpeg_torchvision(data)
         if tensor is not None:
             return tensor
@@ -89,8 +83,6 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
             warnings.simplefilter("ignore")  # "Corrupt EXIF data": the pixels are fine, the orientation is then kept
             img = ImageOps.exif_transpose(img)
         return pil_to_tensor_rgb(img)
-    except BadImage:
-        raise
     except Exception as e:  # OSError("image file is truncated"), ValueError, ...
         raise BadImage(f"cannot decode ({one_line(e, 200)})") from None
 

@@ -133,7 +133,7 @@ def stage(data: str, shards: list[dict]) -> list[str]:
             raise UserError(f"{printable(data)}: the index gives no byte size for {printable(name)!r}, which a "
                             "remote shard needs (write the set again with this version of googlenet shards)")
         path = folder / name
-        if not (path.is_file() and path.stat().st_size == size and _matches(path, digest)):
+        if not (path.is_file() and path.stat().st_size == size and (not digest or sha256_of(path) == digest)):
             url = locate(data, name)
             with atomic_path(path) as tmp, open(tmp, "wb") as sink:
                 got, sha = fetch(url, sink, limit=size)
@@ -144,14 +144,12 @@ def stage(data: str, shards: list[dict]) -> list[str]:
     return paths
 
 
-def _matches(path: Path, digest) -> bool:
-    if not digest:
-        return True
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
-    return h.hexdigest() == digest
+    return h.hexdigest()
 
 
 class Bounded(io.RawIOBase):

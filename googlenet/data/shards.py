@@ -19,7 +19,6 @@ Reading follows WebDataset's recipe for each use:
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import itertools
 import json
@@ -36,7 +35,8 @@ import torch
 from ..errors import UserError
 from ..fileio import Unreadable, atomic_path, atomic_write_text, ensure_dir, printable, read_bounded, read_image_file
 from .images import BadImage, decode_image_bytes
-from .remote import is_remote, locate, open_bounded, read_remote, root_of, stage, transfer_error
+from .remote import is_remote, locate, open_bounded, read_remote, root_of, sha256_of, stage, transfer_error
+from .scan import Skipped
 
 FORMAT = "googlenet-shards"
 VERSION = 1
@@ -109,14 +109,6 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: int, resize: Optional[int],
                 workers: int, say: Callable[[str], None]) -> dict:
     """Packs ``items`` into ``out/split/NNNNNN.tar``; returns the split's index entry. Images are read and encoded
@@ -131,7 +123,7 @@ def write_split(items: Sequence[Item], out: Path, split: str, *, shard_bytes: in
             tar.close()
             handle.__exit__(None, None, None)
             shards.append({"file": f"{split}/{current.name}", "count": count, "bytes": current.stat().st_size,
-                           "sha256": _sha256(current)})
+                           "sha256": sha256_of(current)})
             tar = None
 
     jobs = [(item, resize) for item in items]
@@ -274,9 +266,6 @@ class ShardSet:
         """Paths to read by offset: the shards themselves, or a remote set's copies staged in the cache."""
         return stage(self.root, self._split(split)["shards"]) if self.remote else self.urls(split)
 
-    def counts(self, split: str) -> list[int]:
-        return [int(s["count"]) for s in self._split(split)["shards"]]
-
     def _split(self, split: str) -> dict:
         if split not in self.index["splits"]:
             raise UserError(f"{self.root}/{INDEX} has no {split!r} split (it has: {', '.join(self.index['splits'])})")
@@ -329,8 +318,6 @@ def transformed(data: bytes, transform: Optional[Callable]):
 
 def _decode_sample(sample: dict, transform: Callable, n_classes: int):
     """A WebDataset sample dict -> (image, label) through ``transform``, or a Skipped for a bad one."""
-    from .folder import Skipped
-
     key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
     try:
@@ -425,8 +412,6 @@ class ShardImages(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int):
-        from .folder import Skipped
-
         url, offset, size, key, label = self.items[index]
         if size < 0:
             return Skipped(f"{url}:{key}", "no valid class label, or the image is over the size limit")

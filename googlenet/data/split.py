@@ -105,9 +105,7 @@ def split_folder(root: str | os.PathLike, val_fraction: float = 0.2,
     if small:
         raise UserError(f"class {printable(small[0])!r} of {printable(root)} has fewer than 2 images; a one-folder "
                         f"split needs at least 2 per class ({len(small)} such class(es))")
-    train: list[Sample] = []
-    val: list[Sample] = []
-    counts = {}
+    train, val, counts = [], [], {}
     for c, items in per_class.items():
         name = class_names[c]
         kept = {id(s): previous[r][0] for s in items

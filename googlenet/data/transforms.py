@@ -113,11 +113,6 @@ def paper_train_transform(size: int, mean, std, *, scale=(0.08, 1.0), ratio=(3 /
     return Compose(*steps)
 
 
-def flip_train_transform(size: int, resize_size: int, mean, std):
-    """The short-run augmentation: the eval view plus mirroring."""
-    return Compose(eval_transform(size, resize_size, mean, std, normalize=False), RandomFlip(), Normalize(mean, std))
-
-
 def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpolation: str = "bilinear",
                    normalize: bool = True):
     """Resize the shorter side to ``resize_size``, centre crop ``size`` (the preprocessing saved with the weights)."""
@@ -198,9 +193,8 @@ class ModelNormalize:
         Made once (a data worker asks for every image)."""
         if not hasattr(self, "_normalize"):
             pre = self.pre
+            mean, std = pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0))
             plain = not (pre.get("grayscale", False) or pre.get("pixel_range", 1) != 1
-                         or pre.get("channel_order", "RGB") != "RGB"
-                         or len(pre.get("mean", (0.0,) * 3)) != 3 or len(pre.get("std", (1.0,) * 3)) != 3)
-            self._normalize = (Normalize(pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0)))
-                               if plain else None)
+                         or pre.get("channel_order", "RGB") != "RGB" or len(mean) != 3 or len(std) != 3)
+            self._normalize = Normalize(mean, std) if plain else None
         return self._normalize

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fileio import printable
 from .features import DEFAULT_LAYER, check_layer, feature_predictor
 from .inputs import Inputs, list_inputs
-from .store import Partial, chunk_plan, files_fingerprint, load_npz, model_fingerprint, write_npz
+from .store import Partial, chunk_arrays, chunk_plan, files_fingerprint, load_npz, model_fingerprint, write_npz
 
 __all__ = ["DEFAULT_LAYER", "Embeddings", "embed", "load_npz"]
 
@@ -62,9 +62,7 @@ class _Memory:
         self.done = 0
 
     def add(self, start, stop, index, features, skipped) -> None:
-        self.chunks.append({"rows": len(index), "dim": features.shape[1], "index": index, "features": features,
-                            "skipped_index": np.array([i for i, _ in skipped], dtype=np.int64),
-                            "skipped_reason": np.array([r for _, r in skipped], dtype=str)})
+        self.chunks.append({"rows": len(index), "dim": features.shape[1], **chunk_arrays(index, features, skipped)})
         self.done = stop
 
     def read(self, entry: dict, keys: Sequence[str] = ()) -> dict:

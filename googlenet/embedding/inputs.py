@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.folder import Sample, class_folders, scan_image_folder
+from ..data.folder import Sample, class_folders, scan_image_folder, with_left_out
 from ..data.scan import Skipped, scan_folder
 from ..errors import UserError
 from ..fileio import printable
@@ -41,11 +41,7 @@ def list_inputs(path: str | os.PathLike) -> Inputs:
         samples += [Sample(s.path, -1, skip=s.reason) for s in _loose_files(p)]
     else:
         files, left_out = scan_folder(p)
-        if not files:
-            first = f" ({len(left_out)} left out, e.g. {printable(left_out[0].path)}: {left_out[0].reason})" \
-                if left_out else ""
-            raise UserError(f"no files found under {printable(p)}{first}")
-        samples = [Sample(f, -1) for f in files] + [Sample(s.path, -1, skip=s.reason) for s in left_out]
+        samples = with_left_out(p, [Sample(f, -1) for f in files], left_out)
         class_names = []
     return Inputs(p, samples, [printable(os.path.relpath(s.path, p)) for s in samples], list(class_names),
                   single=False)

@@ -94,9 +94,7 @@ class Partial:
         name = f"chunk-{start:09d}.npz"
         with atomic_path(self.folder / name) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, index=index.astype(np.int64), features=features.astype(np.float32, copy=False),
-                         skipped_index=np.array([i for i, _ in skipped], dtype=np.int64),
-                         skipped_reason=np.array([r for _, r in skipped], dtype=str))
+                np.savez(f, **chunk_arrays(index, features, skipped))
         self.chunks.append({"start": start, "stop": stop, "file": name, "rows": len(index),
                             "dim": int(features.shape[1]) if features.ndim == 2 else 0})
         self._write_manifest()  # after the chunk itself: the manifest never names a chunk not fully written
@@ -116,6 +114,13 @@ class Partial:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def chunk_arrays(index: np.ndarray, features: np.ndarray, skipped: list[tuple[int, str]]) -> dict:
+    """What a chunk holds: positions, features, and the positions skipped with their reasons."""
+    return {"index": index.astype(np.int64), "features": features.astype(np.float32, copy=False),
+            "skipped_index": np.array([i for i, _ in skipped], dtype=np.int64),
+            "skipped_reason": np.array([r for _, r in skipped], dtype=str)}
 
 
 def _check_chunks(manifest) -> None:

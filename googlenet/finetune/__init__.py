@@ -58,11 +58,6 @@ def init_preprocessing(spec: str) -> dict:
     return check_preprocessing(dict(PREPROCESSING), spec)
 
 
-def init_input_size(spec: str) -> Optional[int]:
-    """The input size an ``--init`` source was trained at."""
-    return int(init_preprocessing(spec)["input_size"])
-
-
 def load_init(spec: str) -> nn.Module:
     """The model an ``--init`` names: a project weights file, a named source (through pretrained.load_weights_arg, the
     one resolver --weights uses), or a torchvision-layout PyTorch checkpoint (read with weights_only=True)."""
@@ -111,9 +106,7 @@ def apply_init(model: nn.Module, source: nn.Module, class_names: list[str], *, s
         if tuple(src[k].shape) != tuple(own[k].shape):
             raise UserError(f"--init {spec} does not fit {dst_arch}: {k} has shape {tuple(src[k].shape)}, "
                             f"expected {tuple(own[k].shape)}")
-    new = dict(own)
-    for k in trunk:
-        new[k] = src[k]
+    new = {**own, **{k: src[k] for k in trunk}}
     # The aux heads' hidden layers (conv, fc1) are not per class: carried whenever the source has them.
     for k in own:
         if k.startswith(("aux1.", "aux2.")) and k not in CLASS_ROW_KEYS and k in src \
@@ -153,12 +146,8 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 
 def trunk_layer_names(model: nn.Module) -> list[str]:
     """Module names (top-level and nested) that --freeze LAYER accepts, in forward order."""
-    names = []
-    for name, module in model.named_modules():
-        if not name or name.split(".")[0] in ("fc", "aux1", "aux2", "dropout", "avgpool"):
-            continue
-        names.append(name)
-    return names
+    return [name for name, _ in model.named_modules()
+            if name and name.split(".")[0] not in ("fc", "aux1", "aux2", "dropout", "avgpool")]
 
 
 def freeze(model: nn.Module, spec: Optional[str]) -> list[str]:
@@ -184,8 +173,7 @@ def freeze(model: nn.Module, spec: Optional[str]) -> list[str]:
         inside = [i for i, (k, _) in enumerate(params) if k.startswith(spec + ".")]
         if not inside:  # a parameter-free layer (a pool, LRN): freeze what comes before it
             names = [n for n, _ in model.named_modules()]
-            pos = names.index(spec)
-            before = {n for n in names[:pos]}
+            before = set(names[:names.index(spec)])
             inside = [i for i, (k, _) in enumerate(params) if k.rsplit(".", 1)[0] in before]
         frozen = [k for k, _ in params[: max(inside) + 1]] if inside else []
     frozen_set = set(frozen)

@@ -145,11 +145,9 @@ def load_recipe(name: str) -> dict:
 def load_config_file(path: str) -> dict:
     try:
         text = read_bounded(path, limit=MiB).decode("utf-8")  # a config is a few hundred bytes; 1 MiB is plenty
-    except Unreadable as e:
-        if str(e) == "file not found":
+    except (Unreadable, UnicodeDecodeError) as e:
+        if isinstance(e, Unreadable) and str(e) == "file not found":
             raise UserError(f"config file not found: {path}") from None
-        raise UserError(f"cannot read config file {path}: {e}") from None
-    except UnicodeDecodeError as e:
         raise UserError(f"cannot read config file {path}: {e}") from None
     return _read_yaml(text, str(path))
 

@@ -109,22 +109,12 @@ class FolderSource:
 
     seeds_by_global_position = True
 
-    def __init__(self, samples, class_names, transform, cfg: TrainConfig, *, device: torch.device) -> None:
-        # The fast decoder takes the path itself (decode and crop in one step), so it is the dataset's loader.
-        fast = isinstance(transform, FastRandomResizedCrop)
-        self.dataset = ImageFolderDataset(samples, None if fast else transform, load=transform if fast else None)
-        self.targets = torch.tensor([s.label for s in samples], dtype=torch.long)
-        self.class_names = class_names
-        self.workers = cfg.workers
-        self.pin = device.type == "cuda"
-
-    @classmethod
-    def of(cls, dataset, class_names, cfg: TrainConfig, *, device: torch.device) -> "FolderSource":
-        """A source over any dataset of ``(image, label)`` / ``Skipped`` items with ``targets`` (local shards)."""
-        source = cls.__new__(cls)
-        source.dataset, source.targets, source.class_names = dataset, dataset.targets, class_names
-        source.workers, source.pin = cfg.workers, device.type == "cuda"
-        return source
+    def __init__(self, dataset, class_names, cfg: TrainConfig, *, device: torch.device,
+                 targets: Optional[Tensor] = None) -> None:
+        """Over any dataset of ``(image, label)`` / ``Skipped`` items with ``targets`` (or given them)."""
+        self.dataset, self.class_names = dataset, class_names
+        self.targets = dataset.targets if targets is None else targets
+        self.workers, self.pin = cfg.workers, device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -273,9 +263,9 @@ def _shard_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     # stream: sequential reads of resampled shards, each rank its own draw. index: the global plan over the
     # shards read by offset (remote ones staged first), so W processes train what one process trains.
     train = ShardSource(shards, train_tf, cfg, device=device) if cfg.shard_read == "stream" else \
-        FolderSource.of(ShardImages(shards, "train", train_tf), shards.classes, cfg, device=device)
+        FolderSource(ShardImages(shards, "train", train_tf), shards.classes, cfg, device=device)
     return TrainData(f"{printable(cfg.data)} (shards, {cfg.shard_read})", train,
-                     FolderSource.of(ShardImages(shards, held, eval_tf), shards.classes, cfg, device=device),
+                     FolderSource(ShardImages(shards, held, eval_tf), shards.classes, cfg, device=device),
                      shards.classes, pre, notes)
 
 
@@ -292,11 +282,7 @@ def _folder_data(cfg: TrainConfig, device: torch.device) -> TrainData:
     if len(class_names) < 2:
         raise UserError(f"{printable(root / 'train')} has {len(class_names)} class folder; training needs at least 2")
     val_samples, _ = scan_image_folder(root / "val", class_names)
-    train_tf, eval_tf, pre = _folder_transforms(cfg)
-    train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
-    val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
-    return TrainData(printable(root), FolderSource(train_samples, class_names, train_tf, cfg, device=device),
-                     FolderSource(val_samples, class_names, eval_tf, cfg, device=device), class_names, pre)
+    return _sample_data(cfg, device, printable(root), train_samples, val_samples, class_names)
 
 
 def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> TrainData:
@@ -322,12 +308,25 @@ def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> Trai
     note = imbalance_note(counts)
     if note:
         notes.append(note)
-    tf = _folder_transforms(cfg)
-    train_samples = [train_samples[i] for i in subset(len(train_samples), cfg.max_train_images).tolist()]
-    val_samples = [val_samples[i] for i in subset(len(val_samples), cfg.max_eval_images).tolist()]
-    return TrainData(f"{printable(root)} (one-folder split, val {cfg.val_fraction:g})",
-                     FolderSource(train_samples, class_names, tf[0], cfg, device=device),
-                     FolderSource(val_samples, class_names, tf[1], cfg, device=device), class_names, tf[2], notes)
+    return _sample_data(cfg, device, f"{printable(root)} (one-folder split, val {cfg.val_fraction:g})",
+                        train_samples, val_samples, class_names, notes)
+
+
+def _sample_data(cfg: TrainConfig, device: torch.device, name: str, train_samples, val_samples, class_names,
+                 notes: Optional[list[str]] = None) -> TrainData:
+    """TrainData over scanned folder samples, each split cut to its --max-train-images / --max-eval-images."""
+    train_tf, eval_tf, pre = _folder_transforms(cfg)
+
+    def source(samples, limit: Optional[int], transform) -> FolderSource:
+        samples = [samples[i] for i in subset(len(samples), limit).tolist()]
+        # The fast decoder takes the path itself (decode and crop in one step), so it is the dataset's loader.
+        fast = isinstance(transform, FastRandomResizedCrop)
+        dataset = ImageFolderDataset(samples, None if fast else transform, load=transform if fast else None)
+        return FolderSource(dataset, class_names, cfg, device=device,
+                            targets=torch.tensor([s.label for s in samples], dtype=torch.long))
+
+    return TrainData(name, source(train_samples, cfg.max_train_images, train_tf),
+                     source(val_samples, cfg.max_eval_images, eval_tf), class_names, pre, notes or [])
 
 
 def folder_preprocessing(cfg: TrainConfig) -> dict:

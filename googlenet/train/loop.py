@@ -29,7 +29,7 @@ from .data import balanced_batches, build_data, global_batches, mix, shard, skip
 from .dropout import install as install_global_dropout, spread as spread_dropout
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
-from .step import TrainStep
+from .step import TrainStep, autocast
 
 
 class NonFiniteLoss(UserError):
@@ -124,8 +124,6 @@ def evaluate(model: nn.Module, source, d: Dist, cfg: TrainConfig) -> dict:
     model.eval()
     plan = shard(global_batches(len(source), max(cfg.batch_size, 256), shuffle=False), d.rank, d.world)
     loss_sum, c1, c5, n, skipped = 0.0, 0, 0, 0, []
-    from .step import autocast
-
     for images, labels, bad in source.batches(plan):
         skipped += bad
         if len(labels) == 0:
@@ -181,10 +179,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     # Every rank makes the same steps: ceil(images / global batch) per epoch.
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
 
+    from .. import finetune
+
     started_from = None
     if cfg.init:
-        from .. import finetune
-
         source = finetune.load_init(cfg.init)
         model = finetune.build_from(source, cfg.arch, len(data.class_names), spec=cfg.init)
         started_from = finetune.apply_init(model, source, data.class_names, spec=cfg.init)
@@ -195,8 +193,6 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         say(f"initialised from {cfg.init}: {started_from['carried_classes']} of {len(data.class_names)} classes "
             f"carried over{', heads replaced' if started_from['heads_replaced'] else ''}")
     if cfg.freeze != "none":
-        from .. import finetune
-
         frozen = finetune.freeze(model, cfg.freeze)
         say(f"--freeze {cfg.freeze}: {len(frozen)} parameter tensors frozen")
     model.to(d.device)
@@ -285,9 +281,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         plan = shard(batches, d.rank, d.world)
         model.train()
         if cfg.freeze != "none":
-            from ..finetune import keep_frozen_in_eval
-
-            keep_frozen_in_eval(model)
+            finetune.keep_frozen_in_eval(model)
         loss_sum, correct, seen, epoch_skipped, t0 = 0.0, 0, 0, [], time.perf_counter()
         if first and partial is not None:
             loss_sum, correct, seen, kept = partial[d.rank]

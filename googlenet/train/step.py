@@ -89,17 +89,15 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if finite:
             weighted = loss if loss_weight == 1.0 else loss * loss_weight
+            (weighted if self.scaler is None else self.scaler.scale(weighted)).backward()
+            if self.grad_clip:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             if self.scaler is not None:
-                self.scaler.scale(weighted).backward()
-                if self.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                weighted.backward()
-                if self.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
         logits = out if isinstance(out, Tensor) else out.logits
         return StepResult(loss.detach().float(), logits.detach(), finite)
