@@ -67,6 +67,6 @@ def bench_train(*, arch: str = "googlenet_tv", batch_size: int = 32, input_size:
              f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
              f"GFLOP/s = 6 x multiply-adds (aux heads included: {our_macs / 1e6:.0f}M project, "
              f"{tv_macs / 1e6:.0f}M torchvision) x images/s",
-             f"goal: every arch at >= 70% of the peak of its precision"]
+             "goal: every arch at >= 70% of the peak of its precision"]
     return rows, notes
 

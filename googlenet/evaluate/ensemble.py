@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from ..data.folder import Skipped
 from ..data.images import BadImage

@@ -7,7 +7,6 @@ heads their own learning rate (``--head-lr-mult``). The training loop calls thes
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 

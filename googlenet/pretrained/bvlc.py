@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch import nn
 
 from ..errors import UserError
