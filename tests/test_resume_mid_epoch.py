@@ -5,7 +5,9 @@ worker killed with SIGKILL makes the agents restart the group, which resumes fro
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 import subprocess
 import sys
@@ -141,3 +143,26 @@ def test_a_restarted_rank_waits_for_this_attempts_rank_0_not_the_dead_one(tmp_pa
         leader = spawn(0, attempt)
         outs = [p.communicate(timeout=120) for p in (leader, late)]
         assert [o for o, _ in outs] == ["joined 0 2\n", "joined 1 2\n"], (attempt, [e[-1500:] for _, e in outs])
+
+
+
+def test_a_checkpoint_holding_skipped_files_resumes(folder, tmp_path):
+    # The files skipped before a mid-epoch checkpoint travel in it and are restored on resume (this path once
+    # raised NameError: Skipped was never imported in the loop).
+    data = tmp_path / "images"
+    shutil.copytree(folder, data)
+    for i in range(6):  # 6 of 46 training files broken: the first two steps (16 files) meet at least one
+        (data / "train" / "dark" / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    args = [*common(data), "--json"]
+    whole = run(args, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut = run(args, tmp_path / "cut", die_at=3)
+    assert cut.returncode != 0
+    kept = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["partial"][0][3]
+    assert len(kept) >= 1 and all("broken" in k["file"] for k in kept)
+    resumed = run([*args, "--resume", "auto"], tmp_path / "cut")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert same_weights(tmp_path / "whole", tmp_path / "cut")
+    files = [sorted(s["file"] for s in json.loads(r.stdout.strip().splitlines()[-1])["skipped_files"])
+             for r in (whole, resumed)]
+    assert files[0] == files[1] and len(files[0]) >= 6

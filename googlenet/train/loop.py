@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from ..data.scan import Skipped
 from ..errors import UserError
 from ..fileio import atomic_write_text, ensure_dir
 from ..models import create_model
