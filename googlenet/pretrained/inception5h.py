@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..fileio import Unreadable, open_weights_file, printable, read_bounded
-from ..models import create_model
+from ..models import ARCHS, create_model
 from ..protowire import WireError, fields
 from ..weights import load_state_dict_checked
 from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
@@ -68,8 +69,6 @@ def from_port_state_dict(state: dict[str, torch.Tensor], *, source: str) -> nn.M
 
 def _lrn_attrs(attrs: dict[str, memoryview], path: Path, name: str) -> dict[str, float]:
     """depth_radius (AttrValue.i, field 3), bias / alpha / beta (AttrValue.f, field 4, a little-endian float32)."""
-    import struct
-
     out: dict[str, float] = {}
     for key, field_no in (("depth_radius", 3), ("bias", 4), ("alpha", 4), ("beta", 4)):
         if key not in attrs:
@@ -94,7 +93,7 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
         for number, wire, node in fields(raw):
             if number != 1 or wire != 2:  # GraphDef.node
                 continue
-            name, op, tensor, attrs = None, None, None, {}
+            name, op, attrs = None, None, {}
             for n, w, v in fields(node):  # NodeDef: 1 name, 2 op, 5 attr (map entry: 1 key, 2 AttrValue)
                 if n == 1 and w == 2:
                     name = bytes(v).decode("utf-8", "replace")
@@ -107,8 +106,7 @@ def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[s
             if op == "LRN":
                 lrns[printable(name or "?")] = _lrn_attrs(attrs, path, printable(name or "?"))
                 continue
-            if "value" in attrs:
-                tensor = next((val for k, kw, val in fields(attrs["value"]) if k == 8 and kw == 2), None)
+            tensor = next((val for k, kw, val in fields(attrs.get("value", b"")) if k == 8 and kw == 2), None)
             if op != "Const" or tensor is None or not name or not name.endswith(("_w", "_b")):
                 continue
             dtype, shape, content, floats = 0, [], None, []
@@ -150,8 +148,6 @@ def check_graph_lrn(lrns: dict[str, dict[str, float]], source: str) -> None:
     """Each LRN node of the graph must be the arch's LRN: PyTorch's (size, alpha, beta, k) is TensorFlow's
     (2 depth_radius + 1, alpha (2 depth_radius + 1), beta, bias), TensorFlow summing alpha over the window where
     PyTorch averages it. A graph whose LRN differs would convert to a model that computes something else."""
-    from ..models import ARCHS
-
     size, alpha, beta, k = ARCHS[ARCH].lrn
     for name, a in sorted(lrns.items()):
         window = 2 * a["depth_radius"] + 1
