@@ -79,43 +79,41 @@ def read_metadata(path: str | os.PathLike) -> dict:
 SAFETENSORS_MAX_HEADER = 100_000_000
 
 
-def safetensors_layout_error(f: BinaryIO) -> Optional[str]:
-    """Why an open file cannot be a complete safetensors file, from its header alone, or None.
+def safetensors_metadata(f: BinaryIO, name: str) -> dict:
+    """The metadata ({} for none) of the open safetensors file ``f``, whose path is ``name``; a ValueError saying why
+    for a file that cannot be a complete one, safetensors' own error for other faults.
 
-    safetensors checks the same when it opens the file; checking first gives a plain reason ("truncated: 1,024
+    safetensors checks the layout when it opens the file; checking first gives a plain reason ("truncated: 1,024
     bytes, the header declares 26,735,124") and reads at most the header, which is bounded by the file size.
     """
+    from safetensors import safe_open
+
     size = os.fstat(f.fileno()).st_size
     head = f.read(8)
     try:
         if len(head) < 8:
-            return f"{size:,} bytes, too short for a safetensors header"
+            raise ValueError(f"{size:,} bytes, too short for a safetensors header")
         n = int.from_bytes(head, "little")
         if n > min(size - 8, SAFETENSORS_MAX_HEADER):
-            return f"its first 8 bytes declare a {n:,}-byte header, more than the file's {size:,} bytes"
+            raise ValueError(f"its first 8 bytes declare a {n:,}-byte header, more than the file's {size:,} bytes")
         try:
             header = json.loads(f.read(n))
             ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+            declared = 8 + n + max(ends, default=0)
         except Exception:
-            return None  # not a layout question: safetensors names the fault
-        declared = 8 + n + max(ends, default=0)
+            declared = size  # not a layout question: safetensors names the fault
         if declared != size:
-            return (f"{'truncated' if declared > size else 'extra bytes'}: the file has {size:,} bytes, its header "
-                    f"declares {declared:,}")
-        return None
+            raise ValueError(f"{'truncated' if declared > size else 'extra bytes'}: the file has {size:,} bytes, "
+                             f"its header declares {declared:,}")
     finally:
         f.seek(0)
+    with safe_open(name, framework="pt") as st:
+        return st.metadata() or {}
 
 
 def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
-        fault = safetensors_layout_error(f)
-        if fault is not None:
-            raise ValueError(fault)
-        with safe_open(name, framework="pt") as st:
-            raw = (st.metadata() or {}).get(METADATA_KEY)
+        raw = safetensors_metadata(f, name).get(METADATA_KEY)
     except Exception as e:  # SafetensorError, OSError, ...: a pickle, a truncated or corrupt file
         hint = ""
         if path.suffix in (".pth", ".pt", ".pkl", ".bin", ".ckpt"):

@@ -39,19 +39,14 @@ def save_detector_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor]
 
 def read_detector_file(path: str | os.PathLike, kind: Optional[str] = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a detector file, checked; ``kind`` set: a file of another kind is refused."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from ..weights import METADATA_KEY as WEIGHTS_KEY, safetensors_layout_error
+    from ..weights import METADATA_KEY as WEIGHTS_KEY, safetensors_metadata
 
     path = Path(path)
     with open_weights_file(path, "detector file") as (f, name):
         try:
-            fault = safetensors_layout_error(f)
-            if fault is not None:
-                raise ValueError(fault)
-            with safe_open(name, framework="pt") as st:
-                meta_all = st.metadata() or {}
+            meta_all = safetensors_metadata(f, name)
         except Exception as e:
             raise UserError(f"{path} is not a valid detector file (safetensors): {one_line(e)}") from None
         raw = meta_all.get(METADATA_KEY)
