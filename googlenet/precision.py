@@ -15,6 +15,7 @@ setting, and a later run with the same key takes it without timing anything.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+
+from .fileio import atomic_write_text
 
 # bf16 must win by more than the probe's noise. It was 1.15 ("its rounding costs a little accuracy"), which proved
 # too cautious: on the main job the probe said 1.14x and kept fp32 (epochs of 50-63 s, 87.55% held-out), while a
@@ -85,8 +88,6 @@ class PrecisionCache:
         return entry if ok else None
 
     def put(self, key: dict, precision: str, reason: str) -> None:
-        from .fileio import atomic_write_text
-
         entry = {"version": CACHE_VERSION, "key": key, "precision": precision, "reason": reason,
                  "probed": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         try:
@@ -136,8 +137,6 @@ def time_train_step(model: torch.nn.Module, precision: str, *, batch_size: int, 
                     channels_last: bool, device: torch.device, repeats: int = 2) -> float:
     """Best seconds of ``repeats`` training steps (after one warm-up) on a copy of ``model`` with a learning rate
     of 0: the model, the optimizer and the random number streams of the run are left as they were."""
-    import copy
-
     from .train.step import TrainStep
 
     state = torch.get_rng_state()
