@@ -56,7 +56,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         # A regular file within GOOGLENET_MAX_WEIGHTS_BYTES, read through the descriptor that was checked.
         with open_weights_file(path, "checkpoint") as (f, _), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "pickle protocol 4" notices from the weights-only unpickler
-            obj = torch.load(f, map_location="cpu", weights_only=True)
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except UserError:
         raise
     except Exception as e:
@@ -67,7 +67,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise UserError(f"{path} is not a plain state dict: it holds code or objects that torch.load("
                             f"weights_only=True) refuses{what}; nothing in it was run") from None
         raise UserError(f"{path} is not a readable PyTorch checkpoint: {one_line(e)}") from None
-    state = obj
     for _ in range(2):  # {"model": {"state_dict": ...}} occurs too
         if isinstance(state, dict):
             inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
