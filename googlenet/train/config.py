@@ -163,26 +163,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 "data": str, "init": str, "classes": str, "per_class": int, "split_from": str,
                 "mean": tuple, "std": tuple, "channel_order": str, "pixel_range": int, "grayscale": bool}[key]
     try:
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
+        if kind is bool and isinstance(value, bool):
             return value
-        if kind is int:
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise TypeError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind is tuple:
-            if not isinstance(value, (list, tuple)) or len(value) != (3 if key in ("mean", "std") else 2) \
-                    or any(isinstance(v, bool) for v in value):
-                raise TypeError
+        if kind in (int, float) and not isinstance(value, bool) and (kind is float or float(value).is_integer()):
+            return kind(value)
+        if kind is tuple and isinstance(value, (list, tuple)) and len(value) == (3 if key in ("mean", "std") else 2) \
+                and not any(isinstance(v, bool) for v in value):
             return tuple(float(v) for v in value)
-        if kind is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise TypeError
+        if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     except (TypeError, ValueError):
         pass
