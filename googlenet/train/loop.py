@@ -30,7 +30,7 @@ from .data import balanced_batches, build_data, global_batches, mix, shard, skip
 from .dropout import install as install_global_dropout, spread as spread_dropout
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
-from .step import TrainStep, autocast
+from .step import TrainStep, autocast, to_device
 
 
 class NonFiniteLoss(UserError):
@@ -129,10 +129,7 @@ def evaluate(model: nn.Module, source, d: Dist, cfg: TrainConfig) -> dict:
         skipped += bad
         if len(labels) == 0:
             continue
-        images = images.to(d.device, non_blocking=True)
-        labels = labels.to(d.device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, labels = to_device(images, labels, d.device, cfg.channels_last)
         with autocast(d.device, cfg.precision):
             logits = model(images).float()
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -188,11 +185,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         model = finetune.build_from(source, cfg.arch, len(data.class_names), spec=cfg.init)
         started_from = finetune.apply_init(model, source, data.class_names, spec=cfg.init)
         del source
-    else:
-        model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
-    if started_from:
         say(f"initialised from {cfg.init}: {started_from['carried_classes']} of {len(data.class_names)} classes "
             f"carried over{', heads replaced' if started_from['heads_replaced'] else ''}")
+    else:
+        model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
     if cfg.freeze != "none":
         frozen = finetune.freeze(model, cfg.freeze)
         say(f"--freeze {cfg.freeze}: {len(frozen)} parameter tensors frozen")
