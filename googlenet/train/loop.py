@@ -262,6 +262,13 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     die_at = int(os.environ.get("GOOGLENET_TEST_DIE_AT_STEP", "-1"))  # test hook: a worker dies at this step ...
     die_rank = int(os.environ.get("GOOGLENET_TEST_DIE_RANK", "0"))  # ... of an epoch, on this rank
 
+    def checkpoint_fields() -> dict:
+        """What a checkpoint holds besides where it stands in the run (the run's state when called)."""
+        return dict(scheduler={"step": step}, model=model.state_dict(),
+                    ema=ema.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
+                    config=cfg.to_dict(), metrics=history, best_top1=best_top1, skipped=skipped_all,
+                    nonfinite_steps=nonfinite, class_names=data.class_names, preprocessing=data.preprocessing)
+
     for note in data.notes:
         say(note)
     say(f"training {cfg.arch} on {data.name}: {n_train} images, {len(data.held_out)} held out, "
@@ -333,8 +340,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                 sums = d.gather_objects((loss_sum, correct, seen, [s.as_dict() for s in epoch_skipped]))
                 if d.main:
                     ckpt.save_checkpoint(out / "last.pt", epoch=epoch, step_in_epoch=i + 1, partial=sums,
-                                         **_state(step, model, ema, optimizer, cfg, history, best_top1,
-                                                  skipped_all, nonfinite, data))
+                                         **checkpoint_fields())
         bar.close()
         epoch_train_s = time.perf_counter() - t0
         loss_sum, correct, seen_all = d.sum([loss_sum, correct, seen])
@@ -358,8 +364,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if is_best:
             best_top1 = row["top1"]
         if d.main:
-            state = dict(epoch=epoch + 1, **_state(step, model, ema, optimizer, cfg, history, best_top1,
-                                                   skipped_all, nonfinite, data))
+            state = dict(epoch=epoch + 1, **checkpoint_fields())
             ckpt.save_checkpoint(out / "last.pt", **state)
             if is_best:
                 ckpt.save_checkpoint(out / "best.pt", **state)
@@ -389,14 +394,6 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             "nonfinite_steps": nonfinite, "config": str(out / "config.yaml"), "world_size": d.world,
             "train_images_per_epoch": history[-1]["images"] if history else 0,
             "eval_images": final.get("eval_images")}
-
-
-def _state(step, model, ema, optimizer, cfg, history, best_top1, skipped_all, nonfinite, data) -> dict:
-    """What a checkpoint holds besides where it stands in the run."""
-    return dict(scheduler={"step": step}, model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                optimizer=optimizer.state_dict(), config=cfg.to_dict(), metrics=history, best_top1=best_top1,
-                skipped=skipped_all, nonfinite_steps=nonfinite, class_names=data.class_names,
-                preprocessing=data.preprocessing)
 
 
 def start_epoch_of(path: Path) -> str:
