@@ -224,10 +224,9 @@ def write_shards(data: Optional[str], out: str | os.PathLike, *, shard_bytes: in
         raise UserError(f"{source} has no class folders")
     ensure_dir(out)
     index = {"format": FORMAT, "version": VERSION, "source": source, "classes": names, "resize": resize,
-             "shard_bytes": shard_bytes, "splits": {}}
-    for split, items in splits.items():
-        index["splits"][split] = write_split(items, out, split, shard_bytes=shard_bytes, resize=resize,
-                                             workers=workers, say=say)
+             "shard_bytes": shard_bytes}
+    index["splits"] = {split: write_split(items, out, split, shard_bytes=shard_bytes, resize=resize, workers=workers,
+                                          say=say) for split, items in splits.items()}
     atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
     return index
 
@@ -254,9 +253,8 @@ class ShardSet:
 
     def urls(self, split: str) -> list[str]:
         """What WebDataset opens: local paths, URLs, or pipe: commands."""
-        if self.remote:
-            return [locate(self.root, s["file"]) for s in self._split(split)["shards"]]
-        return [f"{self.root}/{s['file']}" for s in self._split(split)["shards"]]
+        return [locate(self.root, s["file"]) if self.remote else f"{self.root}/{s['file']}"
+                for s in self._split(split)["shards"]]
 
     def sizes(self, split: str) -> dict[str, int]:
         """url -> the bytes the index declares for it (a reader goes no further)."""

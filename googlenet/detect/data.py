@@ -97,8 +97,7 @@ class _BadObjects:
 def _read_user_file(path: Path, what: str, limit: Optional[int] = None) -> bytes:
     """The file's bytes within ``limit`` (default: the annotation bound, $GOOGLENET_MAX_ANNOTATION_BYTES)."""
     env = None if limit is not None else ANNOTATION_BYTES_ENV
-    if limit is None:
-        limit = byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES)
+    limit = byte_limit(ANNOTATION_BYTES_ENV, DEFAULT_MAX_ANNOTATION_BYTES) if limit is None else limit
     try:
         return read_bounded(path, limit=limit, env=env)
     except Unreadable as e:
@@ -224,8 +223,7 @@ def read_voc(root: str | Path, split: str, classes: Optional[Sequence[str]] = No
         ann = _parse_xml(xml_path)
         path = _voc_image_path(root, image_id, ann.findtext("filename"))
         size = ann.find("size")
-        w = int(_number(size.findtext("width") or "0") or 0) if size is not None else 0
-        h = int(_number(size.findtext("height") or "0") or 0) if size is not None else 0
+        w, h = (int(_number(size.findtext(t) or "0") or 0) if size is not None else 0 for t in ("width", "height"))
         if w <= 0 or h <= 0:  # some ILSVRC and hand-made files leave the size out or write 0
             w, h = image_size(path)
         objects = []

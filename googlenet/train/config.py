@@ -163,26 +163,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 "data": str, "init": str, "classes": str, "per_class": int, "split_from": str,
                 "mean": tuple, "std": tuple, "channel_order": str, "pixel_range": int, "grayscale": bool}[key]
     try:
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
+        if kind is bool and isinstance(value, bool):
             return value
-        if kind is int:
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise TypeError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind is tuple:
-            if not isinstance(value, (list, tuple)) or len(value) != (3 if key in ("mean", "std") else 2) \
-                    or any(isinstance(v, bool) for v in value):
-                raise TypeError
+        if kind in (int, float) and not isinstance(value, bool) and (kind is float or float(value).is_integer()):
+            return kind(value)
+        if kind is tuple and isinstance(value, (list, tuple)) and len(value) == (3 if key in ("mean", "std") else 2) \
+                and not any(isinstance(v, bool) for v in value):
             return tuple(float(v) for v in value)
-        if kind is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise TypeError
+        if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     except (TypeError, ValueError):
         pass
@@ -192,23 +180,20 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[dict] = None) -> TrainConfig:
     """recipe < config file < overrides (flags; None values mean "not given")."""
-    layers: list[tuple[str, dict]] = []
     file_values = load_config_file(config_file) if config_file else {}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     # The recipe named by a flag wins over one named in the config file, which wins over the default: finetune when
     # training starts from weights (--init), else fashion-quick. From-scratch settings would waste the weights.
-    init = (overrides or {}).get("init") or file_values.get("init")
+    init = flags.get("init") or file_values.get("init")
     name = recipe or file_values.get("recipe") or (INIT_RECIPE if init else DEFAULT_RECIPE)
     if init and not (recipe or file_values.get("recipe")):
         print(f"train: --init without --recipe: using the {INIT_RECIPE} recipe", file=sys.stderr)
-    layers.append((f"recipe {name}", load_recipe(name)))
-    layers.append((str(config_file), file_values))
-    layers.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
     values: dict[str, Any] = {}
-    for source, layer in layers:
+    for source, layer in ((f"recipe {name}", load_recipe(name)), (str(config_file), file_values), ("flags", flags)):
         for k, v in layer.items():
             values[k] = _coerce(k, v, source)
     values["recipe"] = name
-    explicit_keys = set(file_values) | {k for k, v in (overrides or {}).items() if v is not None}
+    explicit_keys = set(file_values) | set(flags)
     if "warmup_epochs" not in explicit_keys and values.get("warmup_epochs", 0) >= values.get("epochs", 1) > 0:
         # A run shorter than its recipe's warm-up (finetune's 1 epoch, --epochs 1) warms up over its first tenth.
         values["warmup_epochs"] = values["epochs"] / 10

@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from ..data import embedded
 from ..data.fast import FastPaperCrop, FastRandomResizedCrop
@@ -121,8 +122,6 @@ class FolderSource:
 
     def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None,
                 spread: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
-        from torch.utils.data import DataLoader
-
         dataset, sampler = self.dataset, [p.tolist() for p in plan[first:]]
         if seed is not None:  # each sample's augmentation from (seed, step, global position): whatever worker or
             rank, world = spread  # rank decodes it (this rank's item j is the global batch's rank + j * world)
@@ -184,8 +183,6 @@ class ShardSource:
 
     def batches(self, plan: list[Tensor], first: int = 0, seed: Optional[int] = None,
                 spread: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
-        from torch.utils.data import DataLoader
-
         from ..data.shards import StreamFailed, TrainStream
 
         # A resumed epoch skips the samples its first steps took, undecoded; the rest draw what they would have.

@@ -30,7 +30,7 @@ from .data import balanced_batches, build_data, global_batches, mix, shard, skip
 from .dropout import install as install_global_dropout, spread as spread_dropout
 from .distributed import Dist, setup, teardown
 from .report import write_metrics, write_plot
-from .step import TrainStep, autocast
+from .step import TrainStep, autocast, to_device
 
 
 class NonFiniteLoss(UserError):
@@ -129,10 +129,7 @@ def evaluate(model: nn.Module, source, d: Dist, cfg: TrainConfig) -> dict:
         skipped += bad
         if len(labels) == 0:
             continue
-        images = images.to(d.device, non_blocking=True)
-        labels = labels.to(d.device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, labels = to_device(images, labels, d.device, cfg.channels_last)
         with autocast(d.device, cfg.precision):
             logits = model(images).float()
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -188,11 +185,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         model = finetune.build_from(source, cfg.arch, len(data.class_names), spec=cfg.init)
         started_from = finetune.apply_init(model, source, data.class_names, spec=cfg.init)
         del source
-    else:
-        model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
-    if started_from:
         say(f"initialised from {cfg.init}: {started_from['carried_classes']} of {len(data.class_names)} classes "
             f"carried over{', heads replaced' if started_from['heads_replaced'] else ''}")
+    else:
+        model = create_model(cfg.arch, num_classes=len(data.class_names), aux_logits=True)
     if cfg.freeze != "none":
         frozen = finetune.freeze(model, cfg.freeze)
         say(f"--freeze {cfg.freeze}: {len(frozen)} parameter tensors frozen")
@@ -266,6 +262,13 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     die_at = int(os.environ.get("GOOGLENET_TEST_DIE_AT_STEP", "-1"))  # test hook: a worker dies at this step ...
     die_rank = int(os.environ.get("GOOGLENET_TEST_DIE_RANK", "0"))  # ... of an epoch, on this rank
 
+    def checkpoint_fields() -> dict:
+        """What a checkpoint holds besides where it stands in the run (the run's state when called)."""
+        return dict(scheduler={"step": step}, model=model.state_dict(),
+                    ema=ema.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
+                    config=cfg.to_dict(), metrics=history, best_top1=best_top1, skipped=skipped_all,
+                    nonfinite_steps=nonfinite, class_names=data.class_names, preprocessing=data.preprocessing)
+
     for note in data.notes:
         say(note)
     say(f"training {cfg.arch} on {data.name}: {n_train} images, {len(data.held_out)} held out, "
@@ -337,8 +340,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                 sums = d.gather_objects((loss_sum, correct, seen, [s.as_dict() for s in epoch_skipped]))
                 if d.main:
                     ckpt.save_checkpoint(out / "last.pt", epoch=epoch, step_in_epoch=i + 1, partial=sums,
-                                         **_state(step, model, ema, optimizer, cfg, history, best_top1,
-                                                  skipped_all, nonfinite, data))
+                                         **checkpoint_fields())
         bar.close()
         epoch_train_s = time.perf_counter() - t0
         loss_sum, correct, seen_all = d.sum([loss_sum, correct, seen])
@@ -362,8 +364,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if is_best:
             best_top1 = row["top1"]
         if d.main:
-            state = dict(epoch=epoch + 1, **_state(step, model, ema, optimizer, cfg, history, best_top1,
-                                                   skipped_all, nonfinite, data))
+            state = dict(epoch=epoch + 1, **checkpoint_fields())
             ckpt.save_checkpoint(out / "last.pt", **state)
             if is_best:
                 ckpt.save_checkpoint(out / "best.pt", **state)
@@ -393,14 +394,6 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             "nonfinite_steps": nonfinite, "config": str(out / "config.yaml"), "world_size": d.world,
             "train_images_per_epoch": history[-1]["images"] if history else 0,
             "eval_images": final.get("eval_images")}
-
-
-def _state(step, model, ema, optimizer, cfg, history, best_top1, skipped_all, nonfinite, data) -> dict:
-    """What a checkpoint holds besides where it stands in the run."""
-    return dict(scheduler={"step": step}, model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                optimizer=optimizer.state_dict(), config=cfg.to_dict(), metrics=history, best_top1=best_top1,
-                skipped=skipped_all, nonfinite_steps=nonfinite, class_names=data.class_names,
-                preprocessing=data.preprocessing)
 
 
 def start_epoch_of(path: Path) -> str:

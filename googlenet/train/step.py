@@ -28,6 +28,12 @@ def autocast(device: torch.device | str, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def to_device(images: Tensor, labels: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    """A batch on ``device``, the images in the model's layout."""
+    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    return (images.contiguous(memory_format=torch.channels_last) if channels_last else images), labels
+
+
 def googlenet_loss(out, labels: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
     """Paper section 5: the aux losses are added to the total loss with a discount weight of 0.3."""
     if isinstance(out, Tensor):  # the model ran without its aux heads
@@ -57,13 +63,8 @@ class TrainStep:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
-        self.model = model
-        self.optimizer = optimizer
-        self.precision = precision
-        self.channels_last = channels_last
-        self.aux_weight = aux_weight
-        self.label_smoothing = label_smoothing
-        self.grad_clip = grad_clip
+        self.model, self.optimizer, self.precision, self.channels_last = model, optimizer, precision, channels_last
+        self.aux_weight, self.label_smoothing, self.grad_clip = aux_weight, label_smoothing, grad_clip
         # Under DDP every rank must take the same branch (a rank that skips backward would leave the others waiting
         # in the gradient all-reduce): all_finite combines the local verdict across ranks.
         self.all_finite = all_finite
@@ -76,10 +77,7 @@ class TrainStep:
     def __call__(self, images: Tensor, labels: Tensor, *, loss_weight: float = 1.0) -> StepResult:
         """loss_weight scales the loss that is back-propagated (not the one returned): DDP averages gradients over
         ranks, so a rank holding n of a global batch of N images uses n * world / N to get the exact global mean."""
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, labels = to_device(images, labels, self.device, self.channels_last)
         with autocast(self.device, self.precision):
             out = self.forward(images, with_aux=bool(self.aux_weight))  # aux_weight 0: the aux heads are not run
             loss = googlenet_loss(out, labels, self.aux_weight, self.label_smoothing)
