@@ -25,7 +25,33 @@ from .recipe import DetectRecipe, recipe_from_dict
 from .svm import LinearSVMs
 
 
-class RCNNDetector:
+class RegionDetector:
+    """What R-CNN and its ensembles share: proposals, then class scores of their regions (``region_scores``), then
+    per-class NMS under the scoring's threshold. A subclass gives ``proposals``, ``region_scores``, ``threshold``
+    and ``recipe``."""
+
+    def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
+        """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
+        return self.detect_each(rgb, [scoring])[scoring]
+
+    __call__ = detect
+
+    def detect_each(self, rgb: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
+        """{scoring: detect(rgb, scoring)}, the proposals and region features computed once for all ``scorings``."""
+        from .rcnn import select_detections
+
+        rgb = check_rgb(rgb)
+        t0 = time.perf_counter()
+        boxes = self.proposals(rgb)
+        t1 = time.perf_counter()
+        scores = self.region_scores(rgb, boxes, scorings)
+        t2 = time.perf_counter()
+        out = {s: select_detections(boxes, scores[s], self.recipe, self.threshold(s)) for s in scorings}
+        self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
+        return out
+
+
+class RCNNDetector(RegionDetector):
     """A fine-tuned GoogLeNet region classifier, its per-class SVMs and the recipe that made them."""
 
     kind = "rcnn"
@@ -56,26 +82,6 @@ class RCNNDetector:
 
     def threshold(self, scoring: Optional[str] = None) -> float:
         return self.recipe.score_threshold if (scoring or self.recipe.scoring) == "svm" else 1e-3
-
-    def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
-        """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
-        return self.detect_each(rgb, [scoring])[scoring]
-
-    __call__ = detect
-
-    def detect_each(self, rgb: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
-        """{scoring: detect(rgb, scoring)}, the proposals and region features computed once for all ``scorings``."""
-        from .rcnn import select_detections
-
-        rgb = check_rgb(rgb)
-        t0 = time.perf_counter()
-        boxes = self.proposals(rgb)
-        t1 = time.perf_counter()
-        scores = self.region_scores(rgb, boxes, scorings)
-        t2 = time.perf_counter()
-        out = {s: select_detections(boxes, scores[s], self.recipe, self.threshold(s)) for s in scorings}
-        self.last_timings = {"proposals": t1 - t0, "features": t2 - t1, "scoring": time.perf_counter() - t2}
-        return out
 
     # --- the file ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -134,7 +140,7 @@ class RCNNDetector:
         return cls(model, meta["classes"], pre, recipe, svms, multibox, extra)
 
 
-class EnsembleDetector:
+class EnsembleDetector(RegionDetector):
     """Several R-CNN classifiers on the same proposals (the first member's), their class scores averaged, then one
     NMS: the paper's classifier ensemble. Members must agree on the classes and the scoring."""
 
@@ -163,9 +169,6 @@ class EnsembleDetector:
 
     def threshold(self, scoring: Optional[str] = None) -> float:
         return self.members[0].threshold(scoring)
-
-    detect = __call__ = RCNNDetector.detect
-    detect_each = RCNNDetector.detect_each
 
 
 def load_detector(path: str | os.PathLike):
