@@ -103,7 +103,7 @@ class Partial:
         atomic_write_text(self.folder / MANIFEST, json.dumps({"fingerprint": self.fingerprint,
                                                               "chunks": self.chunks}))
 
-    def read(self, entry: dict, keys: Sequence[str] = ("index", "features", "skipped_index", "skipped_reason")) -> dict:
+    def read(self, entry: dict, keys: Sequence[str]) -> dict:
         path = self.folder / entry["file"]
         try:
             # A regular file only (a FIFO put there would block np.load), no pickle; members read when asked for.
@@ -136,11 +136,6 @@ def _check_chunks(manifest) -> None:
         stop = c["stop"]
 
 
-def _npy_into(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
-
-
 def write_npz(out: str | os.PathLike, partial: Partial, dim: int, n_good: int, arrays: dict) -> None:
     """``OUT``: ``features`` (n_good x dim float32) streamed from the chunks in order, then ``arrays``."""
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -159,7 +154,8 @@ def write_npz(out: str | os.PathLike, partial: Partial, dim: int, n_good: int, a
                 raise UserError(f"{printable(partial.folder)}: the chunks hold {written} rows, expected {n_good}; "
                                 f"pass --restart")
         for name, array in arrays.items():
-            _npy_into(zf, name, array)
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike) -> dict:
