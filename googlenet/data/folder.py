@@ -78,19 +78,15 @@ def scan_image_folder(root: str | os.PathLike,
     found, left_out = class_folders(root)
     if not found:
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
-    if class_names is None:
-        class_names = found
-        index = {c: i for i, c in enumerate(found)}
-    else:
-        class_names = list(class_names)
-        index = {c: i for i, c in enumerate(class_names)}
-        unknown = [c for c in found if c not in index]
-        if unknown:
-            raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
-                            f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
+    class_names = list(found if class_names is None else class_names)
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in found if c not in index]  # none without class_names
+    if unknown:
+        raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
+                        f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
     samples = [Sample(f.path, index[found[f.root]]) for f in files]
-    return with_left_out(root, samples, left_out + skipped), list(class_names)
+    return with_left_out(root, samples, left_out + skipped), class_names
 
 
 def with_left_out(root: str | os.PathLike, samples: list[Sample], left_out: list[Skipped]) -> list[Sample]:
