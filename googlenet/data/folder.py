@@ -136,6 +136,4 @@ def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[Skip
     skipped = [b for b in batch if isinstance(b, Skipped)]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    images = torch.stack([g[0] for g in good])
-    labels = torch.as_tensor([g[1] for g in good], dtype=torch.long)
-    return images, labels, skipped
+    return torch.stack([g[0] for g in good]), torch.as_tensor([g[1] for g in good], dtype=torch.long), skipped

@@ -88,7 +88,6 @@ def _as_normalize(norm) -> Optional[Normalize]:
     if not isinstance(norm, Normalize):
         return None
     mean, std = norm.mean, norm.std
-    if not (mean.dtype == std.dtype == torch.float32 and mean.numel() == std.numel() == 3
-            and mean.device.type == std.device.type == "cpu"):
-        return None
-    return norm
+    plain = (mean.dtype == std.dtype == torch.float32 and mean.numel() == std.numel() == 3
+             and mean.device.type == std.device.type == "cpu")
+    return norm if plain else None
