@@ -35,11 +35,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 _library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_PHOTOMETRIC")
-
-
-def kernel() -> Optional[ctypes.CDLL]:
-    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
-    return _library.get()
+kernel = _library.get  # the loaded library, built on first use; None where it cannot be (no compiler, or off)
 
 
 def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,

@@ -18,7 +18,7 @@ import ctypes
 import functools
 import math
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +48,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 _library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_RESAMPLE")
-
-
-def kernel() -> Optional[ctypes.CDLL]:
-    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
-    return _library.get()
+kernel = _library.get  # the loaded library, built on first use; None where it cannot be (no compiler, or off)
 
 
 class Taps(NamedTuple):
