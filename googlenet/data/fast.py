@@ -148,9 +148,7 @@ class FastRandomResizedCrop:
         if self.flip and torch.rand(1) < 0.5:  # RandomHorizontalFlip's draw, after the crop's
             crop = crop.flip(-1)
         crop = crop.contiguous()
-        if not self.normalize:
-            return crop
-        return crop.float().sub_(self.shift).mul_(self.inv_scale)
+        return crop.float().sub_(self.shift).mul_(self.inv_scale) if self.normalize else crop
 
 
 def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),
