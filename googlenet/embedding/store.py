@@ -92,16 +92,14 @@ class Partial:
 
     def add(self, start: int, stop: int, index: np.ndarray, features: np.ndarray, skipped: list[tuple[int, str]]):
         name = f"chunk-{start:09d}.npz"
-        with atomic_path(self.folder / name) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **chunk_arrays(index, features, skipped))
+        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **chunk_arrays(index, features, skipped))
         self.chunks.append({"start": start, "stop": stop, "file": name, "rows": len(index),
                             "dim": int(features.shape[1]) if features.ndim == 2 else 0})
         self._write_manifest()  # after the chunk itself: the manifest never names a chunk not fully written
 
     def _write_manifest(self) -> None:
-        atomic_write_text(self.folder / MANIFEST, json.dumps({"fingerprint": self.fingerprint,
-                                                              "chunks": self.chunks}))
+        atomic_write_text(self.folder / MANIFEST, json.dumps({"fingerprint": self.fingerprint, "chunks": self.chunks}))
 
     def read(self, entry: dict, keys: Sequence[str]) -> dict:
         path = self.folder / entry["file"]
