@@ -56,10 +56,8 @@ def ancestors(path: str | os.PathLike) -> dict[Key, str]:
     out: dict[Key, str] = {}
     current = Path(os.path.realpath(path))
     for folder in (current, *current.parents):
-        try:
+        with contextlib.suppress(OSError):
             out.setdefault(_key(os.stat(folder)), str(folder))
-        except OSError:
-            pass
     return out
 
 
