@@ -70,9 +70,18 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
                        f"(set GOOGLENET_MAX_PIXELS to raise it)")
 
     if data[:3] == JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
-        tensor = _decode_jpeg_torchvision(data)
-        if tensor is not None:
-            return tensor
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
+                # torchvision 0.29 deprecates its decoders (one warning per call); they stay the fastest here, and
+                # Pillow takes over when they are gone.
+                warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
+                buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        except Exception:
+            pass  # Pillow decides, below
     try:
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)  # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 size
@@ -83,21 +92,6 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         return pil_to_tensor_rgb(img)
     except Exception as e:  # OSError("image file is truncated"), ValueError, ...
         raise BadImage(f"cannot decode ({one_line(e, 200)})") from None
-
-
-def _decode_jpeg_torchvision(data: bytes) -> Optional[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
-            # torchvision 0.29 deprecates its decoders (one warning per call); they stay the fastest here, and
-            # Pillow takes over when they are gone.
-            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except Exception:
-        return None
 
 
 def pil_to_tensor_rgb(img: Image.Image) -> torch.Tensor:
