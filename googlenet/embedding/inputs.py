@@ -45,5 +45,4 @@ def list_inputs(path: str | os.PathLike) -> Inputs:
         files, left_out = scan_folder(p)
         samples = with_left_out(p, [Sample(f, -1) for f in files], left_out)
         class_names = []
-    return Inputs(p, samples, [printable(os.path.relpath(s.path, p)) for s in samples], list(class_names),
-                  single=False)
+    return Inputs(p, samples, [printable(os.path.relpath(s.path, p)) for s in samples], class_names, single=False)
