@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..interpret.common import StopForward, resolve_layer
 
 # The 1024-d features before the classifier: global average pooling after inception5b, before dropout and fc.
@@ -65,6 +66,8 @@ def feature_predictor(model: nn.Module, layer: str, *, precision: str = "fp32",
     PyTorch: the hook that stops the forward pass is not something ONNX export or Inductor can follow)."""
     from ..inference import optimize_for_inference
 
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision for embed must be fp32 or bf16, got {precision!r}")
     # The inference path works on its own (folded, eval-mode) copy: the caller's model is neither moved nor
     # switched to eval mode; the copy goes to the device.
     predictor = optimize_for_inference(PooledFeatures(model, layer), precision=precision, backend="eager",
