@@ -10,6 +10,7 @@ value (the paper's rounding is not consistent: 3a's 159.5K prints as 159, 4b's 4
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from .models import create_model
 
-# name, modules of the model in this row, patch/stride, branch widths, paper params (K), paper ops (M)
+# Table 1's branch widths of each inception module, in WIDTH_NAMES order
 _INCEPTION_WIDTHS = {
     "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64), "4a": (192, 96, 208, 16, 48, 64),
     "4b": (160, 112, 224, 24, 64, 64), "4c": (128, 128, 256, 24, 64, 64), "4d": (112, 144, 288, 32, 64, 64),
@@ -34,10 +35,9 @@ WIDTH_NAMES = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
 def _rows(model: nn.Module) -> list[tuple[str, list[str], str]]:
     """(row name, module names, patch size/stride) in Table 1 order, read off the built model."""
     def pool(m: nn.Module) -> str:
-        if isinstance(m, nn.Sequential):  # TensorFlow SAME padding: a pad module, then the pool
-            m = m[-1]
-            return f"{m.kernel_size}x{m.kernel_size}/{m.stride} SAME"
-        return f"{m.kernel_size}x{m.kernel_size}/{m.stride}"
+        same = isinstance(m, nn.Sequential)  # TensorFlow SAME padding: a pad module, then the pool
+        m = m[-1] if same else m
+        return f"{m.kernel_size}x{m.kernel_size}/{m.stride}" + (" SAME" if same else "")
 
     k5 = model.inception3a.branch3[1].conv.kernel_size[0]
     conv1 = "7x7/2 SAME" if not isinstance(model.conv1.pad, nn.Identity) else "7x7/2"
@@ -87,26 +87,22 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
 
     hooks = []
 
-    def count_macs(row: Row):
-        def hook(mod: nn.Module, inp, out) -> None:
-            if isinstance(mod, nn.Conv2d):
-                row.macs += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * mod.weight[0, 0].numel()
-            elif isinstance(mod, nn.Linear):
-                row.macs += out.numel() // out.shape[0] * mod.in_features
-        return hook
+    def count_macs(row: Row, mod: nn.Module, inp, out) -> None:
+        if isinstance(mod, nn.Conv2d):
+            row.macs += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * mod.weight[0, 0].numel()
+        elif isinstance(mod, nn.Linear):
+            row.macs += out.numel() // out.shape[0] * mod.in_features
 
-    def record_output(row: Row):
-        def hook(mod: nn.Module, inp, out) -> None:
-            shape = list(out.shape[1:])
-            row.output = shape + [1] * (3 - len(shape))  # C x H x W, a vector as C x 1 x 1 like Table 1
-        return hook
+    def record_output(row: Row, mod: nn.Module, inp, out) -> None:
+        shape = list(out.shape[1:])
+        row.output = shape + [1] * (3 - len(shape))  # C x H x W, a vector as C x 1 x 1 like Table 1
 
     for top_name, top in model.named_children():
         if top_name not in owner:
             continue
         row = rows[owner[top_name]]
-        hooks.append(top.register_forward_hook(record_output(row)))
-        hooks += [mod.register_forward_hook(count_macs(row)) for mod in top.modules()  # top itself included
+        hooks.append(top.register_forward_hook(partial(record_output, row)))
+        hooks += [mod.register_forward_hook(partial(count_macs, row)) for mod in top.modules()  # top itself included
                   if isinstance(mod, (nn.Conv2d, nn.Linear))]
         for pname, p in top.named_parameters():
             if pname.endswith("weight") and p.dim() > 1:  # conv / linear weights; BN affine counts as bias
@@ -138,15 +134,10 @@ def summarize(arch: str = "googlenet", input_size: int = 224, num_classes: int =
              "macs": sum(r.macs for r in main)}
     total["params_with_aux"] = total["params"] + sum(r.weights + r.biases for r in aux)
     total["macs_with_aux"] = total["macs"] + sum(r.macs for r in aux)
-    n_param_layers = sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    return {
-        "arch": getattr(model, "arch_name", arch), "input_size": input_size, "num_classes": model.num_classes,
-        "rows": [_row_json(r) for r in rows.values()],
-        "total": total,
-        "conv_and_linear_layers": n_param_layers,
-        "flagged": [r.name for r in rows.values() if r.flagged],
-        "departures": departures(model, rows),
-    }
+    return {"arch": getattr(model, "arch_name", arch), "input_size": input_size, "num_classes": model.num_classes,
+            "rows": [_row_json(r) for r in rows.values()], "total": total,
+            "conv_and_linear_layers": sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))),
+            "flagged": [r.name for r in rows.values() if r.flagged], "departures": departures(model, rows)}
 
 
 PAPER_LRN = (5, 1e-4, 0.75, 1.0)  # Caffe's, which the paper's Figure 3 implies (SPEC section 1)

@@ -84,8 +84,9 @@ def select(train: ArrayDataset, held: ArrayDataset, classes: Optional[str],
     """A class subset (labels renumbered 0..k-1, names kept) and/or the first ``per_class`` training images of each
     class (in file order: deterministic, the same for every seed). The held-out side keeps all its images of the
     chosen classes. Used by the transfer experiment of docs/finetuning.md."""
-    keep = parse_classes(classes, len(train.class_names)) if classes is not None else list(range(len(train.class_names)))
-    remap = torch.full((len(train.class_names),), -1, dtype=torch.long)
+    n = len(train.class_names)
+    keep = parse_classes(classes, n) if classes is not None else list(range(n))
+    remap = torch.full((n,), -1, dtype=torch.long)
     remap[torch.tensor(keep)] = torch.arange(len(keep))
     names = [train.class_names[i] for i in keep]
 

@@ -72,16 +72,15 @@ class FastRandomResizedCrop:
     def from_bytes(self, data: bytes) -> Tensor:
         """The same crop from an encoded image already in memory (a WebDataset shard's sample)."""
         jpeg = self._plain_jpeg(data) if data[:3] == JPEG_MAGIC else None
-        header = None if jpeg is None else (jpeg.size[1], jpeg.size[0])
-        if header is not None:
-            height, width = header
+        if jpeg is not None:
+            width, height = jpeg.size
             params = self._params(height, width)
             crop = self._decode_crop(data, height, width, params, opened=jpeg)
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
         img = decode_image_bytes(data, max_pixels=self.max_pixels)  # the bytes already read: no second open
-        if header is None or tuple(img.shape[-2:]) != header:
+        if jpeg is None or tuple(img.shape[-2:]) != (height, width):
             params = self._params(img.shape[-2], img.shape[-1])
         top, left, h, w = params
         return self._finish(self._resize(img[:, top:top + h, left:left + w]))
@@ -149,9 +148,7 @@ class FastRandomResizedCrop:
         if self.flip and torch.rand(1) < 0.5:  # RandomHorizontalFlip's draw, after the crop's
             crop = crop.flip(-1)
         crop = crop.contiguous()
-        if not self.normalize:
-            return crop
-        return crop.float().sub_(self.shift).mul_(self.inv_scale)
+        return crop.float().sub_(self.shift).mul_(self.inv_scale) if self.normalize else crop
 
 
 def train_transform(size: int = 224, mean: Sequence[float] = (0.485, 0.456, 0.406),

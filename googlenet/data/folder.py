@@ -78,19 +78,15 @@ def scan_image_folder(root: str | os.PathLike,
     found, left_out = class_folders(root)
     if not found:
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
-    if class_names is None:
-        class_names = found
-        index = {c: i for i, c in enumerate(found)}
-    else:
-        class_names = list(class_names)
-        index = {c: i for i, c in enumerate(class_names)}
-        unknown = [c for c in found if c not in index]
-        if unknown:
-            raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
-                            f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
+    class_names = list(found if class_names is None else class_names)
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in found if c not in index]  # none without class_names
+    if unknown:
+        raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
+                        f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
     samples = [Sample(f.path, index[found[f.root]]) for f in files]
-    return with_left_out(root, samples, left_out + skipped), list(class_names)
+    return with_left_out(root, samples, left_out + skipped), class_names
 
 
 def with_left_out(root: str | os.PathLike, samples: list[Sample], left_out: list[Skipped]) -> list[Sample]:
@@ -140,6 +136,4 @@ def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[Skip
     skipped = [b for b in batch if isinstance(b, Skipped)]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    images = torch.stack([g[0] for g in good])
-    labels = torch.as_tensor([g[1] for g in good], dtype=torch.long)
-    return images, labels, skipped
+    return torch.stack([g[0] for g in good]), torch.as_tensor([g[1] for g in good], dtype=torch.long), skipped

@@ -9,6 +9,7 @@ Files are read through ``googlenet.fileio.read_image_file``: regular files only,
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from typing import Optional
@@ -40,18 +41,15 @@ def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
     Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file, and for anything that is not a
     regular file (a device, FIFO, socket, folder, dangling link): those are refused before a byte is read.
     """
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         data = read_image_file(path)  # regular files only, at most GOOGLENET_MAX_IMAGE_BYTES
     except Unreadable as e:
         raise BadImage(str(e)) from None
-    return decode_image_bytes(data, max_pixels=limit, draft_size=draft_size)
+    return decode_image_bytes(data, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, draft_size=draft_size)
 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
                        draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
-    import io
-
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -63,7 +61,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         raise BadImage(f"image too large ({one_line(e, 200)})") from None
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised format)") from None
-    except Exception as e:  # UnidentifiedImageError, SyntaxError from broken headers, ...
+    except Exception as e:  # SyntaxError from broken headers, ...
         raise BadImage(f"not an image ({one_line(e, 200)})") from None
     if w < 1 or h < 1:
         raise BadImage(f"image has no pixels ({w}x{h})")
@@ -72,9 +70,18 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
                        f"(set GOOGLENET_MAX_PIXELS to raise it)")
 
     if data[:3] == JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
-        tensor = _decode_jpeg_torchvision(data)
-        if tensor is not None:
-            return tensor
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
+                # torchvision 0.29 deprecates its decoders (one warning per call); they stay the fastest here, and
+                # Pillow takes over when they are gone.
+                warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
+                buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        except Exception:
+            pass  # Pillow decides, below
     try:
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)  # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 size
@@ -85,21 +92,6 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         return pil_to_tensor_rgb(img)
     except Exception as e:  # OSError("image file is truncated"), ValueError, ...
         raise BadImage(f"cannot decode ({one_line(e, 200)})") from None
-
-
-def _decode_jpeg_torchvision(data: bytes) -> Optional[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # libjpeg warnings (premature end of data) -> let Pillow decide
-            # torchvision 0.29 deprecates its decoders (one warning per call); they stay the fastest here, and
-            # Pillow takes over when they are gone.
-            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except Exception:
-        return None
 
 
 def pil_to_tensor_rgb(img: Image.Image) -> torch.Tensor:
@@ -117,5 +109,4 @@ def pil_to_tensor_rgb(img: Image.Image) -> torch.Tensor:
         img = Image.alpha_composite(background, rgba)
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

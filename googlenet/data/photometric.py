@@ -35,11 +35,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 _library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_PHOTOMETRIC")
-
-
-def kernel() -> Optional[ctypes.CDLL]:
-    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
-    return _library.get()
+kernel = _library.get  # the loaded library, built on first use; None where it cannot be (no compiler, or off)
 
 
 def distort_(x: Tensor, jitter: Optional[v2.ColorJitter], lighting: Lighting,
@@ -88,7 +84,6 @@ def _as_normalize(norm) -> Optional[Normalize]:
     if not isinstance(norm, Normalize):
         return None
     mean, std = norm.mean, norm.std
-    if not (mean.dtype == std.dtype == torch.float32 and mean.numel() == std.numel() == 3
-            and mean.device.type == std.device.type == "cpu"):
-        return None
-    return norm
+    plain = (mean.dtype == std.dtype == torch.float32 and mean.numel() == std.numel() == 3
+             and mean.device.type == std.device.type == "cpu")
+    return norm if plain else None

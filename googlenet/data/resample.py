@@ -18,7 +18,7 @@ import ctypes
 import functools
 import math
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +48,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 _library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_RESAMPLE")
-
-
-def kernel() -> Optional[ctypes.CDLL]:
-    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
-    return _library.get()
+kernel = _library.get  # the loaded library, built on first use; None where it cannot be (no compiler, or off)
 
 
 class Taps(NamedTuple):
@@ -120,8 +116,7 @@ def resample_u8(crop: Tensor, out_h: int, out_w: int, mode: str) -> Tensor:
     channels, height, width = crop.shape
     rows, cols = taps(height, out_h, mode), taps(width, out_w, mode)
     out = torch.empty(channels, out_h, out_w)
-    sc, sy, sx = crop.stride()
-    status = lib.resample_u8(crop.data_ptr(), channels, height, width, sc, sy, sx, out_h, out_w,
+    status = lib.resample_u8(crop.data_ptr(), channels, height, width, *crop.stride(), out_h, out_w,
                              rows.start.data_ptr(), rows.count.data_ptr(), rows.weights.data_ptr(), rows.width,
                              cols.start.data_ptr(), cols.count.data_ptr(), cols.weights.data_ptr(), cols.width,
                              1 / 255, out.data_ptr())

@@ -56,10 +56,8 @@ def ancestors(path: str | os.PathLike) -> dict[Key, str]:
     out: dict[Key, str] = {}
     current = Path(os.path.realpath(path))
     for folder in (current, *current.parents):
-        try:
+        with contextlib.suppress(OSError):
             out.setdefault(_key(os.stat(folder)), str(folder))
-        except OSError:
-            pass
     return out
 
 
@@ -93,10 +91,7 @@ class _Walker:
             self._walk(i, root, via_link=False)
         # Links last, so that a folder reachable both ways is named by its real path. Following a link may find
         # more links: the list grows while it is read, and ends because each real folder is walked at most once.
-        n = 0
-        while n < len(self.links):
-            i, link = self.links[n]
-            n += 1
+        for i, link in self.links:
             try:
                 key = _key(os.stat(link))
             except OSError as e:  # removed since it was listed
@@ -181,10 +176,8 @@ class _Walker:
             kept = chosen.get(f[2])
             if kept is None or (kept[3] and not f[3]):
                 chosen[f[2]] = f
-        for f in self.files:
-            kept = chosen[f[2]]
-            if kept is not f:
-                self.skipped.append(Skipped(f[1], f"same file as {printable(kept[1])}"))
+        self.skipped += [Skipped(f[1], f"same file as {printable(chosen[f[2]][1])}") for f in self.files
+                         if chosen[f[2]] is not f]
         return sorted((Found(r, p) for r, p, _, _ in chosen.values()),
                       key=lambda f: (f.root, f.path.split(os.sep)))
 

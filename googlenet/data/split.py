@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UserError
+from ..fileio import atomic_path, read_bounded
 from .folder import Sample, printable, scan_image_folder
 
 IMBALANCE_RATIO = 3.0  # largest class / smallest class above this is reported
@@ -41,12 +42,8 @@ def _relative(s: Sample, root: Path) -> str:
     return os.path.relpath(s.path, root).replace(os.sep, "/")
 
 
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _escape(text: str) -> str:
-    """A name on one line of a list: backslash, tab and line breaks escaped (file names may hold any of them)."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+# A name on one line of a list: backslash, tab and line breaks escaped (file names may hold any of them).
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _unescape(text: str) -> str:
@@ -58,8 +55,6 @@ def _unescape(text: str) -> str:
 
 def read_lists(run: str | os.PathLike) -> dict[str, tuple[str, str]]:
     """{relative path: (side, class name)} from a run folder's split lists (or one of the list files)."""
-    from ..fileio import read_bounded
-
     run = Path(run)
     folder = run.parent if run.name in LIST_NAMES.values() else run
     placed: dict[str, tuple[str, str]] = {}
@@ -140,10 +135,8 @@ def imbalance_note(counts: dict) -> str | None:
 
 
 def write_lists(out: Path, root: Path, train: list[Sample], val: list[Sample], class_names: list[str]) -> None:
-    from ..fileio import atomic_path
-
     for side, name in LIST_NAMES.items():
-        lines = [f"{_escape(_relative(s, root))}\t{_escape(class_names[s.label])}"
+        lines = [f"{_relative(s, root).translate(_ESCAPES)}\t{class_names[s.label].translate(_ESCAPES)}"
                  for s in (train if side == "train" else val) if s.skip is None]
         with atomic_path(out / name) as tmp:  # surrogateescape: names that are not UTF-8 round-trip as bytes
             tmp.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))

@@ -192,9 +192,8 @@ class ModelNormalize:
         """The same step as a plain ``Normalize`` (RGB, pixel_range 1, no grey: ``(x - mean) / std``), else None.
         Made once (a data worker asks for every image)."""
         if not hasattr(self, "_normalize"):
-            pre = self.pre
-            mean, std = pre.get("mean", (0.0, 0.0, 0.0)), pre.get("std", (1.0, 1.0, 1.0))
-            plain = not (pre.get("grayscale", False) or pre.get("pixel_range", 1) != 1
-                         or pre.get("channel_order", "RGB") != "RGB" or len(mean) != 3 or len(std) != 3)
+            mean, std = self.pre.get("mean", (0.0, 0.0, 0.0)), self.pre.get("std", (1.0, 1.0, 1.0))
+            plain = not (self.pre.get("grayscale", False) or self.pre.get("pixel_range", 1) != 1
+                         or self.pre.get("channel_order", "RGB") != "RGB" or len(mean) != 3 or len(std) != 3)
             self._normalize = Normalize(mean, std) if plain else None
         return self._normalize

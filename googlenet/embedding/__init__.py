@@ -65,7 +65,7 @@ class _Memory:
         self.chunks.append({"rows": len(index), "dim": features.shape[1], **chunk_arrays(index, features, skipped)})
         self.done = stop
 
-    def read(self, entry: dict, keys: Sequence[str] = ()) -> dict:
+    def read(self, entry: dict, keys: Sequence[str]) -> dict:
         return entry
 
     def discard(self) -> None:
@@ -165,9 +165,8 @@ def _run(model: nn.Module, layer: str, items: Inputs, store, *, batch_size: int,
                 err = UserError(f"{items.names[0]}: {skipped[0][1]}")
                 err.discard = True
                 raise err
-            dim = feats[0].shape[1] if feats else 0
             store.add(start, stop, np.array(index, dtype=np.int64),
-                      np.concatenate(feats) if feats else np.zeros((0, dim), np.float32), skipped)
+                      np.concatenate(feats) if feats else np.zeros((0, 0), np.float32), skipped)
     return n - plan[0][0]
 
 

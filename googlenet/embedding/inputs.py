@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.folder import Sample, class_folders, scan_image_folder, with_left_out
-from ..data.scan import Skipped, scan_folder
+from ..data.scan import scan_folder
 from ..errors import UserError
 from ..fileio import printable
 
@@ -38,17 +38,11 @@ def list_inputs(path: str | os.PathLike) -> Inputs:
     classes, _ = class_folders(p)
     if classes:
         samples, class_names = scan_image_folder(p)  # what the walk left out comes back with a ``skip`` reason
-        samples += [Sample(s.path, -1, skip=s.reason) for s in _loose_files(p)]
+        with os.scandir(p) as it:  # visible non-folders directly under p: no class folder holds them
+            loose = sorted(e.path for e in it if not e.name.startswith(".") and not e.is_dir())
+        samples += [Sample(f, -1, skip="not in a class folder (left out)") for f in loose]
     else:
         files, left_out = scan_folder(p)
         samples = with_left_out(p, [Sample(f, -1) for f in files], left_out)
         class_names = []
-    return Inputs(p, samples, [printable(os.path.relpath(s.path, p)) for s in samples], list(class_names),
-                  single=False)
-
-
-def _loose_files(root: Path) -> list[Skipped]:
-    """Visible non-folders directly under a class-layout ``root``: no class folder holds them."""
-    with os.scandir(root) as it:
-        return sorted((Skipped(e.path, "not in a class folder (left out)") for e in it
-                       if not e.name.startswith(".") and not e.is_dir()), key=lambda s: s.path)
+    return Inputs(p, samples, [printable(os.path.relpath(s.path, p)) for s in samples], class_names, single=False)

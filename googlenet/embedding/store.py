@@ -92,18 +92,16 @@ class Partial:
 
     def add(self, start: int, stop: int, index: np.ndarray, features: np.ndarray, skipped: list[tuple[int, str]]):
         name = f"chunk-{start:09d}.npz"
-        with atomic_path(self.folder / name) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **chunk_arrays(index, features, skipped))
+        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **chunk_arrays(index, features, skipped))
         self.chunks.append({"start": start, "stop": stop, "file": name, "rows": len(index),
                             "dim": int(features.shape[1]) if features.ndim == 2 else 0})
         self._write_manifest()  # after the chunk itself: the manifest never names a chunk not fully written
 
     def _write_manifest(self) -> None:
-        atomic_write_text(self.folder / MANIFEST, json.dumps({"fingerprint": self.fingerprint,
-                                                              "chunks": self.chunks}))
+        atomic_write_text(self.folder / MANIFEST, json.dumps({"fingerprint": self.fingerprint, "chunks": self.chunks}))
 
-    def read(self, entry: dict, keys: Sequence[str] = ("index", "features", "skipped_index", "skipped_reason")) -> dict:
+    def read(self, entry: dict, keys: Sequence[str]) -> dict:
         path = self.folder / entry["file"]
         try:
             # A regular file only (a FIFO put there would block np.load), no pickle; members read when asked for.
@@ -136,11 +134,6 @@ def _check_chunks(manifest) -> None:
         stop = c["stop"]
 
 
-def _npy_into(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
-
-
 def write_npz(out: str | os.PathLike, partial: Partial, dim: int, n_good: int, arrays: dict) -> None:
     """``OUT``: ``features`` (n_good x dim float32) streamed from the chunks in order, then ``arrays``."""
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -159,7 +152,8 @@ def write_npz(out: str | os.PathLike, partial: Partial, dim: int, n_good: int, a
                 raise UserError(f"{printable(partial.folder)}: the chunks hold {written} rows, expected {n_good}; "
                                 f"pass --restart")
         for name, array in arrays.items():
-            _npy_into(zf, name, array)
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike) -> dict:
