@@ -221,15 +221,9 @@ def infer_response(model_name: str, request: InferRequest, probs: torch.Tensor, 
 
 def model_metadata(model_name: str, *, input_size: int, num_classes: int, arch: str, precision: str,
                    backend: str, scheme: str) -> dict:
-    return {
-        "name": model_name,
-        "versions": ["1"],
-        "platform": f"googlenet_{backend}",
-        "inputs": [
-            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
-            {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, 3, input_size, input_size]},
-        ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, num_classes]}],
-        "parameters": {"arch": arch, "num_classes": num_classes, "input_size": input_size, "precision": precision,
-                       "crops": int(scheme)},
-    }
+    return {"name": model_name, "versions": ["1"], "platform": f"googlenet_{backend}",
+            "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+                       {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, 3, input_size, input_size]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, num_classes]}],
+            "parameters": {"arch": arch, "num_classes": num_classes, "input_size": input_size,
+                           "precision": precision, "crops": int(scheme)}}
