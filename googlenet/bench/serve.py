@@ -187,8 +187,7 @@ def _png_bomb(side: int) -> bytes:
 
     comp = zlib.compressobj(9)
     row = b"\x00" * (side + 1)
-    parts = [comp.compress(row * 256) for _ in range(side // 256)] + [comp.compress(row * (side % 256)),
-                                                                        comp.flush()]
+    parts = [comp.compress(row * 256) for _ in range(side // 256)] + [comp.compress(row * (side % 256)), comp.flush()]
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 

@@ -112,8 +112,7 @@ class Batcher:
             self.in_flight += len(batch)
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self.executor, self.run, first.kind,
-                                                     [j.payload for j in batch])
+                results = await loop.run_in_executor(self.executor, self.run, first.kind, [j.payload for j in batch])
                 if self.on_batch is not None:  # counted before anyone is answered, so /metrics is never behind
                     self.on_batch(sum(j.size for j in batch), time.perf_counter() - started)
             except Exception as e:  # a bug, not a client's mistake: every request of the batch gets it

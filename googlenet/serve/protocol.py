@@ -211,8 +211,7 @@ def infer_response(model_name: str, request: InferRequest, probs: torch.Tensor, 
                 for v, i in zip(vals, idx)]
         output = {"name": OUTPUT, "datatype": "BYTES", "shape": [n, k], "data": data}
     else:
-        output = {"name": OUTPUT, "datatype": "FP32", "shape": [n, probs.shape[1]],
-                  "data": probs.reshape(-1).tolist()}
+        output = {"name": OUTPUT, "datatype": "FP32", "shape": [n, probs.shape[1]], "data": probs.reshape(-1).tolist()}
     response = {"model_name": model_name, "model_version": "1", "outputs": [output]}
     if request.id is not None:
         response["id"] = request.id
