@@ -149,13 +149,10 @@ def _base64_elements(data: Any) -> list[bytes]:
         data = data[0]  # [[...]]: a nested row-major form some clients send
     if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
         raise _bad(f"input '{IMAGE_INPUT}' data must be a list of base64 strings (or binary data)")
-    out = []
-    for d in data:
-        try:
-            out.append(base64.b64decode(d, validate=True))
-        except (binascii.Error, ValueError):
-            raise _bad(f"input '{IMAGE_INPUT}' data is not valid base64") from None
-    return out
+    try:
+        return [base64.b64decode(d, validate=True) for d in data]
+    except (binascii.Error, ValueError):
+        raise _bad(f"input '{IMAGE_INPUT}' data is not valid base64") from None
 
 
 def _bytes_elements(raw: bytes) -> list[bytes]:
