@@ -249,9 +249,8 @@ def _held_out_png(workdir: Path) -> Path:
 
     from ..data.embedded import load_fashion
 
-    _, held_out = load_fashion()
     path = workdir / "held_out.png"
-    Image.fromarray(held_out.images[0].numpy()).save(path)
+    Image.fromarray(load_fashion()[1].images[0].numpy()).save(path)
     return path
 
 
