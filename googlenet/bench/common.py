@@ -29,24 +29,6 @@ class Contender:
     times: list[float] = field(default_factory=list)  # seconds per call, one per round
 
 
-def run_rounds(contenders: list[Contender], rounds: int, warmup: int = 1,
-               progress: Optional[Callable[[str], None]] = None) -> None:
-    """Warm-up calls for each contender, then ``rounds`` rounds in which every contender runs once, in turn."""
-    for c in contenders:
-        if progress:
-            progress(f"warm-up: {c.name}")
-        for _ in range(warmup):
-            c.run()
-    for r in range(rounds):
-        if progress:
-            progress(f"round {r + 1}/{rounds}")
-        for c in contenders:
-            start = time.perf_counter()
-            for _ in range(c.calls):
-                c.run()
-            c.times.append((time.perf_counter() - start) / c.calls)
-
-
 def row(c: Contender) -> dict:
     med = statistics.median(c.times)
     return {"name": c.name, "role": c.role, "precision": c.precision, "batch_size": c.batch_size,
@@ -56,8 +38,20 @@ def row(c: Contender) -> dict:
 
 def measure(contenders: list[Contender], rounds: int, *references: str,
             progress: Optional[Callable[[str], None]] = None) -> list[dict]:
-    """``run_rounds``, then one row per contender with its ratios against each of ``references``."""
-    run_rounds(contenders, rounds, progress=progress)
+    """A warm-up call for each contender, then ``rounds`` rounds in which every contender runs once, in turn; then
+    one row per contender with its ratios against each of ``references``."""
+    for c in contenders:
+        if progress:
+            progress(f"warm-up: {c.name}")
+        c.run()
+    for r in range(rounds):
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+        for c in contenders:
+            start = time.perf_counter()
+            for _ in range(c.calls):
+                c.run()
+            c.times.append((time.perf_counter() - start) / c.calls)
     rows = [row(c) for c in contenders]
     for reference in references:
         add_ratios(rows, reference)
@@ -121,34 +115,18 @@ def format_table(rows: list[dict], notes: list[str]) -> str:
     head = f"{'name':<52} {'role':<9} {'prec':<5} {'batch':>5} {'img/s':>8} {'ms/batch':>9} {'spread':>6}  extra"
     lines = [head, "-" * len(head)]
     for r in rows:
+        lead = f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5}"
         if "images_per_s" not in r:
-            lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5}  skipped: "
-                         f"{r.get('note', '')}")
+            lines.append(f"{lead}  skipped: {r.get('note', '')}")
             continue
         extra = [f"{x:.2f}x {ref}" for ref, x in (r.get("ratios") or {}).items()]
         if "top1_agreement" in r:
             agree = r["top1_agreement"]
             extra.append(f"top-1 agreement {agree:.4f}" if isinstance(agree, float) else f"agreement: {agree}")
-        lines.append(f"{r['name']:<52} {r['role']:<9} {r['precision']:<5} {r['batch_size']:>5} "
-                     f"{r['images_per_s']:>8.1f} {r['ms_per_batch']:>9.1f} {r['spread']:>6.2f}  {'; '.join(extra)}")
+        lines.append(f"{lead} {r['images_per_s']:>8.1f} {r['ms_per_batch']:>9.1f} {r['spread']:>6.2f}  "
+                     f"{'; '.join(extra)}")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
-
-
-def matmul_peak(precision: str, size: int = 2048, seconds: float = 1.5) -> float:
-    """The machine's attainable GFLOP/s in ``precision`` right now: the best of repeated size^3 matmuls (oneDNN /
-    MKL GEMM, the kernel convolutions reduce to). Measured in the same process as the rows it is compared with."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=g).to(dtype)
-    b = torch.randn(size, size, generator=g).to(dtype)
-    torch.mm(a, b)  # warm-up
-    best, started = float("inf"), time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best / 1e9
 
 
 def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False, train_mode: bool = False) -> int:
@@ -179,9 +157,23 @@ def forward_macs(model: torch.nn.Module, input_size: int, with_aux: bool = False
 
 
 def matmul_peaks(progress: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+    """The machine's attainable GFLOP/s in fp32 and bf16 right now, in the same process as the rows compared with it:
+    the best of 2048^3 matmuls repeated for 1.5 s (oneDNN / MKL GEMM, the kernel convolutions reduce to)."""
     if progress:
         progress("matmul peak")
-    return {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    peaks, size = {}, 2048
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=g).to(dtype)
+        b = torch.randn(size, size, generator=g).to(dtype)
+        torch.mm(a, b)  # warm-up
+        best, started = float("inf"), time.perf_counter()
+        while time.perf_counter() - started < 1.5:
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+        peaks[precision] = 2 * size ** 3 / best / 1e9
+    return peaks
 
 
 def add_compute(rows: list[dict], reference_macs: int, project_macs: int, flops_per_mac: float,

@@ -103,9 +103,7 @@ def shard_stream(folder: Path, out: Path, input_size: int, resize) -> Iterator:
     from ..data.shards import TrainStream, open_shard_set, write_shards
 
     write_shards(str(folder), out, shard_bytes=4 << 20, resize=resize, say=lambda _: None)
-    stream = TrainStream(open_shard_set(str(out)), "train", FastPaperCrop(input_size, MEAN, STD), seed=0,
-                         buffer=64)
-    return iter(stream)
+    return iter(TrainStream(open_shard_set(str(out)), "train", FastPaperCrop(input_size, MEAN, STD), seed=0, buffer=64))
 
 
 def bench_data(*, input_size: int = 224, files: int = 64, rounds: int = 5, image_size=(500, 375),

@@ -23,12 +23,6 @@ ORT_REFERENCE = "onnxruntime fp32 (torchvision export)"
 PROJECT_PATHS = (("fp32", "eager"), ("fp32", "onnxruntime"), ("bf16", "eager"), ("int8", "onnxruntime"))
 
 
-def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth normalised images (upsampled noise): activations like a photograph's, for timing and calibration."""
-    g = torch.Generator().manual_seed(seed)
-    return F.interpolate(torch.randn(n, 3, 7, 7, generator=g), size=size, mode="bilinear", align_corners=False)
-
-
 def torchvision_ort_session(size: int):
     """ONNX Runtime on torchvision's googlenet exported as users do (torch.onnx.export, dynamic batch)."""
     import onnxruntime as ort
@@ -83,7 +77,9 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
 
     notes: list[str] = []
     batches = [batch_size] + ([1] if latency and batch_size != 1 else [])
-    x = _images(batch_size, input_size)
+    # Smooth normalised images (upsampled noise): activations like a photograph's, for timing and calibration.
+    x = F.interpolate(torch.randn(batch_size, 3, 7, 7, generator=torch.Generator().manual_seed(0)), size=input_size,
+                      mode="bilinear", align_corners=False)
     inputs = {b: x if b == batch_size else x[:1].clone() for b in batches}
     tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).eval()
     tv_cl = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).eval()
@@ -95,19 +91,17 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
                 return m(t)
         return run
 
-    def calls(b: int) -> int:
-        return 5 if b == 1 else 1
-
+    calls = {b: 5 if b == 1 else 1 for b in batches}
     contenders: list[Contender] = []
     for b in batches:
-        contenders += [Contender("torchvision eager fp32 NCHW", "reference", "fp32", b, eager(tv, inputs[b]), calls(b)),
+        contenders += [Contender("torchvision eager fp32 NCHW", "reference", "fp32", b, eager(tv, inputs[b]), calls[b]),
                        Contender("torchvision eager fp32 channels_last", "reference", "fp32", b,
-                                 eager(tv_cl, inputs[b].contiguous(memory_format=torch.channels_last)), calls(b))]
+                                 eager(tv_cl, inputs[b].contiguous(memory_format=torch.channels_last)), calls[b])]
     try:
         ort_ref = torchvision_ort_session(input_size)
         for b in batches:
             contenders.append(Contender(ORT_REFERENCE, "reference", "fp32", b,
-                                        (lambda f={"images": inputs[b].numpy()}: ort_ref.run(None, f)), calls(b)))
+                                        (lambda f={"images": inputs[b].numpy()}: ort_ref.run(None, f)), calls[b]))
     except ImportError:
         notes.append("onnxruntime is not installed: the ONNX Runtime rows are skipped (pip install onnxruntime)")
 
@@ -133,7 +127,7 @@ def bench_infer(*, model: nn.Module, batch_size: int = 32, input_size: int = 224
         name = f"googlenet {backend} {p}" + (" (BN folded, channels_last)" if backend != "onnxruntime" else
                                              " (BN folded)")
         for b in batches:
-            contenders.append(Contender(name, "project", p, b, (lambda f=predictor, t=inputs[b]: f(t)), calls(b),
+            contenders.append(Contender(name, "project", p, b, (lambda f=predictor, t=inputs[b]: f(t)), calls[b],
                                         extra=dict(extra)))
     rows = measure(contenders, rounds, ORT_REFERENCE, progress=progress)
     peaks = matmul_peaks(progress)

@@ -44,10 +44,9 @@ def bench_lrn(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
                   Contender("googlenet.models.lrn, PyTorch ops only (no C compiler)", "project", "fp32", batch_size,
                             step(partial(local_response_norm, native=False)))]
     rows = measure(contenders, rounds, REFERENCE, progress=progress)
-    notes = [f"forward + backward of both LRN sites of the paper's googlenet at input {input_size}x{input_size}: "
-             f"{batch_size} x 64 x {side} x {side} and {batch_size} x 192 x {side} x {side}, channels_last fp32",
-             "goal: fast LRN >= 10x F.local_response_norm"]
-    return rows, notes
+    return rows, [f"forward + backward of both LRN sites of the paper's googlenet at input {input_size}x{input_size}"
+                  f": {batch_size} x 64 x {side} x {side} and {batch_size} x 192 x {side} x {side}, channels_last fp32",
+                  "goal: fast LRN >= 10x F.local_response_norm"]
 
 
 def bench_lrn_net(*, batch_size: int = 32, input_size: int = 224, rounds: int = 5,
@@ -83,6 +82,5 @@ def bench_lrn_net(*, batch_size: int = 32, input_size: int = 224, rounds: int = 
     rows = measure(contenders, rounds, progress=progress)
     for mode in ("inference", "train step"):
         add_ratios([r for r in rows if r["mode"] == mode], f"googlenet {mode}, C LRN, eager")
-    notes = [f"the paper's googlenet, channels_last fp32, {batch_size} x 3 x {input_size} x {input_size}; "
-             "ratios against the eager net with the C kernel, per mode; compile time (minutes) not counted"]
-    return rows, notes
+    return rows, [f"the paper's googlenet, channels_last fp32, {batch_size} x 3 x {input_size} x {input_size}; "
+                  "ratios against the eager net with the C kernel, per mode; compile time (minutes) not counted"]

@@ -29,12 +29,6 @@ from ..errors import UserError
 from .common import proc_status_kib
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_mib(pid: int) -> float:
     kib = proc_status_kib("VmRSS", pid)
     return float("nan") if kib is None else kib / 1024
@@ -44,7 +38,9 @@ class _Server:
     def __init__(self, weights: str, flags: list[str]) -> None:
         import httpx
 
-        self.port = _free_port()
+        with socket.socket() as s:  # a free port
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "googlenet", "serve", "--weights", weights, "--port",
                                       str(self.port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -84,9 +80,8 @@ class _Server:
 
 def _histogram_delta(before: dict, after: dict) -> dict[str, int]:
     """Cumulative Prometheus buckets before/after -> batches per size range, e.g. {"1": 40, "2-4": 12}."""
-    keys = sorted((k for k in after if k != "+Inf"), key=float)
     out, previous_cum, low = {}, 0.0, 1
-    for key in keys:
+    for key in sorted((k for k in after if k != "+Inf"), key=float):
         edge = float(key)
         cum = after.get(key, 0.0) - before.get(key, 0.0)
         count = int(cum - previous_cum)
@@ -136,12 +131,10 @@ def _in_process(weights: str, body: Path, max_batch: int, precision: str, backen
     return out
 
 
-def _hostile_requests(body: Path, workdir: Path) -> list[tuple[str, Callable]]:
+def _hostile_requests(body: Path) -> list[tuple[str, Callable]]:
     """(name, send(url) -> status) for each hostile request kind; each must get its 4xx."""
     import httpx
 
-    bomb = workdir / "bomb.png"
-    _png_bomb(bomb, 20000)
     good = body.read_bytes()
 
     def post(content: bytes, route: str = "/v1/classify"):
@@ -163,7 +156,7 @@ def _hostile_requests(body: Path, workdir: Path) -> list[tuple[str, Callable]]:
     return [
         ("empty body", post(b"")),
         ("100 MB body", post(big)),
-        ("bomb PNG", post(bomb.read_bytes())),
+        ("bomb PNG", post(_png_bomb(20000))),
         ("truncated JPEG", post(good[: max(16, len(good) // 3)] if good[:3] == b"\xff\xd8\xff" else _truncated_jpeg())),
         ("text file", post(b"hello, this is not an image\n" * 20)),
         ("wrong JSON", post(b"{oops", "/v2/models/googlenet/infer")),
@@ -184,8 +177,8 @@ def _truncated_jpeg() -> bytes:
     return buf.getvalue()[:500]
 
 
-def _png_bomb(path: Path, side: int) -> None:
-    """A side x side grayscale PNG of zeros, a few hundred KB on disk (written streaming)."""
+def _png_bomb(side: int) -> bytes:
+    """A side x side grayscale PNG of zeros, a few hundred KB (compressed in row blocks, never whole in memory)."""
     import struct
     import zlib
 
@@ -194,10 +187,9 @@ def _png_bomb(path: Path, side: int) -> None:
 
     comp = zlib.compressobj(9)
     row = b"\x00" * (side + 1)
-    parts = [comp.compress(row * 256) for _ in range(side // 256)] + [comp.compress(row * (side % 256)),
-                                                                        comp.flush()]
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    parts = [comp.compress(row * 256) for _ in range(side // 256)] + [comp.compress(row * (side % 256)), comp.flush()]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 
 
 def bench_serve(*, weights: str, image: Optional[str], concurrency: list[int], requests: int, max_batch: int,
@@ -229,8 +221,7 @@ def bench_serve(*, weights: str, image: Optional[str], concurrency: list[int], r
                     before = server.batch_histogram()
                     rss_before = _rss_mib(server.proc.pid)
                     if abused:
-                        abuser = threading.Thread(target=_abuse, args=(server.url, body, workdir, abuse, expected,
-                                                                       abuse_result))
+                        abuser = threading.Thread(target=_abuse, args=(server.url, body, abuse, expected, abuse_result))
                         abuser.start()
                     result = _hey(server.url, body, requests, c, timeout_s)
                     if abused:
@@ -258,18 +249,17 @@ def _held_out_png(workdir: Path) -> Path:
 
     from ..data.embedded import load_fashion
 
-    _, held_out = load_fashion()
     path = workdir / "held_out.png"
-    Image.fromarray(held_out.images[0].numpy()).save(path)
+    Image.fromarray(load_fashion()[1].images[0].numpy()).save(path)
     return path
 
 
-def _abuse(url: str, body: Path, workdir: Path, count: int, expected: str, out: dict) -> None:
+def _abuse(url: str, body: Path, count: int, expected: str, out: dict) -> None:
     """``count`` hostile requests cycling through the kinds, plus a good request checked after each."""
     import httpx
 
-    kinds = _hostile_requests(body, workdir)
-    results, good_wrong, slowest = [], 0, 0.0
+    kinds = _hostile_requests(body)
+    results, good_wrong = [], 0
     for i in range(count):
         name, send = kinds[i % len(kinds)]
         started = time.perf_counter()
@@ -277,29 +267,26 @@ def _abuse(url: str, body: Path, workdir: Path, count: int, expected: str, out: 
             status = send(url)
         except Exception as e:  # a reset connection is not a 4xx: count it as a failure
             status = f"{type(e).__name__}"
-        took = time.perf_counter() - started
-        results.append({"kind": name, "status": status, "seconds": took})
-        if name != "slow body":
-            slowest = max(slowest, took)
+        results.append({"kind": name, "status": status, "seconds": time.perf_counter() - started})
         r = httpx.post(url + "/v1/classify", content=body.read_bytes(), timeout=30)
         good_wrong += r.status_code != 200 or r.json()["topk"][0]["label"] != expected
     by_kind: dict[str, list] = {}
     for r in results:
         by_kind.setdefault(r["kind"], []).append(r)
+
+    def slowest(slow_body: bool) -> float:
+        return max((r["seconds"] for r in results if (r["kind"] == "slow body") == slow_body), default=0.0)
+
     out.update(hostile=len(results),
                all_4xx=all(isinstance(r["status"], int) and 400 <= r["status"] < 500 for r in results),
                statuses={k: sorted({str(r["status"]) for r in v}) for k, v in by_kind.items()},
-               max_seconds_except_slow_body=slowest,
-               slow_body_seconds=max((r["seconds"] for r in results if r["kind"] == "slow body"), default=0.0),
+               max_seconds_except_slow_body=slowest(False), slow_body_seconds=slowest(True),
                good_requests_checked=count, good_requests_wrong=good_wrong)
 
 
 def format_rows(rows: list[dict]) -> str:
     head = (f"{'batching':>16} {'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'503':>4} "
             f"{'of best':>7}  batches")
-    lines = [head]
-    for r in rows:
-        lines.append(f"{r['batching']:>16} {r['concurrency']:>4} {r['requests_per_s']:7.1f} {r['p50_ms']:8.1f} "
-                     f"{r['p90_ms']:8.1f} {r['p99_ms']:8.1f} {r['rejected_503']:>4} {r['of_in_process_best']:7.2f}  "
-                     f"{r['batches']}")
-    return "\n".join(lines)
+    return "\n".join([head] + [f"{r['batching']:>16} {r['concurrency']:>4} {r['requests_per_s']:7.1f} "
+                               f"{r['p50_ms']:8.1f} {r['p90_ms']:8.1f} {r['p99_ms']:8.1f} {r['rejected_503']:>4} "
+                               f"{r['of_in_process_best']:7.2f}  {r['batches']}" for r in rows])

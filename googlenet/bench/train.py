@@ -63,10 +63,9 @@ def bench_train(*, arch: str = "googlenet_tv", batch_size: int = 32, input_size:
     our_macs = forward_macs(create_model(arch, num_classes=1000), input_size, with_aux=True)
     # A training step is about 3x the forward pass (forward, grad of activations, grad of weights): 6 FLOPs/MAC.
     add_compute(rows, tv_macs, our_macs, 6.0, peaks)
-    notes = [f"random weights and labels, 1000 classes, input {input_size}x{input_size}; project arch {arch}",
-             f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
-             f"GFLOP/s = 6 x multiply-adds (aux heads included: {our_macs / 1e6:.0f}M project, "
-             f"{tv_macs / 1e6:.0f}M torchvision) x images/s",
-             "goal: every arch at >= 70% of the peak of its precision"]
-    return rows, notes
+    return rows, [f"random weights and labels, 1000 classes, input {input_size}x{input_size}; project arch {arch}",
+                  f"matmul 2048^3 peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} "
+                  f"GFLOP/s; GFLOP/s = 6 x multiply-adds (aux heads included: {our_macs / 1e6:.0f}M project, "
+                  f"{tv_macs / 1e6:.0f}M torchvision) x images/s",
+                  "goal: every arch at >= 70% of the peak of its precision"]
 

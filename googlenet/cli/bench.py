@@ -83,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "infer":
         from ..bench.infer import bench_infer
 
-        model, trained = _model(args)
+        if args.weights:
+            from ..pretrained import load_weights_arg
+
+            model, trained = load_weights_arg(args.weights), args.weights != "torchvision"
+        else:  # a fresh --arch with 1000 classes, as the references
+            from ..models import create_model
+
+            model, trained = create_model(check_arch(args.arch), num_classes=1000).eval(), False
         rows, notes = bench_infer(model=model, batch_size=batch_size, input_size=args.input_size,
                                   precisions=args.precision or PRECISION_CHOICES, rounds=args.rounds,
                                   latency=args.latency, compile=args.compile, trained=trained, progress=progress)
@@ -108,11 +115,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "lrn":
         from ..bench.lrn import bench_lrn, bench_lrn_net
 
-        rows, notes = bench_lrn(batch_size=batch_size, input_size=args.input_size, rounds=args.rounds,
-                                progress=progress)
+        kwargs = dict(batch_size=batch_size, input_size=args.input_size, rounds=args.rounds, progress=progress)
+        rows, notes = bench_lrn(**kwargs)
         if args.compile:
-            net_rows, net_notes = bench_lrn_net(batch_size=batch_size, input_size=args.input_size,
-                                                rounds=args.rounds, progress=progress)
+            net_rows, net_notes = bench_lrn_net(**kwargs)
             rows, notes = rows + net_rows, notes + net_notes
     elif args.what == "detect":
         from ..bench.detect import bench_detect
@@ -147,14 +153,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows, notes))
     return 0
-
-
-def _model(args: argparse.Namespace):
-    """(model, trained): --weights, or a fresh --arch with 1000 classes (as the references)."""
-    from ..models import create_model
-
-    if args.weights:
-        from ..pretrained import load_weights_arg
-
-        return load_weights_arg(args.weights), args.weights != "torchvision"
-    return create_model(check_arch(args.arch), num_classes=1000).eval(), False

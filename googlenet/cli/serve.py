@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 
+from ..errors import UserError
 from .common import add_weights_flag, non_negative_int, positive_float, positive_int
 
 
@@ -40,8 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-
     try:
         import uvicorn
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Optional
 
+import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -53,11 +54,9 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         """Runs on the batcher's thread: one forward pass for the whole batch, split back per request."""
         if kind == "images":
             probs = served.probs_for_images([p for payload in payloads for p in payload])
-            return list(probs.split([len(payload) for payload in payloads]))
-        import torch
-
-        probs = served.probs_for_tensor(torch.cat(payloads))
-        return list(probs.split([int(payload.shape[0]) for payload in payloads]))
+        else:
+            probs = served.probs_for_tensor(torch.cat(payloads))
+        return list(probs.split([len(payload) for payload in payloads]))  # images per request, or tensor rows
 
     batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                       max_queue=config.max_queue, on_batch=metrics.observe_batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -36,10 +37,8 @@ class Batcher:
     def __init__(self, run: Callable[[str, list[Any]], list[Any]], *, max_batch: int = 8, max_wait_ms: float = 5.0,
                  max_queue: int = 64, on_batch: Optional[Callable[[int, float], None]] = None) -> None:
         """run(kind, payloads) -> one result per payload, called on the worker thread with a whole batch."""
-        self.run = run
-        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
-        self.max_queue = max_queue
-        self.on_batch = on_batch
+        self.run, self.on_batch = run, on_batch
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self.queue: collections.deque[Job] = collections.deque()
         self.wakeup: Optional[asyncio.Event] = None
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="googlenet-infer")
@@ -61,10 +60,8 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self.task is not None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            except asyncio.CancelledError:
-                pass
         self.executor.shutdown(wait=True)
 
     def arrival(self) -> "Arrival":
@@ -115,8 +112,7 @@ class Batcher:
             self.in_flight += len(batch)
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self.executor, self.run, first.kind,
-                                                     [j.payload for j in batch])
+                results = await loop.run_in_executor(self.executor, self.run, first.kind, [j.payload for j in batch])
                 if self.on_batch is not None:  # counted before anyone is answered, so /metrics is never behind
                     self.on_batch(sum(j.size for j in batch), time.perf_counter() - started)
             except Exception as e:  # a bug, not a client's mistake: every request of the batch gets it
@@ -134,9 +130,7 @@ class Batcher:
         """Images that the next batch would hold: the queued jobs of ``kind`` in order, up to max_batch."""
         n = 0
         for job in self.queue:
-            if job.kind != kind:
-                break
-            if n and n + job.size > self.max_batch:
+            if job.kind != kind or (n and n + job.size > self.max_batch):
                 break
             n += job.size
         return n

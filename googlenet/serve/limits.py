@@ -26,8 +26,7 @@ from .model import RequestError
 DRAIN_BYTES = 16 * 1024 * 1024  # read and discarded past the limit, so that every client sees its 413
 
 
-async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
-                    body_timeout_s: Optional[float] = None) -> bytes:
+async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float, body_timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -36,7 +35,7 @@ async def read_body(request: Request, *, max_bytes: int, read_timeout_s: float,
             raise RequestError(400, "Content-Length must be an integer") from None
     chunks, received = [], 0
     stream = request.stream().__aiter__()
-    deadline = time.monotonic() + (body_timeout_s if body_timeout_s is not None else float("inf"))
+    deadline = time.monotonic() + body_timeout_s
     if declared is not None and length > max_bytes:
         if length <= max_bytes + DRAIN_BYTES:
             await _drain(stream, length, read_timeout_s, deadline)

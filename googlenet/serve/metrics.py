@@ -19,8 +19,7 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.batch_seconds = Histogram("googlenet_batch_seconds", "Model time per batch", registry=self.registry)
         self.latency = Histogram("googlenet_request_seconds", "Request latency by route", ["route"],
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
-                                 registry=self.registry)
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=self.registry)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -20,13 +20,8 @@ from ..evaluate.predict import class_names
 
 # Magic numbers of the formats a server accepts; anything else is refused before Pillow sees it (Pillow would open
 # dozens of rarer formats, each a parser exposed to the network). Written by hand: a table is all it takes.
-ALLOWED = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-)
+ALLOWED = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+           (b"BM", "BMP"))
 SERVE_MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
 # The longer side over the shorter: the eval view resizes the shorter side to ~1.14x the crop, so a 1 x 16,000 strip
 # (a 142-byte PNG) would become a 73 x 1,168,000 float image (hundreds of MB). 20:1 is past any panorama.
@@ -47,8 +42,7 @@ class RequestError(Exception):
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.status, self.message = status, message
 
 
 @dataclass
@@ -65,15 +59,13 @@ class ServedModel:
 
     def __init__(self, model: torch.nn.Module, *, name: str, precision: str = "fp32", backend: str = "eager",
                  scheme: str = "1", max_pixels: int = SERVE_MAX_PIXELS) -> None:
-        self.name = name
-        self.scheme = scheme
-        self.max_pixels = max_pixels
+        self.name, self.scheme, self.max_pixels = name, scheme, max_pixels
+        self.precision, self.backend = precision, backend
         self.ensemble = Ensemble([model], precision=precision, backend=backend, names=[name])
         self.view = self.ensemble.views(scheme)[0]
         self.labels = class_names(self.ensemble)
         self.num_classes = self.ensemble.num_classes
         self.input_size = self.view.crop_size
-        self.precision, self.backend = precision, backend
 
     # -- images ------------------------------------------------------------------------------------------------
     def prepare(self, data: bytes) -> Prepared:
@@ -124,5 +116,4 @@ class ServedModel:
         calibrates on its first batch, so it is not warmed with a blank image."""
         if self.precision == "int8":
             return
-        s = self.input_size
-        self.probs_for_tensor(torch.zeros(1, 3, s, s))
+        self.probs_for_tensor(torch.zeros(1, 3, self.input_size, self.input_size))

@@ -149,13 +149,10 @@ def _base64_elements(data: Any) -> list[bytes]:
         data = data[0]  # [[...]]: a nested row-major form some clients send
     if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
         raise _bad(f"input '{IMAGE_INPUT}' data must be a list of base64 strings (or binary data)")
-    out = []
-    for d in data:
-        try:
-            out.append(base64.b64decode(d, validate=True))
-        except (binascii.Error, ValueError):
-            raise _bad(f"input '{IMAGE_INPUT}' data is not valid base64") from None
-    return out
+    try:
+        return [base64.b64decode(d, validate=True) for d in data]
+    except (binascii.Error, ValueError):
+        raise _bad(f"input '{IMAGE_INPUT}' data is not valid base64") from None
 
 
 def _bytes_elements(raw: bytes) -> list[bytes]:
@@ -211,8 +208,7 @@ def infer_response(model_name: str, request: InferRequest, probs: torch.Tensor, 
                 for v, i in zip(vals, idx)]
         output = {"name": OUTPUT, "datatype": "BYTES", "shape": [n, k], "data": data}
     else:
-        output = {"name": OUTPUT, "datatype": "FP32", "shape": [n, probs.shape[1]],
-                  "data": probs.reshape(-1).tolist()}
+        output = {"name": OUTPUT, "datatype": "FP32", "shape": [n, probs.shape[1]], "data": probs.reshape(-1).tolist()}
     response = {"model_name": model_name, "model_version": "1", "outputs": [output]}
     if request.id is not None:
         response["id"] = request.id
@@ -221,15 +217,9 @@ def infer_response(model_name: str, request: InferRequest, probs: torch.Tensor, 
 
 def model_metadata(model_name: str, *, input_size: int, num_classes: int, arch: str, precision: str,
                    backend: str, scheme: str) -> dict:
-    return {
-        "name": model_name,
-        "versions": ["1"],
-        "platform": f"googlenet_{backend}",
-        "inputs": [
-            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
-            {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, 3, input_size, input_size]},
-        ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, num_classes]}],
-        "parameters": {"arch": arch, "num_classes": num_classes, "input_size": input_size, "precision": precision,
-                       "crops": int(scheme)},
-    }
+    return {"name": model_name, "versions": ["1"], "platform": f"googlenet_{backend}",
+            "inputs": [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+                       {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, 3, input_size, input_size]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, num_classes]}],
+            "parameters": {"arch": arch, "num_classes": num_classes, "input_size": input_size,
+                           "precision": precision, "crops": int(scheme)}}
