@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
             names = ensemble.class_names or [str(i) for i in range(result.confusion.shape[0])]
             rep = write_report(result.confusion, names, args.report_dir,
                                f"{name}: {out['images']} images, {args.crops} crop(s)")
-            out["per_class"] = rep["classes"]
-            out.update(per_class_csv=rep["per_class"], confusion_csv=rep["confusion_csv"],
+            out.update(per_class=rep["classes"], per_class_csv=rep["per_class"], confusion_csv=rep["confusion_csv"],
                        confusion_png=rep["confusion_png"])
             if not args.json:
                 print("per-class top-1:")
