@@ -19,18 +19,14 @@ from ..weights import attach_metadata, load_model, read_metadata, save_model
 NETWORK_TIMEOUT_S = 20.0  # bound on connecting and on each read while fetching
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open_weights_file(path, "checkpoint") as (f, _):
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_converted(model, src: Path, dst, source: dict, **save_kw):
     """Writes a converted ``model`` to ``dst`` (atomically), its ``source`` naming and hashing ``src``, and returns
     it with the metadata read back from ``dst``."""
-    save_model(model, dst, source={**source, "file": src.name, "sha256": sha256_file(src)}, **save_kw)
+    h = hashlib.sha256()
+    with open_weights_file(src, "checkpoint") as (f, _):
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    save_model(model, dst, source={**source, "file": src.name, "sha256": h.hexdigest()}, **save_kw)
     attach_metadata(model, read_metadata(dst))
     return model
 
