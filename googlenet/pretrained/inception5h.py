@@ -202,9 +202,8 @@ URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/i
 
 
 def load_inception5h_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
-    """``--weights inception5h``: the converted file from torch.hub's cache, else the PyTorch port's
-    ``inception5h.pth`` from the cache, else that file downloaded from lucent's model-zoo address (online), else one
-    line saying what to download and how to convert it."""
+    """``--weights inception5h``: the PyTorch port's ``inception5h.pth`` as ``googlenet_inception5h``, through the
+    torch.hub cache or a download from lucent's model-zoo address."""
     return cached_pretrained(url=URL, original="inception5h.pth", converted="googlenet_inception5h.safetensors",
                              arch=ARCH, convert=convert_inception5h, timeout=timeout,
                              help_line=convert_help(URL, "inception5h", "inception5h.pth", "inception5h.safetensors"))
