@@ -19,8 +19,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.folder import Skipped
-from .ensemble import CropDataset, Ensemble, collate_list, topk_correct
+from ..data.folder import ImageFolderDataset, Skipped, find_split, printable, scan_image_folder
+from ..errors import UserError
+from .ensemble import ArrayImages, CropDataset, Ensemble, collate_list, topk_correct
 
 
 @dataclass
@@ -148,9 +149,6 @@ def eval_source(data: Optional[str], ensemble: Ensemble) -> tuple[Any, str]:
     "fashion-mnist" / "fashion-mnist-subset"), or an ImageFolder (``DIR/val/<class>/...`` or ``DIR/<class>/...``)
     with labels mapped through the models' class names when they have them."""
     from ..data import embedded
-    from ..data.folder import ImageFolderDataset, find_split, printable, scan_image_folder
-    from ..errors import UserError
-    from .ensemble import ArrayImages
 
     if data is None or data in embedded.NAMES:
         _, held_out = embedded.load_fashion(data or "fashion-mnist-subset")
