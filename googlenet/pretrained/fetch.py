@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
 
 import torch
 
@@ -53,8 +54,6 @@ def fetch_to(url: str, dst: Path, timeout: float, help_line: str, hash_prefix: O
              what: Optional[str] = None) -> None:
     """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
     failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
-    from urllib.parse import urlparse
-
     def offline(reason: str) -> UserError:
         return UserError(f"cannot fetch {what or url} ({reason}): {help_line}")
 
