@@ -62,8 +62,7 @@ def _plot(confusion: torch.Tensor, class_names: list[str], path: Path, title: st
         for i, j in confusion.nonzero().tolist():
             ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
