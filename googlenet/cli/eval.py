@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int
+from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int, print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,16 +69,12 @@ def run(args: argparse.Namespace) -> int:
                           + (f"  (most often taken for {r['most_confused_with']})" if r["most_confused_with"] else ""))
                 print(f"confusion matrix: {rep['confusion_csv']}, {rep['confusion_png']}; per class: "
                       f"{rep['per_class']}")
-    if not args.json:
-        print(f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
-              f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "
-              f"top-5 {100 * out['top5']:.2f}% (error {100 * out['top5_err']:.2f}%)")
-        if result.skipped:
-            print(f"skipped {len(result.skipped)} unreadable file(s):")
-            for s in result.skipped:
-                print(f"  {s['file']}: {s['error']}")
-    else:
-        print(json.dumps(out))
+    print_result(args.json, out,
+                 f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
+                 f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "
+                 f"top-5 {100 * out['top5']:.2f}% (error {100 * out['top5_err']:.2f}%)",
+                 *([f"skipped {len(result.skipped)} unreadable file(s):"] if result.skipped else []),
+                 *(f"  {s['file']}: {s['error']}" for s in result.skipped))
     if result.images == 0:
         raise UserError(f"no readable image in {name} ({len(result.skipped)} file(s) skipped)")
     return 0
