@@ -126,7 +126,7 @@ def write_caffemodel(path: str | os.PathLike, layers: dict[str, list[torch.Tenso
     m = messages()
     net = m["NetParameter"](name=name)
     for layer_name, blobs in layers.items():
-        layer = net.layers.add(name=layer_name, type=4) if legacy else net.layer.add(name=layer_name, type="Convolution")
+        layer = (net.layers if legacy else net.layer).add(name=layer_name, type=4 if legacy else "Convolution")
         for t in blobs:
             blob = layer.blobs.add()
             if legacy_shapes:
