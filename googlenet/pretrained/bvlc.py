@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..fileio import printable
+from ..models import create_model
 from .caffe import first_mismatch, read_caffemodel
 from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
 
@@ -56,8 +57,6 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     aux_logits: None keeps the aux heads when the file has them. A file of another network is refused with one
     line naming the first missing or misshapen layer.
     """
-    from ..models import create_model
-
     net_name, layers = read_caffemodel(path, wanted=set(layer_map(True)))
     if "loss3/classifier" not in layers:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): layer 'loss3/classifier' "

@@ -20,6 +20,7 @@ import struct
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,8 +84,6 @@ def _lrn_attrs(attrs: dict[str, memoryview], path: Path, name: str) -> dict[str,
 def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
     """The float Const tensors of a GraphDef under the port's names (conv weights OIHW, classifier out x in), and
     the attributes of its LRN nodes by node name (TensorFlow's depth_radius, bias, alpha, beta)."""
-    import numpy as np
-
     with open_weights_file(path, "GraphDef") as (f, _):
         raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
     consts: dict[str, torch.Tensor] = {}
