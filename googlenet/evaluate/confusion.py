@@ -38,9 +38,7 @@ def write_report(confusion: torch.Tensor, class_names: list[str], out: str | Pat
 
 def _write_csv(path: Path, header: list, rows: list[list]) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf).writerows([header, *rows])
     atomic_write_text(path, buf.getvalue())
 
 
