@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
     if rank != 0:
         return 0
-    out = result.summary(args.crops)
-    out.update(data=name, weights=args.weights, world_size=world)
+    out = {**result.summary(args.crops), "data": name, "weights": args.weights, "world_size": world}
     if args.report:
         out["report"] = [result.row(k, s) for k in range(1, result.models + 1) for s in schemes]
         print(format_report(result))
