@@ -80,8 +80,7 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     mapping = layer_map(aux)
     expected = {caffe: [tuple(state[f"{ours}.weight"].shape), tuple(state[f"{ours}.bias"].shape)]
                 for caffe, ours in mapping.items()}
-    problem = first_mismatch(expected, layers)
-    if problem is not None:
+    if (problem := first_mismatch(expected, layers)) is not None:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): {problem}")
     model.load_state_dict({f"{ours}.{kind}": t for caffe, ours in mapping.items()
                            for kind, t in zip(("weight", "bias"), layers[caffe])}, strict=True)

@@ -103,11 +103,9 @@ def read_caffemodel(path: str | os.PathLike, wanted: Optional[set[str]] = None
         del data
     layers: dict[str, list[torch.Tensor]] = {}
     for layer in list(net.layer) + list(net.layers):
-        if len(layer.blobs) == 0:
+        if len(layer.blobs) == 0 or (wanted is not None and str(layer.name) not in wanted):
             continue
         name = str(layer.name)
-        if wanted is not None and name not in wanted:
-            continue
         if name in layers:
             raise UserError(f"{printable(path)}: layer {name!r} appears twice")
         if len(layer.blobs) > 2:  # every weighted Caffe layer of GoogLeNet has a weight and a bias
