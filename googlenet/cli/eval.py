@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (0 if args.data is None else 2)
     schemes = ("1", "10", "144") if args.report else (args.crops,)
     result = evaluate(ensemble, base, schemes, indices=spread(len(base), args.max_images),
-                      batch_size=args.batch_size, workers=workers,
-                      confusion_scheme=args.crops if args.report else None)
+                      batch_size=args.batch_size, workers=workers, confusion_scheme=args.crops if args.report else None)
     rank, world = distributed()
     if world > 1:
         import torch.distributed as dist
