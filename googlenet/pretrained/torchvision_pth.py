@@ -134,8 +134,7 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
         try:
             save_model(model, converted, **meta)
             return load_model(converted, arch=ARCH)
-        except (OSError, UserError):
-            # A read-only cache: use the model converted in memory.
+        except (OSError, UserError):  # a read-only cache: use the model converted in memory
             model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
             return model
 
