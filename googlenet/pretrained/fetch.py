@@ -3,6 +3,7 @@ offline, and the cache of their converted weights files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import sys
@@ -93,10 +94,8 @@ def cached_pretrained(*, url: str, original: str, converted: str, arch: str, con
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     original_path, converted_path = cache / original, cache / converted
     if converted_path.is_file():
-        try:
+        with contextlib.suppress(UserError):  # a damaged cache entry: convert again below
             return load_model(converted_path, arch=arch)
-        except UserError:
-            pass  # a damaged cache entry: convert again below
     if not original_path.is_file():
         fetch_to(url, original_path, timeout, help_line, hash_prefix=hash_prefix, what=what)
     return convert(original_path, converted_path)
