@@ -35,9 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if not 16 <= args.tile <= 512:
         raise UserError(f"--tile must be in [16, 512], got {args.tile}")
     try:
-        image = load_image(args.image)
-        sheet = contact_sheet(image, args.scheme, crop_size=args.crop_size, resize_size=args.resize_size,
-                              tile=args.tile)
+        sheet = contact_sheet(load_image(args.image), args.scheme, crop_size=args.crop_size,
+                              resize_size=args.resize_size, tile=args.tile)
     except BadImage as e:
         raise UserError(f"{printable(args.image)}: {e}") from None
     save_sheet(sheet, args.out)

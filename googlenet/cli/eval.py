@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int
+from .common import add_inference_flags, add_weights_flag, load_ensemble, non_negative_int, positive_int, print_result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (0 if args.data is None else 2)
     schemes = ("1", "10", "144") if args.report else (args.crops,)
     result = evaluate(ensemble, base, schemes, indices=spread(len(base), args.max_images),
-                      batch_size=args.batch_size, workers=workers,
-                      confusion_scheme=args.crops if args.report else None)
+                      batch_size=args.batch_size, workers=workers, confusion_scheme=args.crops if args.report else None)
     rank, world = distributed()
     if world > 1:
         import torch.distributed as dist
@@ -49,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
     if rank != 0:
         return 0
-    out = result.summary(args.crops)
-    out.update(data=name, weights=args.weights, world_size=world)
+    out = {**result.summary(args.crops), "data": name, "weights": args.weights, "world_size": world}
     if args.report:
         out["report"] = [result.row(k, s) for k in range(1, result.models + 1) for s in schemes]
         print(format_report(result))
@@ -60,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
             names = ensemble.class_names or [str(i) for i in range(result.confusion.shape[0])]
             rep = write_report(result.confusion, names, args.report_dir,
                                f"{name}: {out['images']} images, {args.crops} crop(s)")
-            out["per_class"] = rep["classes"]
-            out.update(per_class_csv=rep["per_class"], confusion_csv=rep["confusion_csv"],
+            out.update(per_class=rep["classes"], per_class_csv=rep["per_class"], confusion_csv=rep["confusion_csv"],
                        confusion_png=rep["confusion_png"])
             if not args.json:
                 print("per-class top-1:")
@@ -71,16 +67,12 @@ def run(args: argparse.Namespace) -> int:
                           + (f"  (most often taken for {r['most_confused_with']})" if r["most_confused_with"] else ""))
                 print(f"confusion matrix: {rep['confusion_csv']}, {rep['confusion_png']}; per class: "
                       f"{rep['per_class']}")
-    if not args.json:
-        print(f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
-              f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "
-              f"top-5 {100 * out['top5']:.2f}% (error {100 * out['top5_err']:.2f}%)")
-        if result.skipped:
-            print(f"skipped {len(result.skipped)} unreadable file(s):")
-            for s in result.skipped:
-                print(f"  {s['file']}: {s['error']}")
-    else:
-        print(json.dumps(out))
+    print_result(args.json, out,
+                 f"{name}: {out['images']} images, {out['crops']} crops, {out['models']} model(s): "
+                 f"top-1 {100 * out['top1']:.2f}% (error {100 * out['top1_err']:.2f}%), "
+                 f"top-5 {100 * out['top5']:.2f}% (error {100 * out['top5_err']:.2f}%)",
+                 *([f"skipped {len(result.skipped)} unreadable file(s):"] if result.skipped else []),
+                 *(f"  {s['file']}: {s['error']}" for s in result.skipped))
     if result.images == 0:
         raise UserError(f"no readable image in {name} ({len(result.skipped)} file(s) skipped)")
     return 0

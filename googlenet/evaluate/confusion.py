@@ -18,10 +18,9 @@ def per_class_rows(confusion: torch.Tensor, class_names: list[str]) -> list[dict
         total = int(confusion[i].sum())
         off = confusion[i].clone()
         off[i] = 0
-        worst = int(off.argmax()) if int(off.sum()) else None
         rows.append({"class": name, "images": total, "correct": int(confusion[i, i]),
                      "accuracy": int(confusion[i, i]) / total if total else None,
-                     "most_confused_with": class_names[worst] if worst is not None else ""})
+                     "most_confused_with": class_names[int(off.argmax())] if int(off.sum()) else ""})
     return rows
 
 
@@ -39,9 +38,7 @@ def write_report(confusion: torch.Tensor, class_names: list[str], out: str | Pat
 
 def _write_csv(path: Path, header: list, rows: list[list]) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf).writerows([header, *rows])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -56,20 +53,14 @@ def _plot(confusion: torch.Tensor, class_names: list[str], path: Path, title: st
     side = min(2 + 0.45 * n, 40)
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    show_labels = n <= 60  # beyond that the names overlap into noise
-    ax.set_xticks(range(n) if show_labels else [])
-    ax.set_yticks(range(n) if show_labels else [])
-    if show_labels:
-        ax.set_xticklabels(class_names, rotation=90, fontsize=8)
-        ax.set_yticklabels(class_names, fontsize=8)
+    ticks, names = (range(n), class_names) if n <= 60 else ([], [])  # beyond 60 the names overlap into noise
+    ax.set_xticks(ticks, names, rotation=90, fontsize=8)
+    ax.set_yticks(ticks, names, fontsize=8)
     if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if int(confusion[i, j]):
-                    ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+        for i, j in confusion.nonzero().tolist():
+            ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()

@@ -101,11 +101,9 @@ def _labelled(width: int, height: int, scheme: str, crop_size: int,
         long = h if portrait else w
         for sq_name, offset in zip(square_names, (0, int(round((long - s) / 2.0)), long - s)):
             sl, st = (0, offset) if portrait else (offset, 0)
-            square = (sl, st, sl + s, st + s)
-            boxes = _five(sl, st, s, s, c) + [square]  # sixth crop: the whole square, resized to c
-            for flip in (False, True):
-                for name, box in zip(CORNERS + ("whole",), boxes):
-                    out.append((Crop(s, box, c, flip), f"{s} {sq_name}\n{name}" + (" mirror" if flip else "")))
+            boxes = _five(sl, st, s, s, c) + [(sl, st, sl + s, st + s)]  # sixth crop: the whole square, resized to c
+            out += [(Crop(s, box, c, flip), f"{s} {sq_name}\n{name}" + (" mirror" if flip else ""))
+                    for flip in (False, True) for name, box in zip(CORNERS + ("whole",), boxes)]
     return out
 
 

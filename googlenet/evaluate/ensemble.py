@@ -2,7 +2,7 @@
 
 ``CropDataset`` turns any source of 3 x H x W uint8 images into the crops every model needs (cut once per distinct
 geometry, so an ensemble of models trained alike shares them); ``Ensemble`` turns them into each model's own input
-(``googlenet.data.transforms.model_input``: pixel scale, channel order, mean/std) and batches them through ``googlenet.inference.optimize_for_inference``.
+(``model_input``: pixel scale, channel order, mean/std) and batches them through ``optimize_for_inference``.
 """
 
 from __future__ import annotations
@@ -116,12 +116,11 @@ class Ensemble:
         out = []
         for view, predictor, pre in zip(self.views(scheme), self.predictors, self.preprocessing):
             crops = torch.cat([item[2][view] for item in items])  # (n_images * n_crops) x 3 x S x S uint8
-            per_image = len(crops) // len(items)
             chunks = []
             for start in range(0, len(crops), batch_size):
                 x = model_input(crops[start:start + batch_size], pre)  # scale, channel order, mean/std: once
                 chunks.append(torch.softmax(predictor(x).float(), dim=1))
-            out.append(torch.cat(chunks).view(len(items), per_image, -1).mean(dim=1))
+            out.append(torch.cat(chunks).view(len(items), len(crops) // len(items), -1).mean(dim=1))
         return torch.stack(out)
 
 

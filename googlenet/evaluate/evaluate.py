@@ -19,8 +19,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.folder import Skipped
-from .ensemble import CropDataset, Ensemble, collate_list, topk_correct
+from ..data.folder import ImageFolderDataset, Skipped, find_split, printable, scan_image_folder
+from ..errors import UserError
+from .ensemble import ArrayImages, CropDataset, Ensemble, collate_list, topk_correct
 
 
 @dataclass
@@ -77,7 +78,7 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
     # counts[k - 1, s, 0 / 1] = top-1 / top-5 hits of the first k models under scheme s
     counts = torch.zeros(n_models, len(schemes), 2, dtype=torch.long)
     images = 0
-    skipped: list[Skipped] = []
+    skipped: list[dict] = []
     kept_probs, kept_index = [], []
     confusion: Optional[torch.Tensor] = None
     from tqdm import tqdm
@@ -86,7 +87,7 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
     bar = tqdm(total=len(mine), unit="img", desc="eval", file=sys.stderr,
                disable=None if progress and rank == 0 else True, dynamic_ncols=True)
     for batch in loader:
-        skipped += [b for b in batch if isinstance(b, Skipped)]
+        skipped += [b.as_dict() for b in batch if isinstance(b, Skipped)]
         items = [b for b in batch if not isinstance(b, Skipped)]
         bar.update(len(batch))
         if not items:
@@ -96,19 +97,16 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
         for j, scheme in enumerate(schemes):
             probs = ensemble.probs(items, scheme, batch_size)  # models x images x classes
             running = probs.cumsum(dim=0)  # the first k models' sum; its ranking is their mean's
-            for k in range(n_models):
-                counts[k, j, 0] += int(topk_correct(running[k], labels, 1).sum())
-                counts[k, j, 1] += int(topk_correct(running[k], labels, 5).sum())
+            for t, top in enumerate((1, 5)):
+                counts[:, j, t] += topk_correct(running, labels, top).sum(dim=-1)
             if scheme == confusion_scheme:
                 if confusion is None:
                     confusion = torch.zeros(probs.shape[-1], probs.shape[-1], dtype=torch.long)
-                pred = running[-1].argmax(dim=1)
-                confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+                confusion.index_put_((labels, running[-1].argmax(dim=1)), torch.ones_like(labels), accumulate=True)
             if keep_probs and j == 0:
                 kept_probs.append(probs.mean(dim=0))
                 kept_index += [item[0] for item in items]
     bar.close()
-    skipped_dicts = [s.as_dict() for s in skipped]
     if world > 1:
         import torch.distributed as dist
 
@@ -124,12 +122,11 @@ def evaluate(ensemble: Ensemble, base: Any, schemes: Sequence[str], *, indices: 
                 dist.all_reduce(confusion)
         images = int(total)
         gathered: list = [None] * world
-        dist.all_gather_object(gathered, skipped_dicts)
-        skipped_dicts = sorted((s for part in gathered for s in part), key=lambda s: s["file"])
-    result = EvalResult(images=images, models=n_models, schemes=tuple(schemes), skipped=skipped_dicts,
+        dist.all_gather_object(gathered, skipped)
+        skipped = sorted((s for part in gathered for s in part), key=lambda s: s["file"])
+    result = EvalResult(images=images, models=n_models, schemes=tuple(schemes), skipped=skipped, confusion=confusion,
                         counts={(k + 1, s): (int(counts[k, j, 0]), int(counts[k, j, 1]))
                                 for k in range(n_models) for j, s in enumerate(schemes)})
-    result.confusion = confusion
     if keep_probs and kept_probs:
         result.probs, result.indices = torch.cat(kept_probs), kept_index
     return result
@@ -152,9 +149,6 @@ def eval_source(data: Optional[str], ensemble: Ensemble) -> tuple[Any, str]:
     "fashion-mnist" / "fashion-mnist-subset"), or an ImageFolder (``DIR/val/<class>/...`` or ``DIR/<class>/...``)
     with labels mapped through the models' class names when they have them."""
     from ..data import embedded
-    from ..data.folder import ImageFolderDataset, find_split, printable, scan_image_folder
-    from ..errors import UserError
-    from .ensemble import ArrayImages
 
     if data is None or data in embedded.NAMES:
         _, held_out = embedded.load_fashion(data or "fashion-mnist-subset")

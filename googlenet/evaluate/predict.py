@@ -64,8 +64,8 @@ def predict_files(ensemble: Ensemble, files: Sequence[str], scheme: str, *, topk
     loader = DataLoader(CropDataset(base, range(len(files)), ensemble.views(scheme)), collate_fn=collate_list,
                         batch_size=max(1, batch_size // int(scheme)), num_workers=min(workers, len(files)))
     predictions, errors = [], []
-    with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=None if progress else True,  # None: only on a terminal
-              dynamic_ncols=True) as bar:
+    with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=None if progress else True,
+              dynamic_ncols=True) as bar:  # disable=None: the bar only on a terminal
         for batch in loader:
             bar.update(len(batch))
             errors += [{"image": printable(b.path), "error": b.reason} for b in batch if isinstance(b, Skipped)]

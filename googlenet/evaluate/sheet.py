@@ -2,8 +2,7 @@
 
 Layout: one tile per crop, in ``crop_boxes`` order, ``COLUMNS[scheme]`` tiles per row; for "144" each row is one
 (scale, square) pair (12 rows) holding its 6 crops then their 6 mirrors. Each tile is the crop (scaled to ``tile``
-pixels) above a two-line label "scale square / crop mirror". Sheet size:
-``cols * tile + (cols + 1) * GAP`` by ``rows * (tile + LABEL) + (rows + 1) * GAP``.
+pixels) above a two-line label "scale square / crop mirror".
 """
 
 from __future__ import annotations
@@ -14,18 +13,13 @@ from typing import Optional
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .crops import check_scheme, crop_boxes, crop_labels, interpolation_mode, make_crops
+from ..errors import UserError
+from ..fileio import atomic_path
+from .crops import crop_boxes, crop_labels, interpolation_mode, make_crops
 
 COLUMNS = {"1": 1, "10": 5, "144": 12}
 GAP = 4  # pixels between tiles and around the sheet
 LABEL = 28  # pixels under each tile for its two-line label
-
-
-def sheet_size(scheme: str, tile: int) -> tuple[int, int]:
-    """(width, height) of the sheet for ``scheme`` with tiles of ``tile`` pixels."""
-    cols = COLUMNS[check_scheme(scheme)]
-    rows = int(scheme) // cols
-    return cols * tile + (cols + 1) * GAP, rows * (tile + LABEL) + (rows + 1) * GAP
 
 
 def contact_sheet(image: torch.Tensor, scheme: str, *, crop_size: int = 224, resize_size: Optional[int] = None,
@@ -35,13 +29,15 @@ def contact_sheet(image: torch.Tensor, scheme: str, *, crop_size: int = 224, res
     crops = crop_boxes(width, height, scheme, crop_size=crop_size, resize_size=resize_size)
     labels = crop_labels(width, height, scheme, crop_size=crop_size, resize_size=resize_size)
     pixels = make_crops(image, crops, interpolation=interpolation_mode(interpolation))
-    sheet = Image.new("RGB", sheet_size(scheme, tile), (255, 255, 255))
+    cols = COLUMNS[scheme]
+    rows = int(scheme) // cols
+    sheet = Image.new("RGB", (cols * tile + (cols + 1) * GAP, rows * (tile + LABEL) + (rows + 1) * GAP),
+                      (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     try:
         font = ImageFont.load_default(size=11)
     except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
         font = ImageFont.load_default()
-    cols = COLUMNS[scheme]
     for i, (patch, label) in enumerate(zip(pixels, labels)):
         x = GAP + (i % cols) * (tile + GAP)
         y = GAP + (i // cols) * (tile + LABEL + GAP)
@@ -55,9 +51,6 @@ def contact_sheet(image: torch.Tensor, scheme: str, *, crop_size: int = 224, res
 
 def save_sheet(sheet: Image.Image, out: str | os.PathLike) -> None:
     """Writes the sheet atomically, in the format the file name says (.png, .jpg, .webp, ...)."""
-    from ..errors import UserError
-    from ..fileio import atomic_path
-
     fmt = Image.registered_extensions().get(os.path.splitext(str(out))[1].lower())
     if fmt is None or fmt not in Image.SAVE:
         raise UserError(f"cannot tell an image format from the name {os.fspath(out)!r}; use .png or .jpg")

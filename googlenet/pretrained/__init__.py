@@ -5,7 +5,7 @@ foreign format.
 * ``torchvision_pth``  torchvision's GoogLeNet checkpoints (``.pth`` state dicts, read weights-only) -> ``googlenet_tv``
 * ``caffe``            Caffe's binary ``NetParameter`` (``.caffemodel``), parsed with ``protobuf`` (no Caffe needed)
 * ``bvlc``             BVLC's ``bvlc_googlenet.caffemodel`` -> the paper's ``googlenet``, aux heads included
-* ``inception5h``      Google's TensorFlow GoogLeNet (the GraphDef, or lucent's ``.pth`` port) -> ``googlenet_inception5h``
+* ``inception5h``      Google's TensorFlow GoogLeNet (GraphDef, or lucent's ``.pth`` port) -> ``googlenet_inception5h``
 * ``fetch``            downloading a named source's original file into torch.hub's cache, one line offline
 
 ``SOURCES`` names what ``--weights NAME`` and ``googlenet.create_model(name, weights=NAME)`` resolve through.

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..fileio import printable
+from ..models import create_model
 from .caffe import first_mismatch, read_caffemodel
 from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_converted
 
@@ -34,6 +35,7 @@ PREPROCESSING = {"input_size": 224, "resize_size": 256, "interpolation": "biline
 BLOCKS = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
 BRANCHES = {"1x1": "branch1", "3x3_reduce": "branch2.0", "3x3": "branch2.1", "5x5_reduce": "branch3.0",
             "5x5": "branch3.1", "pool_proj": "branch4.1"}
+AUX = {"conv": "conv.conv", "fc": "fc1", "classifier": "fc2"}  # loss{1,2}/<layer> -> aux{1,2}.<module>
 
 
 def layer_map(aux: bool = True) -> dict[str, str]:
@@ -43,9 +45,7 @@ def layer_map(aux: bool = True) -> dict[str, str]:
         for caffe, ours in BRANCHES.items():
             names[f"inception_{block}/{caffe}"] = f"inception{block}.{ours}.conv"
     if aux:
-        for i in (1, 2):
-            names.update({f"loss{i}/conv": f"aux{i}.conv.conv", f"loss{i}/fc": f"aux{i}.fc1",
-                          f"loss{i}/classifier": f"aux{i}.fc2"})
+        names.update({f"loss{i}/{caffe}": f"aux{i}.{ours}" for i in (1, 2) for caffe, ours in AUX.items()})
     names["loss3/classifier"] = "fc"
     return names
 
@@ -57,8 +57,6 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     aux_logits: None keeps the aux heads when the file has them. A file of another network is refused with one
     line naming the first missing or misshapen layer.
     """
-    from ..models import create_model
-
     net_name, layers = read_caffemodel(path, wanted=set(layer_map(True)))
     if "loss3/classifier" not in layers:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): layer 'loss3/classifier' "
@@ -68,7 +66,7 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
         raise UserError(f"{printable(path)}: layer 'loss3/classifier' has weight shape {list(classifier.shape)}, "
                         f"expected [classes, 1024]")
     num_classes = int(classifier.shape[0])
-    aux_names = [f"loss{i}/{p}" for i in (1, 2) for p in ("conv", "fc", "classifier")]
+    aux_names = [f"loss{i}/{p}" for i in (1, 2) for p in AUX]
     missing = [name for name in aux_names if name not in layers]
     has_aux = not missing
     if aux_logits is None and 0 < len(missing) < len(aux_names):
@@ -82,8 +80,7 @@ def from_caffemodel(path: str | os.PathLike, *, aux_logits: Optional[bool] = Non
     mapping = layer_map(aux)
     expected = {caffe: [tuple(state[f"{ours}.weight"].shape), tuple(state[f"{ours}.bias"].shape)]
                 for caffe, ours in mapping.items()}
-    problem = first_mismatch(expected, layers)
-    if problem is not None:
+    if (problem := first_mismatch(expected, layers)) is not None:
         raise UserError(f"{printable(path)} is not BVLC's GoogLeNet (net {net_name!r}): {problem}")
     model.load_state_dict({f"{ours}.{kind}": t for caffe, ours in mapping.items()
                            for kind, t in zip(("weight", "bias"), layers[caffe])}, strict=True)

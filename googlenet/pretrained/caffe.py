@@ -37,31 +37,29 @@ def messages() -> dict:
                                              syntax="proto2")
 
     def message(name: str, *fields: tuple) -> None:
+        """fields: (number, name, a scalar type or a message's name, repeated); repeated scalars are packed."""
         m = fdp.message_type.add(name=name)
-        for number, fname, ftype, label, type_name, packed in fields:
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = f".googlenet_caffe.{type_name}"
-            if packed:
+        for number, fname, ftype, repeated in fields:
+            f = m.field.add(name=fname, number=number, type=F.TYPE_MESSAGE if isinstance(ftype, str) else ftype,
+                            label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+            if isinstance(ftype, str):
+                f.type_name = f".googlenet_caffe.{ftype}"
+            elif repeated:
                 f.options.packed = True
 
-    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
-    message("BlobShape", (1, "dim", F.TYPE_INT64, rep, None, True))
-    message("BlobProto", (1, "num", F.TYPE_INT32, opt, None, False), (2, "channels", F.TYPE_INT32, opt, None, False),
-            (3, "height", F.TYPE_INT32, opt, None, False), (4, "width", F.TYPE_INT32, opt, None, False),
-            (5, "data", F.TYPE_FLOAT, rep, None, True), (7, "shape", F.TYPE_MESSAGE, opt, "BlobShape", False))
-    message("LayerParameter", (1, "name", F.TYPE_STRING, opt, None, False),
-            (2, "type", F.TYPE_STRING, opt, None, False), (7, "blobs", F.TYPE_MESSAGE, rep, "BlobProto", False))
+    i32, string = F.TYPE_INT32, F.TYPE_STRING
+    message("BlobShape", (1, "dim", F.TYPE_INT64, True))
+    message("BlobProto", (1, "num", i32, False), (2, "channels", i32, False), (3, "height", i32, False),
+            (4, "width", i32, False), (5, "data", F.TYPE_FLOAT, True), (7, "shape", "BlobShape", False))
+    message("LayerParameter", (1, "name", string, False), (2, "type", string, False), (7, "blobs", "BlobProto", True))
     # V1's type is an enum in caffe.proto; read as an int (the same wire format) to need no enum table.
-    message("V1LayerParameter", (4, "name", F.TYPE_STRING, opt, None, False),
-            (5, "type", F.TYPE_INT32, opt, None, False), (6, "blobs", F.TYPE_MESSAGE, rep, "BlobProto", False))
-    message("NetParameter", (1, "name", F.TYPE_STRING, opt, None, False),
-            (2, "layers", F.TYPE_MESSAGE, rep, "V1LayerParameter", False),
-            (100, "layer", F.TYPE_MESSAGE, rep, "LayerParameter", False))
+    message("V1LayerParameter", (4, "name", string, False), (5, "type", i32, False), (6, "blobs", "BlobProto", True))
+    message("NetParameter", (1, "name", string, False), (2, "layers", "V1LayerParameter", True),
+            (100, "layer", "LayerParameter", True))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"googlenet_caffe.{name}"))
-            for name in ("BlobShape", "BlobProto", "LayerParameter", "V1LayerParameter", "NetParameter")}
+    return {m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"googlenet_caffe.{m.name}"))
+            for m in fdp.message_type}
 
 
 def blob_to_tensor(blob, where: str) -> torch.Tensor:
@@ -105,11 +103,9 @@ def read_caffemodel(path: str | os.PathLike, wanted: Optional[set[str]] = None
         del data
     layers: dict[str, list[torch.Tensor]] = {}
     for layer in list(net.layer) + list(net.layers):
-        if len(layer.blobs) == 0:
+        if len(layer.blobs) == 0 or (wanted is not None and str(layer.name) not in wanted):
             continue
         name = str(layer.name)
-        if wanted is not None and name not in wanted:
-            continue
         if name in layers:
             raise UserError(f"{printable(path)}: layer {name!r} appears twice")
         if len(layer.blobs) > 2:  # every weighted Caffe layer of GoogLeNet has a weight and a bias
@@ -128,7 +124,7 @@ def write_caffemodel(path: str | os.PathLike, layers: dict[str, list[torch.Tenso
     m = messages()
     net = m["NetParameter"](name=name)
     for layer_name, blobs in layers.items():
-        layer = net.layers.add(name=layer_name, type=4) if legacy else net.layer.add(name=layer_name, type="Convolution")
+        layer = (net.layers if legacy else net.layer).add(name=layer_name, type=4 if legacy else "Convolution")
         for t in blobs:
             blob = layer.blobs.add()
             if legacy_shapes:
@@ -146,7 +142,7 @@ def first_mismatch(expected: dict[str, list[tuple[int, ...]]], layers: dict[str,
     for name, shapes in expected.items():
         if name not in layers:
             return f"layer {name!r} is missing"
-        got = [tuple(t.shape) for t in layers[name]]
-        if got != [tuple(s) for s in shapes]:
-            return f"layer {name!r} has blob shapes {got}, expected {[tuple(s) for s in shapes]}"
+        got, want = [tuple(t.shape) for t in layers[name]], [tuple(s) for s in shapes]
+        if got != want:
+            return f"layer {name!r} has blob shapes {got}, expected {want}"
     return None

@@ -3,12 +3,14 @@ offline, and the cache of their converted weights files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
 
 import torch
 
@@ -19,18 +21,14 @@ from ..weights import attach_metadata, load_model, read_metadata, save_model
 NETWORK_TIMEOUT_S = 20.0  # bound on connecting and on each read while fetching
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open_weights_file(path, "checkpoint") as (f, _):
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_converted(model, src: Path, dst, source: dict, **save_kw):
     """Writes a converted ``model`` to ``dst`` (atomically), its ``source`` naming and hashing ``src``, and returns
     it with the metadata read back from ``dst``."""
-    save_model(model, dst, source={**source, "file": src.name, "sha256": sha256_file(src)}, **save_kw)
+    h = hashlib.sha256()
+    with open_weights_file(src, "checkpoint") as (f, _):
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    save_model(model, dst, source={**source, "file": src.name, "sha256": h.hexdigest()}, **save_kw)
     attach_metadata(model, read_metadata(dst))
     return model
 
@@ -57,8 +55,6 @@ def fetch_to(url: str, dst: Path, timeout: float, help_line: str, hash_prefix: O
              what: Optional[str] = None) -> None:
     """Downloads ``url`` to ``dst`` through a temp file (torch.hub's downloader), with a bounded wait; offline or
     failing, one UserError line: why, and ``help_line`` (what to download and how to convert it)."""
-    from urllib.parse import urlparse
-
     def offline(reason: str) -> UserError:
         return UserError(f"cannot fetch {what or url} ({reason}): {help_line}")
 
@@ -98,10 +94,8 @@ def cached_pretrained(*, url: str, original: str, converted: str, arch: str, con
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     original_path, converted_path = cache / original, cache / converted
     if converted_path.is_file():
-        try:
+        with contextlib.suppress(UserError):  # a damaged cache entry: convert again below
             return load_model(converted_path, arch=arch)
-        except UserError:
-            pass  # a damaged cache entry: convert again below
     if not original_path.is_file():
         fetch_to(url, original_path, timeout, help_line, hash_prefix=hash_prefix, what=what)
     return convert(original_path, converted_path)

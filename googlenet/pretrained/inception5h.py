@@ -20,6 +20,7 @@ import struct
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,8 +84,6 @@ def _lrn_attrs(attrs: dict[str, memoryview], path: Path, name: str) -> dict[str,
 def read_graphdef(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
     """The float Const tensors of a GraphDef under the port's names (conv weights OIHW, classifier out x in), and
     the attributes of its LRN nodes by node name (TensorFlow's depth_radius, bias, alpha, beta)."""
-    import numpy as np
-
     with open_weights_file(path, "GraphDef") as (f, _):
         raw = memoryview(f.read())  # bounded by GOOGLENET_MAX_WEIGHTS_BYTES; tensors below are views of it
     consts: dict[str, torch.Tensor] = {}
@@ -202,9 +201,8 @@ URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/i
 
 
 def load_inception5h_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
-    """``--weights inception5h``: the converted file from torch.hub's cache, else the PyTorch port's
-    ``inception5h.pth`` from the cache, else that file downloaded from lucent's model-zoo address (online), else one
-    line saying what to download and how to convert it."""
+    """``--weights inception5h``: the PyTorch port's ``inception5h.pth`` as ``googlenet_inception5h``, through the
+    torch.hub cache or a download from lucent's model-zoo address."""
     return cached_pretrained(url=URL, original="inception5h.pth", converted="googlenet_inception5h.safetensors",
                              arch=ARCH, convert=convert_inception5h, timeout=timeout,
                              help_line=convert_help(URL, "inception5h", "inception5h.pth", "inception5h.safetensors"))

@@ -69,9 +69,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} is not a readable PyTorch checkpoint: {one_line(e)}") from None
     for _ in range(2):  # {"model": {"state_dict": ...}} occurs too
         if isinstance(state, dict):
-            inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
-            if inner is not None:
-                state = inner
+            state = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), state)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     for k, v in state.items():
@@ -121,12 +119,9 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 
 def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
-    """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata.
-
-    Looks in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) first for our converted file, then for
-    torchvision's .pth; downloads the .pth from torchvision's URL only when neither is there. The aux heads are
-    dropped, as torchvision's builder drops them (they are untrained in those weights).
-    """
+    """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata, through the
+    torch.hub cache or a download of torchvision's .pth. The aux heads are dropped, as torchvision's builder drops
+    them (they are untrained in those weights)."""
     url = _tv_weights().url
     checkpoint_name = Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
     sha_prefix = re.search(r"-([a-f0-9]+)\.", url).group(1)  # checked on download, as torchvision does
@@ -139,8 +134,7 @@ def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Mod
         try:
             save_model(model, converted, **meta)
             return load_model(converted, arch=ARCH)
-        except (OSError, UserError):
-            # A read-only cache: use the model converted in memory.
+        except (OSError, UserError):  # a read-only cache: use the model converted in memory
             model.metadata = {"arch": ARCH, "num_classes": model.num_classes, "aux_logits": False, **meta}
             return model
 
