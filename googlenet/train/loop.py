@@ -54,9 +54,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
-        ema_p = [p for p in self.module.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
         for b, src in zip(self.module.buffers(), model.buffers()):
             b.copy_(src)
 
@@ -98,8 +96,7 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return min(1.0, (step + 1) / (cfg.warmup_epochs * steps_per_epoch))
     if cfg.schedule == "step":  # paper: "decreasing the learning rate by 4% every 8 epochs"
         return cfg.step_gamma ** math.floor(epoch / cfg.step_epochs)
-    t = (epoch - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs)
-    t = min(1.0, t)
+    t = min(1.0, (epoch - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs))
     if cfg.schedule == "poly":  # Caffe quick_solver: lr * (1 - iter/max_iter)^power
         return (1.0 - t) ** cfg.poly_power
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))  # cosine
@@ -107,15 +104,9 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> int:
     """Each epoch starts from a seed of its own, so an epoch after a resume draws what it would have drawn; returns
-    the epoch's base for the seeds of its steps (a step's data and its forward pass are seeded by their position,
-    so a run resumed in the middle of an epoch draws what it would have drawn too)."""
+    the epoch's base for the seeds of its steps on ``rank`` (a step's data and its forward pass are seeded by their
+    position, so a run resumed in the middle of an epoch draws what it would have drawn too)."""
     torch.manual_seed((seed * 1_000_003 + epoch) * 1024 + rank)
-    return epoch_base(seed, epoch, rank)
-
-
-def epoch_base(seed: int, epoch: int, rank: int) -> int:
-    """The base of an epoch's step seeds on ``rank``; rank 0's is the one every rank shares for draws that follow
-    the global batch (indexed data, dropout), so one process draws what it always drew."""
     return mix(seed, epoch, rank)
 
 
@@ -176,6 +167,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         raise UserError(f"{data.name}: no images to train or evaluate on")
     # Every rank makes the same steps: ceil(images / global batch) per epoch.
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+
+    from tqdm import tqdm
 
     from .. import finetune
 
@@ -277,7 +270,9 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         base = seed_epoch(cfg.seed, epoch, d.rank)
-        shared = epoch_base(cfg.seed, epoch, 0)  # every rank's: seeds that follow the global position
+        # Rank 0's base, shared by every rank for the draws that follow the global batch (indexed data, dropout),
+        # so one process draws what it always drew.
+        shared = mix(cfg.seed, epoch, 0)
         data_seed = shared if data.train.seeds_by_global_position else base
         first = first_step if epoch == start_epoch else 0
         batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
@@ -290,7 +285,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if first and partial is not None:
             loss_sum, correct, seen, kept = partial[d.rank]
             epoch_skipped = [Skipped(k["file"], k["error"]) for k in kept]
-        bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr,
+                   disable=not d.main or quiet, mininterval=1.0, leave=False, dynamic_ncols=True)
         bar.update(first)
         train_batches = data.train.batches(plan, first, data_seed, spread=(d.rank, d.world))
         for i, (images, labels, bad) in enumerate(_closing_on_error(train_batches, bar), start=first):
@@ -392,8 +388,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             "images_per_s": round(images_per_s, 1) if images_per_s else None,
             "wall_s": round(time.perf_counter() - t_start, 1), "skipped_files": skipped_all,
             "nonfinite_steps": nonfinite, "config": str(out / "config.yaml"), "world_size": d.world,
-            "train_images_per_epoch": history[-1]["images"] if history else 0,
-            "eval_images": final.get("eval_images")}
+            "train_images_per_epoch": history[-1]["images"] if history else 0, "eval_images": final.get("eval_images")}
 
 
 def start_epoch_of(path: Path) -> str:
@@ -411,10 +406,3 @@ def _closing_on_error(batches: Iterator, bar) -> Iterator:
     except BaseException:
         bar.close()
         raise
-
-
-def _progress(d: Dist, total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not d.main or quiet,
-                mininterval=1.0, leave=False, dynamic_ncols=True)
