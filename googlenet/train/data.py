@@ -37,19 +37,16 @@ def subset(n: int, limit: Optional[int]) -> Tensor:
 
 def global_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> list[Tensor]:
     """The epoch's global batches: a permutation seeded by (seed, epoch), cut into batch_size pieces; last is short."""
-    if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g)
-    else:
-        order = torch.arange(n)
-    return list(order.split(batch_size))
+    if not shuffle:
+        return list(torch.arange(n).split(batch_size))
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return list(torch.randperm(n, generator=g).split(batch_size))
 
 
 def balanced_batches(labels: Tensor, batch_size: int, *, seed: int = 0, epoch: int = 0) -> list[Tensor]:
     """--balance: len(labels) draws with replacement, each class equally likely (weight 1 / class count), seeded by
     (seed, epoch) like global_batches, so a resumed epoch draws the same images."""
-    counts = torch.bincount(labels)
-    weights = 1.0 / counts[labels].double()
+    weights = 1.0 / torch.bincount(labels)[labels].double()
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.multinomial(weights, len(labels), replacement=True, generator=g)
     return list(order.split(batch_size))
@@ -128,10 +125,8 @@ class FolderSource:
             dataset = SeededItems(self.dataset)
             sampler = [[(index, mix(seed, first + i, rank + j * world)) for j, index in enumerate(p)]
                        for i, p in enumerate(sampler)]
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
-                            collate_fn=collate_skipping, pin_memory=self.pin,
-                            persistent_workers=False, prefetch_factor=4 if self.workers else None)
-        yield from loader
+        yield from DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=collate_skipping,
+                              pin_memory=self.pin, prefetch_factor=4 if self.workers else None)
 
 
 def _as_is(sample):
@@ -302,8 +297,7 @@ def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> Trai
         kept = sum(v["kept"] for v in counts.values())
         notes.append(f"split: {kept} files kept their side from {printable(source)}, "
                      f"{len(train_samples) + len(val_samples) - kept} placed afresh")
-    note = imbalance_note(counts)
-    if note:
+    if note := imbalance_note(counts):
         notes.append(note)
     return _sample_data(cfg, device, f"{printable(root)} (one-folder split, val {cfg.val_fraction:g})",
                         train_samples, val_samples, class_names, notes)
