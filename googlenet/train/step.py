@@ -57,8 +57,7 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
                  channels_last: bool = False, compile: bool = False, aux_weight: float = 0.3,
-                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-                 grad_clip: Optional[float] = None,
+                 label_smoothing: float = 0.0, device: torch.device | str = "cpu", grad_clip: Optional[float] = None,
                  all_finite: Optional[Callable[[bool], bool]] = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
