@@ -21,7 +21,6 @@ class Dist:
     ddp: bool
     rank: int
     world: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -72,7 +71,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 def setup(device: str, timeout_s: float) -> Dist:
     ddp = "RANK" in os.environ
     if not ddp:
-        return Dist(False, 0, 1, 0, pick_device(device))
+        return Dist(False, 0, 1, pick_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
@@ -82,7 +81,7 @@ def setup(device: str, timeout_s: float) -> Dist:
     store, rank, world = _attempt_store(timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
                             device_id=dev if dev.type == "cuda" else None)
-    return Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, dev)
+    return Dist(True, dist.get_rank(), dist.get_world_size(), dev)
 
 
 def _attempt_store(timeout: timedelta) -> tuple[dist.Store, int, int]:
