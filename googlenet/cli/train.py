@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--arch", help="googlenet (paper, LRN) | googlenet_bn | googlenet_tv")
     g.add_argument("--recipe", help="paper | caffe-quick | fashion-quick (default) | bn-modern")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (overrides the recipe)")
-    g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; or "
-                                  "DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
+    g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; "
+                   "or DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
     g.add_argument("--val-fraction", type=positive_float, help="one-folder DIR/<class>/* (no train/, val/): held-out "
                                                                 "share per class, within one image (default 0.2)")
     g.add_argument("--split-from", metavar="RUN", help="one-folder DIR: the files an earlier run's split placed keep "
@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if args.json:
-        keys = ("weights", "checkpoint", "metrics", "plot", "top1", "top5", "best_top1", "epochs", "images_per_s",
-                "wall_s", "skipped_files")
-        extra = {k: v for k, v in summary.items() if k not in keys}
-        print(json.dumps({**{k: summary[k] for k in keys}, **extra}))
+        print(json.dumps(summary))  # train()'s order: the files, the results, then the run's other figures
         return 0
     top1 = summary["top1"]
     print(f"held-out top-1 {100 * top1:.2f}%, top-5 {100 * summary['top5']:.2f}% after {summary['epochs']} epochs, "
