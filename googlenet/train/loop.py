@@ -138,21 +138,17 @@ def train(cfg: TrainConfig, *, resume: Optional[str] = None, quiet: bool = False
     precisions again instead of taking the kept verdict (googlenet/precision.py)."""
     t_start = time.perf_counter()
     if cfg.deterministic:
-        make_deterministic()
+        # PyTorch's deterministic algorithms (an op without one raises instead of running nondeterministically).
+        # The project's own randomness is already fixed by the seed: each epoch reseeds (seed_epoch), batches come
+        # from seeded generators, and DataLoader workers take their seeds from the reseeded main stream.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     d = setup(cfg.device, cfg.dist_timeout_s)
     try:
         return _train(cfg, d, resume, quiet, t_start, reprobe)
     finally:
         teardown(d)
-
-
-def make_deterministic() -> None:
-    """PyTorch's deterministic algorithms (an op without one raises instead of running nondeterministically).
-    The project's own randomness is already fixed by the seed: each epoch reseeds (seed_epoch), batches come from
-    seeded generators, and DataLoader workers take their seeds from the reseeded main stream."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
 
 
 def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_start: float, reprobe: bool) -> dict:
