@@ -65,8 +65,7 @@ class ArraySource:
 
     def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool,
                  pre: Optional[dict] = None) -> None:
-        self.images = data.images[indices]
-        self.labels = data.labels[indices]
+        self.images, self.labels = data.images[indices], data.labels[indices]
         self.targets = self.labels
         self.size = cfg.input_size
         self.augment = cfg.augment if train else "none"
@@ -320,20 +319,16 @@ def _sample_data(cfg: TrainConfig, device: torch.device, name: str, train_sample
                      source(val_samples, cfg.max_eval_images, eval_tf), class_names, pre, notes or [])
 
 
-def folder_preprocessing(cfg: TrainConfig) -> dict:
-    """The preprocessing folder data is trained with and saved with the weights: the config's keys, which
-    ``config.resolve`` fills from the --init weights' metadata unless set; ImageNet's RGB 0..1 for what is unset."""
-    return {"input_size": cfg.input_size, "resize_size": cfg.resize_size or round(cfg.input_size * 256 / 224),
-            "interpolation": "bilinear", "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
-            "channel_order": cfg.channel_order or "RGB", "pixel_range": cfg.pixel_range or 1,
-            "grayscale": bool(cfg.grayscale)}
-
-
 def _folder_transforms(cfg: TrainConfig):
     """(train transform, held-out transform, preprocessing): crops and distortions on 0..1 RGB pixels, then the
     preprocessing's grey conversion, pixel scale, channel order and mean/std (``ModelNormalize``, the same steps
-    ``model_input`` applies at eval and predict time), so training sees what evaluation will."""
-    pre = folder_preprocessing(cfg)
+    ``model_input`` applies at eval and predict time), so training sees what evaluation will. The preprocessing, saved
+    with the weights, is the config's keys, which ``config.resolve`` fills from the --init weights' metadata unless
+    set; ImageNet's RGB 0..1 for what is unset."""
+    pre = {"input_size": cfg.input_size, "resize_size": cfg.resize_size or round(cfg.input_size * 256 / 224),
+           "interpolation": "bilinear", "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
+           "channel_order": cfg.channel_order or "RGB", "pixel_range": cfg.pixel_range or 1,
+           "grayscale": bool(cfg.grayscale)}
     size, resize, to_model = cfg.input_size, pre["resize_size"], ModelNormalize(pre)
     view = eval_transform(size, resize, None, None, normalize=False)  # resize + centre crop, 0..1
     if cfg.augment == "paper":  # the fast decoder with the same recipe: decodes only what the crop needs
