@@ -76,11 +76,10 @@ def setup(device: str, timeout_s: float) -> Dist:
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
     timeout = timedelta(seconds=timeout_s)
     store, rank, world = _attempt_store(timeout)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
-                            device_id=dev if dev.type == "cuda" else None)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
+                            timeout=timeout, device_id=dev if dev.type == "cuda" else None)
     return Dist(True, dist.get_rank(), dist.get_world_size(), dev)
 
 

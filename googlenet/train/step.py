@@ -24,8 +24,7 @@ def autocast(device: torch.device | str, precision: str):
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 needs a CUDA device; use bf16 on the CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def to_device(images: Tensor, labels: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
