@@ -96,8 +96,7 @@ def apply_init(model: nn.Module, source: nn.Module, class_names: list[str], *, s
         raise UserError(f"--init {spec}: its {src_arch} options ({source.cfg}) differ from the model's ({model.cfg})")
     src, own = source.state_dict(), model.state_dict()
     trunk = [k for k in own if not k.startswith(HEAD_PREFIXES)]
-    missing = [k for k in trunk if k not in src]
-    if missing:
+    if missing := [k for k in trunk if k not in src]:
         raise UserError(f"--init {spec} does not fit {dst_arch}: {len(missing)} trunk tensors missing "
                         f"(e.g. {missing[0]})")
     for k in trunk:

@@ -128,8 +128,7 @@ def _read_yaml(text: str, source: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
+    if unknown := sorted(set(data) - set(FIELDS)):
         raise UserError(f"{source}: unknown config key {unknown[0]!r}; known keys: {', '.join(FIELDS)}")
     return data
 
