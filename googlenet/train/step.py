@@ -1,7 +1,6 @@
 """One optimisation step, shared by ``googlenet train`` and ``googlenet bench train``.
 
-Mixed precision, channels_last and torch.compile are switches on this one step, not copies of it. The loss is the
-paper's: main cross-entropy plus 0.3 x each auxiliary head's.
+Mixed precision, channels_last and torch.compile are switches on this one step, not copies of it.
 """
 
 from __future__ import annotations
