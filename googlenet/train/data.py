@@ -218,12 +218,11 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
         # its own. The images stay grey.
         custom = {k: getattr(cfg, k) for k in ("mean", "std", "channel_order", "pixel_range")
                   if getattr(cfg, k) is not None}
-        model_pre = None
         if custom:
             scale = float(custom.get("pixel_range", 1))
             pre.update({"mean": [embedded.MEAN * scale] * 3, "std": [embedded.STD * scale] * 3},
                        **{k: list(v) if isinstance(v, tuple) else v for k, v in custom.items()})
-            model_pre = pre
+        model_pre = pre if custom else None
         return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True,
                                            pre=model_pre),
                          ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False, pre=model_pre),
