@@ -37,8 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write OUT/last.pt every STEPS steps inside an epoch (--resume continues from the step)")
     g = p.add_argument_group("fine-tuning (see docs/finetuning.md; --recipe finetune)")
     g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
-                                               "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
-                                               "size default to the source's")
+                   "checkpoint, or torchvision | bvlc | inception5h; the arch and input size default to the source's")
     g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train fc only (a linear probe); LAYER: freeze "
                                                                   "everything up to and including that module")
     g.add_argument("--head-lr-mult", type=positive_float, help="learning-rate multiplier for the classifier layers")
@@ -52,9 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("input")
     g.add_argument("--input-size", type=positive_int, help="square training crop (>= 64)")
-    g.add_argument("--mean", type=float, nargs=3, metavar=("C1", "C2", "C3"),
-                   help="folder data: mean in the model's channel order and pixel scale (default: --init's, else "
-                        "ImageNet's)")
+    g.add_argument("--mean", type=float, nargs=3, metavar=("C1", "C2", "C3"), help="folder data: mean in the "
+                   "model's channel order and pixel scale (default: --init's, else ImageNet's)")
     g.add_argument("--std", type=positive_float, nargs=3, metavar=("C1", "C2", "C3"), help="folder data: std, likewise")
     g.add_argument("--channel-order", choices=("RGB", "BGR"), help="folder data (default: --init's, else RGB)")
     g.add_argument("--pixel-range", type=int, choices=(1, 255), help="folder data: pixels in 0..1 or 0..255 "
