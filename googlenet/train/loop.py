@@ -45,9 +45,7 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup, self.updates = decay, warmup, 0
 
     @torch.no_grad()
@@ -223,12 +221,11 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     kept_from_checkpoint = cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16")
     if kept_from_checkpoint:
         cfg = replace(cfg, precision=resumed_precision)
-    probe_batch = max(1, min(32, cfg.batch_size // d.world))
-    precision, why = resolve_precision(cfg.precision, d.device, lambda p: time_train_step(
-        model, p, batch_size=probe_batch, input_size=cfg.input_size, channels_last=cfg.channels_last,
-        device=d.device), reprobe=reprobe, key=probe_key(arch=cfg.arch, input_size=cfg.input_size,
-                                                         batch_size=probe_batch, channels_last=cfg.channels_last,
-                                                         compile=cfg.compile))
+    probed = dict(batch_size=max(1, min(32, cfg.batch_size // d.world)), input_size=cfg.input_size,
+                  channels_last=cfg.channels_last)  # the step the CPU probe times, and so part of its key
+    precision, why = resolve_precision(
+        cfg.precision, d.device, lambda p: time_train_step(model, p, device=d.device, **probed), reprobe=reprobe,
+        key=probe_key(arch=cfg.arch, compile=cfg.compile, **probed))
     if d.ddp and cfg.precision == "auto":  # every rank must run the same precision: bf16 only if all chose it
         precision = precision if d.all_true(precision != "fp32") else "fp32"
     cfg = replace(cfg, precision=precision)
@@ -237,11 +234,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     # Dropout masks drawn for the whole global batch: W processes drop what one would (train/dropout.py).
     dropouts = install_global_dropout(model)
-    net: nn.Module = model
-    if d.ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) \
+        if d.ddp else model
     # A linear probe (--freeze trunk) trains fc alone: the aux heads, frozen with the trunk, are not even run.
     aux_weight = 0.0 if cfg.freeze == "trunk" else cfg.aux_weight
     trainer = TrainStep(net, optimizer, precision=cfg.precision, channels_last=cfg.channels_last,
