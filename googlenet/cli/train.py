@@ -90,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     # With --init, the arch and preprocessing not set by a flag or the config file come from the source's
     # metadata (config.init_defaults).
-    overrides = {k: getattr(args, k) for k in FLAG_KEYS}
-    cfg = resolve(args.recipe, args.config, overrides)
+    cfg = resolve(args.recipe, args.config, {k: getattr(args, k) for k in FLAG_KEYS})
     summary = _train_reporting_peer_failures(cfg, args.resume, args.reprobe)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -69,8 +69,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def setup(device: str, timeout_s: float) -> Dist:
-    ddp = "RANK" in os.environ
-    if not ddp:
+    if "RANK" not in os.environ:
         return Dist(False, 0, 1, pick_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = pick_device(device, local_rank)
