@@ -34,7 +34,6 @@ from .fileio import atomic_write_text
 # probe on zeros understates bf16's gain on real batches.
 MIN_GAIN = 1.05
 
-
 CACHE_VERSION = 1
 REPROBE_ENV = "GOOGLENET_REPROBE"  # "1": time again and overwrite the kept verdict, like --reprobe
 
@@ -69,9 +68,8 @@ class PrecisionCache:
 
     def __init__(self, folder: Optional[Path] = None) -> None:
         if folder is None:
-            env = os.environ.get("GOOGLENET_PRECISION_CACHE")
             base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "googlenet" / "precision"
-            folder = Path(env) if env else base
+            folder = os.environ.get("GOOGLENET_PRECISION_CACHE") or base
         self.folder = Path(folder)
 
     def path(self, key: dict) -> Path:

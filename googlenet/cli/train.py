@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--arch", help="googlenet (paper, LRN) | googlenet_bn | googlenet_tv")
     g.add_argument("--recipe", help="paper | caffe-quick | fashion-quick (default) | bn-modern")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (overrides the recipe)")
-    g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; or "
-                                  "DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
+    g.add_argument("--data", help="omit for the embedded Fashion-MNIST subset; 'fashion-mnist' for the full set; "
+                   "or DIR with DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split for you)")
     g.add_argument("--val-fraction", type=positive_float, help="one-folder DIR/<class>/* (no train/, val/): held-out "
                                                                 "share per class, within one image (default 0.2)")
     g.add_argument("--split-from", metavar="RUN", help="one-folder DIR: the files an earlier run's split placed keep "
@@ -37,8 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write OUT/last.pt every STEPS steps inside an epoch (--resume continues from the step)")
     g = p.add_argument_group("fine-tuning (see docs/finetuning.md; --recipe finetune)")
     g.add_argument("--init", metavar="W", help="start from weights: a weights file, a torchvision-layout .pth "
-                                               "checkpoint, or torchvision | bvlc | inception5h; the arch and input "
-                                               "size default to the source's")
+                   "checkpoint, or torchvision | bvlc | inception5h; the arch and input size default to the source's")
     g.add_argument("--freeze", metavar="none|trunk|LAYER", help="trunk: train fc only (a linear probe); LAYER: freeze "
                                                                   "everything up to and including that module")
     g.add_argument("--head-lr-mult", type=positive_float, help="learning-rate multiplier for the classifier layers")
@@ -52,9 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip (and count) steps whose loss is NaN/inf instead of stopping")
     g = p.add_argument_group("input")
     g.add_argument("--input-size", type=positive_int, help="square training crop (>= 64)")
-    g.add_argument("--mean", type=float, nargs=3, metavar=("C1", "C2", "C3"),
-                   help="folder data: mean in the model's channel order and pixel scale (default: --init's, else "
-                        "ImageNet's)")
+    g.add_argument("--mean", type=float, nargs=3, metavar=("C1", "C2", "C3"), help="folder data: mean in the "
+                   "model's channel order and pixel scale (default: --init's, else ImageNet's)")
     g.add_argument("--std", type=positive_float, nargs=3, metavar=("C1", "C2", "C3"), help="folder data: std, likewise")
     g.add_argument("--channel-order", choices=("RGB", "BGR"), help="folder data (default: --init's, else RGB)")
     g.add_argument("--pixel-range", type=int, choices=(1, 255), help="folder data: pixels in 0..1 or 0..255 "
@@ -92,16 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
     # With --init, the arch and preprocessing not set by a flag or the config file come from the source's
     # metadata (config.init_defaults).
-    overrides = {k: getattr(args, k) for k in FLAG_KEYS}
-    cfg = resolve(args.recipe, args.config, overrides)
+    cfg = resolve(args.recipe, args.config, {k: getattr(args, k) for k in FLAG_KEYS})
     summary = _train_reporting_peer_failures(cfg, args.resume, args.reprobe)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if args.json:
-        keys = ("weights", "checkpoint", "metrics", "plot", "top1", "top5", "best_top1", "epochs", "images_per_s",
-                "wall_s", "skipped_files")
-        extra = {k: v for k, v in summary.items() if k not in keys}
-        print(json.dumps({**{k: summary[k] for k in keys}, **extra}))
+        print(json.dumps(summary))  # train()'s order: the files, the results, then the run's other figures
         return 0
     top1 = summary["top1"]
     print(f"held-out top-1 {100 * top1:.2f}%, top-5 {100 * summary['top5']:.2f}% after {summary['epochs']} epochs, "

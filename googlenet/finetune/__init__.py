@@ -94,11 +94,9 @@ def apply_init(model: nn.Module, source: nn.Module, class_names: list[str], *, s
         raise UserError(f"--init {spec} holds arch {src_arch}, not {dst_arch}; pass --arch {src_arch} or other weights")
     if getattr(source, "cfg", None) != getattr(model, "cfg", None):
         raise UserError(f"--init {spec}: its {src_arch} options ({source.cfg}) differ from the model's ({model.cfg})")
-    src = source.state_dict()
-    own = model.state_dict()
+    src, own = source.state_dict(), model.state_dict()
     trunk = [k for k in own if not k.startswith(HEAD_PREFIXES)]
-    missing = [k for k in trunk if k not in src]
-    if missing:
+    if missing := [k for k in trunk if k not in src]:
         raise UserError(f"--init {spec} does not fit {dst_arch}: {len(missing)} trunk tensors missing "
                         f"(e.g. {missing[0]})")
     for k in trunk:
@@ -108,27 +106,21 @@ def apply_init(model: nn.Module, source: nn.Module, class_names: list[str], *, s
     new = {**own, **{k: src[k] for k in trunk}}
     # The aux heads' hidden layers (conv, fc1) are not per class: carried whenever the source has them.
     for k in own:
-        if k.startswith(("aux1.", "aux2.")) and k not in CLASS_ROW_KEYS and k in src \
-                and src[k].shape == own[k].shape:
+        if k.startswith(("aux1.", "aux2.")) and k not in CLASS_ROW_KEYS and k in src and src[k].shape == own[k].shape:
             new[k] = src[k]
     src_names = getattr(source, "class_names", None)
     n_src = int(source.num_classes)
     if src_names is not None:
         index = {name: i for i, name in enumerate(src_names)}
         pairs = [(i, index[name]) for i, name in enumerate(class_names) if name in index]
-    elif n_src == len(class_names):
-        pairs = [(i, i) for i in range(n_src)]
     else:
-        pairs = []
-    carried_heads = []
+        pairs = [(i, i) for i in range(n_src)] if n_src == len(class_names) else []
     for k in CLASS_ROW_KEYS:
         if k in own and k in src and pairs:
             rows = new[k].clone()
-            dst_i = torch.tensor([p[0] for p in pairs])
-            src_i = torch.tensor([p[1] for p in pairs])
+            dst_i, src_i = map(torch.tensor, zip(*pairs))
             rows[dst_i] = src[k][src_i].to(rows.dtype)
             new[k] = rows
-            carried_heads.append(k.rsplit(".", 1)[0])
     model.load_state_dict(new, strict=True)
     same = src_names is not None and list(src_names) == list(class_names)
     return {"source": spec, "arch": src_arch, "source_classes": n_src, "carried_classes": len(pairs),
@@ -155,8 +147,9 @@ def freeze(model: nn.Module, spec: Optional[str]) -> list[str]:
     none: nothing. trunk: everything but the main classifier ``fc`` - a linear probe on the 1024-d pooled features,
     the linear evaluation protocol of Kornblith et al. (2019) and SimCLR. The aux heads exist only to send gradient
     into the trunk; with the trunk frozen they could change nothing inference uses, so they are frozen too and the
-    training step does not run them (aux_weight 0, see train/loop.py). LAYER: every trunk parameter up to and including module LAYER, in forward order (parameters
-    are registered in forward order in GoogLeNet, so "up to" is a prefix of named_parameters).
+    training step does not run them (aux_weight 0, see train/loop.py). LAYER: every trunk parameter up to and
+    including module LAYER, in forward order (parameters are registered in forward order in GoogLeNet, so "up to" is a
+    prefix of named_parameters).
     """
     if spec in (None, "", "none"):
         return []

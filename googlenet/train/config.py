@@ -104,12 +104,11 @@ class TrainConfig:
     notes: str = ""
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def peak_lr(self, world_batch: Optional[int] = None) -> float:
+    def peak_lr(self) -> float:
         """The learning rate actually used: ``lr`` scaled linearly by global batch / reference batch."""
-        return self.lr * (world_batch or self.batch_size) / self.reference_batch
+        return self.lr * self.batch_size / self.reference_batch
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -129,8 +128,7 @@ def _read_yaml(text: str, source: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
+    if unknown := sorted(set(data) - set(FIELDS)):
         raise UserError(f"{source}: unknown config key {unknown[0]!r}; known keys: {', '.join(FIELDS)}")
     return data
 
@@ -190,8 +188,7 @@ def resolve(recipe: Optional[str] = None, config_file: Optional[str] = None,
         print(f"train: --init without --recipe: using the {INIT_RECIPE} recipe", file=sys.stderr)
     values: dict[str, Any] = {}
     for source, layer in ((f"recipe {name}", load_recipe(name)), (str(config_file), file_values), ("flags", flags)):
-        for k, v in layer.items():
-            values[k] = _coerce(k, v, source)
+        values.update({k: _coerce(k, v, source) for k, v in layer.items()})
     values["recipe"] = name
     explicit_keys = set(file_values) | set(flags)
     if "warmup_epochs" not in explicit_keys and values.get("warmup_epochs", 0) >= values.get("epochs", 1) > 0:
@@ -239,9 +236,8 @@ def validate(cfg: TrainConfig) -> None:
     need(isinstance(betas, (list, tuple)) and len(betas) == 2
          and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas),
          f"betas must be two numbers in [0, 1), got {betas!r}")
-    need(cfg.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-    need(cfg.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, got {cfg.augment!r}")
-    need(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    for key, choices in (("schedule", SCHEDULES), ("augment", AUGMENTATIONS), ("precision", PRECISIONS)):
+        need(getattr(cfg, key) in choices, f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     for key in ("lr", "head_lr_mult", "reference_batch", "step_epochs", "step_gamma", "poly_power", "dist_timeout_s"):
         v = getattr(cfg, key)
         need(math.isfinite(v) and v > 0, f"{key} must be a positive finite number, got {v}")

@@ -37,19 +37,16 @@ def subset(n: int, limit: Optional[int]) -> Tensor:
 
 def global_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> list[Tensor]:
     """The epoch's global batches: a permutation seeded by (seed, epoch), cut into batch_size pieces; last is short."""
-    if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g)
-    else:
-        order = torch.arange(n)
-    return list(order.split(batch_size))
+    if not shuffle:
+        return list(torch.arange(n).split(batch_size))
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return list(torch.randperm(n, generator=g).split(batch_size))
 
 
 def balanced_batches(labels: Tensor, batch_size: int, *, seed: int = 0, epoch: int = 0) -> list[Tensor]:
     """--balance: len(labels) draws with replacement, each class equally likely (weight 1 / class count), seeded by
     (seed, epoch) like global_batches, so a resumed epoch draws the same images."""
-    counts = torch.bincount(labels)
-    weights = 1.0 / counts[labels].double()
+    weights = 1.0 / torch.bincount(labels)[labels].double()
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.multinomial(weights, len(labels), replacement=True, generator=g)
     return list(order.split(batch_size))
@@ -68,8 +65,7 @@ class ArraySource:
 
     def __init__(self, data: embedded.ArrayDataset, indices: Tensor, cfg: TrainConfig, *, train: bool,
                  pre: Optional[dict] = None) -> None:
-        self.images = data.images[indices]
-        self.labels = data.labels[indices]
+        self.images, self.labels = data.images[indices], data.labels[indices]
         self.targets = self.labels
         self.size = cfg.input_size
         self.augment = cfg.augment if train else "none"
@@ -128,10 +124,8 @@ class FolderSource:
             dataset = SeededItems(self.dataset)
             sampler = [[(index, mix(seed, first + i, rank + j * world)) for j, index in enumerate(p)]
                        for i, p in enumerate(sampler)]
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
-                            collate_fn=collate_skipping, pin_memory=self.pin,
-                            persistent_workers=False, prefetch_factor=4 if self.workers else None)
-        yield from loader
+        yield from DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=collate_skipping,
+                              pin_memory=self.pin, prefetch_factor=4 if self.workers else None)
 
 
 def _as_is(sample):
@@ -224,12 +218,11 @@ def build_data(cfg: TrainConfig, device: torch.device) -> TrainData:
         # its own. The images stay grey.
         custom = {k: getattr(cfg, k) for k in ("mean", "std", "channel_order", "pixel_range")
                   if getattr(cfg, k) is not None}
-        model_pre = None
         if custom:
             scale = float(custom.get("pixel_range", 1))
             pre.update({"mean": [embedded.MEAN * scale] * 3, "std": [embedded.STD * scale] * 3},
                        **{k: list(v) if isinstance(v, tuple) else v for k, v in custom.items()})
-            model_pre = pre
+        model_pre = pre if custom else None
         return TrainData(name, ArraySource(train, subset(len(train), cfg.max_train_images), cfg, train=True,
                                            pre=model_pre),
                          ArraySource(held, subset(len(held), cfg.max_eval_images), cfg, train=False, pre=model_pre),
@@ -302,8 +295,7 @@ def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> Trai
         kept = sum(v["kept"] for v in counts.values())
         notes.append(f"split: {kept} files kept their side from {printable(source)}, "
                      f"{len(train_samples) + len(val_samples) - kept} placed afresh")
-    note = imbalance_note(counts)
-    if note:
+    if note := imbalance_note(counts):
         notes.append(note)
     return _sample_data(cfg, device, f"{printable(root)} (one-folder split, val {cfg.val_fraction:g})",
                         train_samples, val_samples, class_names, notes)
@@ -326,20 +318,16 @@ def _sample_data(cfg: TrainConfig, device: torch.device, name: str, train_sample
                      source(val_samples, cfg.max_eval_images, eval_tf), class_names, pre, notes or [])
 
 
-def folder_preprocessing(cfg: TrainConfig) -> dict:
-    """The preprocessing folder data is trained with and saved with the weights: the config's keys, which
-    ``config.resolve`` fills from the --init weights' metadata unless set; ImageNet's RGB 0..1 for what is unset."""
-    return {"input_size": cfg.input_size, "resize_size": cfg.resize_size or round(cfg.input_size * 256 / 224),
-            "interpolation": "bilinear", "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
-            "channel_order": cfg.channel_order or "RGB", "pixel_range": cfg.pixel_range or 1,
-            "grayscale": bool(cfg.grayscale)}
-
-
 def _folder_transforms(cfg: TrainConfig):
     """(train transform, held-out transform, preprocessing): crops and distortions on 0..1 RGB pixels, then the
     preprocessing's grey conversion, pixel scale, channel order and mean/std (``ModelNormalize``, the same steps
-    ``model_input`` applies at eval and predict time), so training sees what evaluation will."""
-    pre = folder_preprocessing(cfg)
+    ``model_input`` applies at eval and predict time), so training sees what evaluation will. The preprocessing, saved
+    with the weights, is the config's keys, which ``config.resolve`` fills from the --init weights' metadata unless
+    set; ImageNet's RGB 0..1 for what is unset."""
+    pre = {"input_size": cfg.input_size, "resize_size": cfg.resize_size or round(cfg.input_size * 256 / 224),
+           "interpolation": "bilinear", "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
+           "channel_order": cfg.channel_order or "RGB", "pixel_range": cfg.pixel_range or 1,
+           "grayscale": bool(cfg.grayscale)}
     size, resize, to_model = cfg.input_size, pre["resize_size"], ModelNormalize(pre)
     view = eval_transform(size, resize, None, None, normalize=False)  # resize + centre crop, 0..1
     if cfg.augment == "paper":  # the fast decoder with the same recipe: decodes only what the crop needs

@@ -21,7 +21,6 @@ class Dist:
     ddp: bool
     rank: int
     world: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -70,19 +69,17 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def setup(device: str, timeout_s: float) -> Dist:
-    ddp = "RANK" in os.environ
-    if not ddp:
-        return Dist(False, 0, 1, 0, pick_device(device))
+    if "RANK" not in os.environ:
+        return Dist(False, 0, 1, pick_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
     timeout = timedelta(seconds=timeout_s)
     store, rank, world = _attempt_store(timeout)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
-                            device_id=dev if dev.type == "cuda" else None)
-    return Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
+                            timeout=timeout, device_id=dev if dev.type == "cuda" else None)
+    return Dist(True, dist.get_rank(), dist.get_world_size(), dev)
 
 
 def _attempt_store(timeout: timedelta) -> tuple[dist.Store, int, int]:

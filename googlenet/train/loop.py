@@ -45,18 +45,14 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup, self.updates = decay, warmup, 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
-        ema_p = [p for p in self.module.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
         for b, src in zip(self.module.buffers(), model.buffers()):
             b.copy_(src)
 
@@ -98,8 +94,7 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return min(1.0, (step + 1) / (cfg.warmup_epochs * steps_per_epoch))
     if cfg.schedule == "step":  # paper: "decreasing the learning rate by 4% every 8 epochs"
         return cfg.step_gamma ** math.floor(epoch / cfg.step_epochs)
-    t = (epoch - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs)
-    t = min(1.0, t)
+    t = min(1.0, (epoch - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs))
     if cfg.schedule == "poly":  # Caffe quick_solver: lr * (1 - iter/max_iter)^power
         return (1.0 - t) ** cfg.poly_power
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))  # cosine
@@ -107,15 +102,9 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> int:
     """Each epoch starts from a seed of its own, so an epoch after a resume draws what it would have drawn; returns
-    the epoch's base for the seeds of its steps (a step's data and its forward pass are seeded by their position,
-    so a run resumed in the middle of an epoch draws what it would have drawn too)."""
+    the epoch's base for the seeds of its steps on ``rank`` (a step's data and its forward pass are seeded by their
+    position, so a run resumed in the middle of an epoch draws what it would have drawn too)."""
     torch.manual_seed((seed * 1_000_003 + epoch) * 1024 + rank)
-    return epoch_base(seed, epoch, rank)
-
-
-def epoch_base(seed: int, epoch: int, rank: int) -> int:
-    """The base of an epoch's step seeds on ``rank``; rank 0's is the one every rank shares for draws that follow
-    the global batch (indexed data, dropout), so one process draws what it always drew."""
     return mix(seed, epoch, rank)
 
 
@@ -147,21 +136,17 @@ def train(cfg: TrainConfig, *, resume: Optional[str] = None, quiet: bool = False
     precisions again instead of taking the kept verdict (googlenet/precision.py)."""
     t_start = time.perf_counter()
     if cfg.deterministic:
-        make_deterministic()
+        # PyTorch's deterministic algorithms (an op without one raises instead of running nondeterministically).
+        # The project's own randomness is already fixed by the seed: each epoch reseeds (seed_epoch), batches come
+        # from seeded generators, and DataLoader workers take their seeds from the reseeded main stream.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     d = setup(cfg.device, cfg.dist_timeout_s)
     try:
         return _train(cfg, d, resume, quiet, t_start, reprobe)
     finally:
         teardown(d)
-
-
-def make_deterministic() -> None:
-    """PyTorch's deterministic algorithms (an op without one raises instead of running nondeterministically).
-    The project's own randomness is already fixed by the seed: each epoch reseeds (seed_epoch), batches come from
-    seeded generators, and DataLoader workers take their seeds from the reseeded main stream."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
 
 
 def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_start: float, reprobe: bool) -> dict:
@@ -176,6 +161,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         raise UserError(f"{data.name}: no images to train or evaluate on")
     # Every rank makes the same steps: ceil(images / global batch) per epoch.
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+
+    from tqdm import tqdm
 
     from .. import finetune
 
@@ -234,12 +221,11 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     kept_from_checkpoint = cfg.precision == "auto" and resumed_precision in ("fp32", "bf16", "fp16")
     if kept_from_checkpoint:
         cfg = replace(cfg, precision=resumed_precision)
-    probe_batch = max(1, min(32, cfg.batch_size // d.world))
-    precision, why = resolve_precision(cfg.precision, d.device, lambda p: time_train_step(
-        model, p, batch_size=probe_batch, input_size=cfg.input_size, channels_last=cfg.channels_last,
-        device=d.device), reprobe=reprobe, key=probe_key(arch=cfg.arch, input_size=cfg.input_size,
-                                                         batch_size=probe_batch, channels_last=cfg.channels_last,
-                                                         compile=cfg.compile))
+    probed = dict(batch_size=max(1, min(32, cfg.batch_size // d.world)), input_size=cfg.input_size,
+                  channels_last=cfg.channels_last)  # the step the CPU probe times, and so part of its key
+    precision, why = resolve_precision(
+        cfg.precision, d.device, lambda p: time_train_step(model, p, device=d.device, **probed), reprobe=reprobe,
+        key=probe_key(arch=cfg.arch, compile=cfg.compile, **probed))
     if d.ddp and cfg.precision == "auto":  # every rank must run the same precision: bf16 only if all chose it
         precision = precision if d.all_true(precision != "fp32") else "fp32"
     cfg = replace(cfg, precision=precision)
@@ -248,11 +234,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     # Dropout masks drawn for the whole global batch: W processes drop what one would (train/dropout.py).
     dropouts = install_global_dropout(model)
-    net: nn.Module = model
-    if d.ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) \
+        if d.ddp else model
     # A linear probe (--freeze trunk) trains fc alone: the aux heads, frozen with the trunk, are not even run.
     aux_weight = 0.0 if cfg.freeze == "trunk" else cfg.aux_weight
     trainer = TrainStep(net, optimizer, precision=cfg.precision, channels_last=cfg.channels_last,
@@ -277,7 +260,9 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
     train_images, train_time = 0, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         base = seed_epoch(cfg.seed, epoch, d.rank)
-        shared = epoch_base(cfg.seed, epoch, 0)  # every rank's: seeds that follow the global position
+        # Rank 0's base, shared by every rank for the draws that follow the global batch (indexed data, dropout),
+        # so one process draws what it always drew.
+        shared = mix(cfg.seed, epoch, 0)
         data_seed = shared if data.train.seeds_by_global_position else base
         first = first_step if epoch == start_epoch else 0
         batches = balanced_batches(data.train.targets, cfg.batch_size, seed=cfg.seed, epoch=epoch) \
@@ -290,7 +275,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         if first and partial is not None:
             loss_sum, correct, seen, kept = partial[d.rank]
             epoch_skipped = [Skipped(k["file"], k["error"]) for k in kept]
-        bar = _progress(d, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", file=sys.stderr,
+                   disable=not d.main or quiet, mininterval=1.0, leave=False, dynamic_ncols=True)
         bar.update(first)
         train_batches = data.train.batches(plan, first, data_seed, spread=(d.rank, d.world))
         for i, (images, labels, bad) in enumerate(_closing_on_error(train_batches, bar), start=first):
@@ -392,8 +378,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
             "images_per_s": round(images_per_s, 1) if images_per_s else None,
             "wall_s": round(time.perf_counter() - t_start, 1), "skipped_files": skipped_all,
             "nonfinite_steps": nonfinite, "config": str(out / "config.yaml"), "world_size": d.world,
-            "train_images_per_epoch": history[-1]["images"] if history else 0,
-            "eval_images": final.get("eval_images")}
+            "train_images_per_epoch": history[-1]["images"] if history else 0, "eval_images": final.get("eval_images")}
 
 
 def start_epoch_of(path: Path) -> str:
@@ -411,10 +396,3 @@ def _closing_on_error(batches: Iterator, bar) -> Iterator:
     except BaseException:
         bar.close()
         raise
-
-
-def _progress(d: Dist, total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not d.main or quiet,
-                mininterval=1.0, leave=False, dynamic_ncols=True)

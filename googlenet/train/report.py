@@ -16,8 +16,7 @@ def write_metrics(path: str | os.PathLike, history: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     w.writeheader()
-    for row in history:
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+    w.writerows({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS} for row in history)
     atomic_write_text(path, buf.getvalue())
 
 

@@ -1,7 +1,6 @@
 """One optimisation step, shared by ``googlenet train`` and ``googlenet bench train``.
 
-Mixed precision, channels_last and torch.compile are switches on this one step, not copies of it. The loss is the
-paper's: main cross-entropy plus 0.3 x each auxiliary head's.
+Mixed precision, channels_last and torch.compile are switches on this one step, not copies of it.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ def autocast(device: torch.device | str, precision: str):
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 needs a CUDA device; use bf16 on the CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def to_device(images: Tensor, labels: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
@@ -57,8 +55,7 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
                  channels_last: bool = False, compile: bool = False, aux_weight: float = 0.3,
-                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-                 grad_clip: Optional[float] = None,
+                 label_smoothing: float = 0.0, device: torch.device | str = "cpu", grad_clip: Optional[float] = None,
                  all_finite: Optional[Callable[[bool], bool]] = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
