@@ -144,8 +144,7 @@ def ort_session_options():
     return options
 
 
-def build_ort_session(model: nn.Module, input_size: int, precision: str = "fp32",
-                      calibration: Optional[Tensor] = None):
+def build_ort_session(model: nn.Module, input_size: int, precision: str = "fp32", calibration: Optional[Tensor] = None):
     """An ONNX Runtime CPU session for ``model`` at ``input_size`` (dynamic batch); int8 quantises statically."""
     import onnxruntime as ort
 

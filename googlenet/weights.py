@@ -139,8 +139,7 @@ def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
         raise UserError(f"{path}: invalid num_classes {n!r}")
     names = meta.get("class_names")
     if names is not None and (not isinstance(names, list) or len(names) != n):
-        raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names "
-                        f"for {n} classes")
+        raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names for {n} classes")
     if names is not None and not all(isinstance(c, str) for c in names):
         raise UserError(f"{path}: class names must be strings")
     if names is not None and len(set(names)) != len(names):

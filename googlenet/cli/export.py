@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
             "batch": report.batch, "opset": report.opset, "checked_batches": list(report.checked_batches),
             "max_abs_diff": report.max_abs_diff}
     if report.max_abs_diff is None:
-        print(f"onnxruntime is not installed, so the export was not compared with PyTorch: {PIP_HINT}",
-              file=sys.stderr)
+        print(f"onnxruntime is not installed, so the export was not compared with PyTorch: {PIP_HINT}", file=sys.stderr)
     checked = ("not compared" if report.max_abs_diff is None else
                f"max abs difference vs PyTorch {report.max_abs_diff:.2e} over batches "
                f"{', '.join(map(str, report.checked_batches))}")
