@@ -17,6 +17,7 @@ Shape comments are for a 224x224 input, where the paper's geometry (112-56-28-14
 # No "from __future__ import annotations": TorchScript needs real types in the NamedTuple.
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -104,7 +105,6 @@ class BasicConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  *, batch_norm: bool, bn_eps: float = 1e-3, same: bool = False) -> None:
         super().__init__()
-        # same: TensorFlow SAME padding computed from the input size instead of a fixed ``padding``.
         self.pad = SamePad(kernel_size, stride) if same else nn.Identity()
         # With BatchNorm the conv bias is redundant (BN's shift replaces it), as in torchvision.
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=0 if same else padding,
@@ -177,9 +177,7 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, cfg: ArchConfig = ArchConfig()) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.aux_logits = aux_logits
+        self.cfg, self.num_classes, self.aux_logits = cfg, num_classes, aux_logits
         self.transform_input = cfg.transform_input
         bn = dict(batch_norm=cfg.norm == "bn", bn_eps=cfg.bn_eps)
 
@@ -190,8 +188,7 @@ class GoogLeNet(nn.Module):
             size, alpha, beta, k = cfg.lrn
             return LocalResponseNorm(size, alpha=alpha, beta=beta, k=k) if cfg.norm == "lrn" else nn.Identity()
 
-        def inception(*widths: int) -> Inception:
-            return Inception(*widths, cfg=cfg)
+        inception = partial(Inception, cfg=cfg)
 
         # Table 1, row by row. Stride-2 max pools round up (Caffe's ceil rounding) to give 112-56-28-14-7.
         same = cfg.padding == "same"
@@ -324,8 +321,7 @@ OPTION_FIELDS = ("dropout", "aux_dropout", "transform_input", "init")
 def build(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, **options) -> GoogLeNet:
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(sorted(ARCHS))}")
-    unknown = set(options) - set(OPTION_FIELDS)
-    if unknown:
+    if unknown := set(options) - set(OPTION_FIELDS):
         raise ValueError(f"unknown option(s) for {arch}: {', '.join(sorted(unknown))}; "
                          f"accepted: {', '.join(OPTION_FIELDS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -335,8 +331,7 @@ def build(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, **opti
     for key in ("dropout", "aux_dropout"):
         if key in options and not 0.0 <= float(options[key]) < 1.0:
             raise ValueError(f"{key} must be in [0, 1), got {options[key]!r}")
-    cfg = replace(ARCHS[arch], **options)
-    return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, cfg=cfg)
+    return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, cfg=replace(ARCHS[arch], **options))
 
 
 def arch_options(model: GoogLeNet) -> dict:
