@@ -113,10 +113,6 @@ static void denominator(const float *restrict x, Scratch *s, int64_t pixels, int
     neg_pow(d, s->pw, backward ? s->pw_over_d : NULL, n, beta);
 }
 
-static int64_t block_pixels(int64_t C) {
-    return C >= BLOCK ? 1 : BLOCK / C;
-}
-
 /* One block of the forward pass: pixels [p, p + pixels). */
 static void forward_block(const float *x, float *y, Scratch *s, int64_t p, int64_t pixels, int64_t C, int size,
                           float alpha, float beta, float k) {
@@ -155,7 +151,7 @@ typedef struct {
 static int run(const Job *j, int64_t P, int threads) {
     if (j->C <= 0 || P <= 0) return 0; /* nothing to do */
     if (j->size < 1) return -1;        /* no window (lrn.py refuses such sizes before this) */
-    const int64_t bp = block_pixels(j->C), blocks = (P + bp - 1) / bp;
+    const int64_t bp = j->C >= BLOCK ? 1 : BLOCK / j->C, blocks = (P + bp - 1) / bp;
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && blocks > 1)
     {
