@@ -75,9 +75,7 @@ def resolve_input_size(model: nn.Module, input_size: Optional[int]) -> int:
 
 
 def check_batch(batch: Union[str, int]) -> Union[str, int]:
-    if batch == "dynamic":
-        return batch
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if batch != "dynamic" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise UserError(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
     return batch
 
@@ -128,8 +126,7 @@ def _write_torchscript(model: nn.Module, path: Path, input_size: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices: TorchScript is what this format is
         scripted = torch.jit.script(graph.model)  # scripted, not traced: any input size and batch keep working
-        extra = {"googlenet.json": json.dumps(_metadata(model, input_size))}
-        torch.jit.save(scripted, str(path), _extra_files=extra)
+        torch.jit.save(scripted, str(path), _extra_files={"googlenet.json": json.dumps(_metadata(model, input_size))})
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Optional[int] = None,
