@@ -43,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
         require_onnx()
     elif args.opset is not None or args.dynamo:
         raise UserError("--opset and --dynamo apply to --format onnx only")
-    model = load_weights_arg(args.weights)
-    report = export(model, args.out, format=args.format, input_size=args.input_size, batch=args.batch,
-                    opset=args.opset, dynamo=args.dynamo)
+    report = export(load_weights_arg(args.weights), args.out, format=args.format, input_size=args.input_size,
+                    batch=args.batch, opset=args.opset, dynamo=args.dynamo)
     info = {"output": str(report.path), "format": report.format, "input_size": report.input_size,
             "batch": report.batch, "opset": report.opset, "checked_batches": list(report.checked_batches),
             "max_abs_diff": report.max_abs_diff}
