@@ -47,9 +47,8 @@ static void neg_pow(const float *restrict d, float *restrict out, float *restric
         for (int64_t i = 0; i < n; ++i) out[i] = 1.0f / sqrtf(d[i]);
     } else {
         for (int64_t i = 0; i < n; ++i) out[i] = powf(d[i], -beta);
-        if (over_d) {
+        if (over_d)
             for (int64_t i = 0; i < n; ++i) over_d[i] = out[i] / d[i];
-        }
     }
 }
 
@@ -61,9 +60,8 @@ static void window_sum(const float *restrict padded, float *restrict out, int64_
     const int64_t n = pixels * C;
     const float *v = padded + size / 2; /* the block starts after size / 2 readable floats */
     memcpy(out, v, (size_t)n * sizeof(float));
-    for (int j = 1; j <= half; ++j) {
+    for (int j = 1; j <= half; ++j)
         for (int64_t i = 0; i < n; ++i) out[i] += v[i - j] + v[i + j];
-    }
     if (half == 0) return; /* a window of one channel: nothing crossed */
     for (int64_t p = 0; p < pixels; ++p) { /* the edge channels, whose flat sums crossed into the neighbours */
         const float *vp = v + p * C;
