@@ -45,8 +45,7 @@ def create_model(name: str, weights: Optional[str | os.PathLike] = None, *, num_
     new_head = n != source.num_classes
     carried = {k: v for k, v in trained.items() if k in own and v.shape == own[k].shape
                and not (new_head and k.startswith(CLASS_ROW_PREFIXES))}
-    lost = [k for k in own if k in trained and k not in carried and not k.startswith(CLASS_ROW_PREFIXES)]
-    if lost:
+    if lost := [k for k in own if k in trained and k not in carried and not k.startswith(CLASS_ROW_PREFIXES)]:
         raise UserError(f"options {options} change the trained layers of {weights} (e.g. {lost[0]})")
     model.load_state_dict({**own, **carried})
     names = source.class_names if not new_head else None

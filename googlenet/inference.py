@@ -81,10 +81,8 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "fp32", backend
     if (backend, precision) not in SUPPORTED:
         raise UserError(_WHY_NOT[precision])
     net = fold_batchnorm(model) if fold_bn else copy.deepcopy(unwrap_model(model)).eval()
-    if backend == "onnxruntime":
-        predictor = _OrtPredictor(net, precision, calibration)
-    else:
-        predictor = _TorchPredictor(net, precision, channels_last, compile=backend == "compile")
+    predictor = (_OrtPredictor(net, precision, calibration) if backend == "onnxruntime"
+                 else _TorchPredictor(net, precision, channels_last, compile=backend == "compile"))
     predictor.precision, predictor.backend = precision, backend
     return predictor
 
@@ -137,17 +135,16 @@ class _OrtPredictor:
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x})[0])
 
 
-def ort_session_options(threads: Optional[int] = None):
+def ort_session_options():
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or torch.get_num_threads()  # the same cores PyTorch was given
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch was given
     return options
 
 
-def build_ort_session(model: nn.Module, input_size: int, precision: str = "fp32",
-                      calibration: Optional[Tensor] = None):
+def build_ort_session(model: nn.Module, input_size: int, precision: str = "fp32", calibration: Optional[Tensor] = None):
     """An ONNX Runtime CPU session for ``model`` at ``input_size`` (dynamic batch); int8 quantises statically."""
     import onnxruntime as ort
 
@@ -178,8 +175,7 @@ def quantize_int8(path: str, calibration: Tensor, out: str) -> str:
     batches = [calibration[i:i + 16].detach().float().contiguous().numpy() for i in range(0, len(calibration), 16)]
 
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"images": b} for b in batches])
+        items = iter([{"images": b} for b in batches])
 
         def get_next(self):
             return next(self.items, None)

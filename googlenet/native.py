@@ -95,9 +95,8 @@ def build(source: Path, declare: Callable[[ctypes.CDLL], ctypes.CDLL]) -> Option
                                          _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
-    stem = source.stem.removesuffix("_kernel")
     for folder in _folders():
-        lib = folder / f"{stem}-{key}.so"
+        lib = folder / f"{source.stem.removesuffix('_kernel')}-{key}.so"
         try:
             if not _private(folder):
                 continue

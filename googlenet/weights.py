@@ -139,8 +139,7 @@ def _read_metadata(f: BinaryIO, name: str, path: Path) -> dict:
         raise UserError(f"{path}: invalid num_classes {n!r}")
     names = meta.get("class_names")
     if names is not None and (not isinstance(names, list) or len(names) != n):
-        raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names "
-                        f"for {n} classes")
+        raise UserError(f"{path}: {len(names) if isinstance(names, list) else 'invalid'} class names for {n} classes")
     if names is not None and not all(isinstance(c, str) for c in names):
         raise UserError(f"{path}: class names must be strings")
     if names is not None and len(set(names)) != len(names):
@@ -235,16 +234,12 @@ def _load_model(f: BinaryIO, name: str, path: Path, arch: Optional[str], num_cla
 def load_state_dict_checked(model: nn.Module, state: dict, *, source: str, assign: bool = False) -> None:
     """load_state_dict(strict) with the mismatch (keys, shapes) told in one line instead of a traceback."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: "
-                        f"keys {', '.join(parts)}")
+    fits = f"{source} does not fit {getattr(model, 'arch_name', 'the model')}"
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    parts = [f"{len(ks)} {what} (e.g. {ks[0]})"
+             for what, ks in (("missing", missing), ("unexpected", unexpected)) if ks]
+    if parts:
+        raise UserError(f"{fits}: keys {', '.join(parts)}")
     for k, v in state.items():
         problem = tensor_problem(v)
         if problem is None and v.is_floating_point() != own[k].is_floating_point():
@@ -252,8 +247,7 @@ def load_state_dict_checked(model: nn.Module, state: dict, *, source: str, assig
         if problem is not None:
             raise UserError(f"{source}: tensor {k} {problem}")
         if tuple(v.shape) != tuple(own[k].shape):
-            raise UserError(f"{source} does not fit {getattr(model, 'arch_name', 'the model')}: {k} has shape "
-                            f"{tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise UserError(f"{fits}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     model.load_state_dict(state, strict=True, assign=assign)
 
 

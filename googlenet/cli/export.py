@@ -43,15 +43,13 @@ def run(args: argparse.Namespace) -> int:
         require_onnx()
     elif args.opset is not None or args.dynamo:
         raise UserError("--opset and --dynamo apply to --format onnx only")
-    model = load_weights_arg(args.weights)
-    report = export(model, args.out, format=args.format, input_size=args.input_size, batch=args.batch,
-                    opset=args.opset, dynamo=args.dynamo)
+    report = export(load_weights_arg(args.weights), args.out, format=args.format, input_size=args.input_size,
+                    batch=args.batch, opset=args.opset, dynamo=args.dynamo)
     info = {"output": str(report.path), "format": report.format, "input_size": report.input_size,
             "batch": report.batch, "opset": report.opset, "checked_batches": list(report.checked_batches),
             "max_abs_diff": report.max_abs_diff}
     if report.max_abs_diff is None:
-        print(f"onnxruntime is not installed, so the export was not compared with PyTorch: {PIP_HINT}",
-              file=sys.stderr)
+        print(f"onnxruntime is not installed, so the export was not compared with PyTorch: {PIP_HINT}", file=sys.stderr)
     checked = ("not compared" if report.max_abs_diff is None else
                f"max abs difference vs PyTorch {report.max_abs_diff:.2e} over batches "
                f"{', '.join(map(str, report.checked_batches))}")

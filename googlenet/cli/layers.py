@@ -8,8 +8,7 @@ from .common import add_weights_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas/embed")
-    add_weights_flag(p)
+    add_weights_flag(sub.add_parser("layers", help="layer names for visualize/dream/explain/atlas/embed"))
 
 
 def run(args: argparse.Namespace) -> int:

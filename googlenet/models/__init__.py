@@ -6,8 +6,7 @@ from torch import nn
 
 from .googlenet import ARCHS, ArchConfig, GoogLeNet, GoogLeNetOutputs, arch_options, build
 
-__all__ = ["ArchConfig", "GoogLeNet", "GoogLeNetOutputs", "arch_options", "create_model", "list_models",
-           "unwrap_model"]
+__all__ = ["ArchConfig", "GoogLeNet", "GoogLeNetOutputs", "arch_options", "create_model", "list_models", "unwrap_model"]
 
 
 def list_models() -> list[str]:

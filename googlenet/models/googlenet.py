@@ -16,7 +16,8 @@ Shape comments are for a 224x224 input, where the paper's geometry (112-56-28-14
 
 # No "from __future__ import annotations": TorchScript needs real types in the NamedTuple.
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -36,7 +37,7 @@ class GoogLeNetOutputs(NamedTuple):
 
 @dataclass(frozen=True)
 class ArchConfig:
-    """Every way the three architectures differ. Defaults are the paper's network."""
+    """Every way the architectures differ. Defaults are the paper's network."""
 
     norm: str = "lrn"  # "lrn": LRN in the stem (paper); "bn": BatchNorm after every conv, no conv bias
     branch3_kernel: int = 5  # the "5x5" branch; torchvision uses 3 (pytorch/vision#906)
@@ -104,11 +105,9 @@ class BasicConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  *, batch_norm: bool, bn_eps: float = 1e-3, same: bool = False) -> None:
         super().__init__()
-        # same: TensorFlow SAME padding computed from the input size instead of a fixed ``padding``.
         self.pad = SamePad(kernel_size, stride) if same else nn.Identity()
-        padding = 0 if same else padding
         # With BatchNorm the conv bias is redundant (BN's shift replaces it), as in torchvision.
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=0 if same else padding,
                               bias=not batch_norm)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps) if batch_norm else nn.Identity()
 
@@ -158,10 +157,8 @@ class InceptionAux(nn.Module):
             x = F.avg_pool2d(x, 5, stride=3)  # N x 512 x 4 x 4 (4a), N x 528 x 4 x 4 (4d)
         else:
             x = F.adaptive_avg_pool2d(x, (4, 4))
-        x = self.conv(x)  # N x 128 x 4 x 4
-        x = torch.flatten(x, 1)  # N x 2048
-        x = F.relu(self.fc1(x), inplace=True)  # N x 1024
-        x = self.dropout(x)
+        x = torch.flatten(self.conv(x), 1)  # N x 128 x 4 x 4 -> N x 2048
+        x = self.dropout(F.relu(self.fc1(x), inplace=True))  # N x 1024
         return self.fc2(x)  # N x num_classes
 
 
@@ -180,9 +177,7 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, cfg: ArchConfig = ArchConfig()) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.aux_logits = aux_logits
+        self.cfg, self.num_classes, self.aux_logits = cfg, num_classes, aux_logits
         self.transform_input = cfg.transform_input
         bn = dict(batch_norm=cfg.norm == "bn", bn_eps=cfg.bn_eps)
 
@@ -193,8 +188,7 @@ class GoogLeNet(nn.Module):
             size, alpha, beta, k = cfg.lrn
             return LocalResponseNorm(size, alpha=alpha, beta=beta, k=k) if cfg.norm == "lrn" else nn.Identity()
 
-        def inception(*widths: int) -> Inception:
-            return Inception(*widths, cfg=cfg)
+        inception = partial(Inception, cfg=cfg)
 
         # Table 1, row by row. Stride-2 max pools round up (Caffe's ceil rounding) to give 112-56-28-14-7.
         same = cfg.padding == "same"
@@ -245,13 +239,9 @@ class GoogLeNet(nn.Module):
         x = self.inception3b(self.inception3a(x))  # N x 480 x 28 x 28
         x = self.maxpool3(x)  # N x 480 x 14 x 14
         x = self.inception4a(x)  # N x 512 x 14 x 14
-        aux1: Optional[Tensor] = None
-        if with_aux and self.aux1 is not None:
-            aux1 = self.aux1(x)
+        aux1 = self.aux1(x) if with_aux and self.aux1 is not None else None
         x = self.inception4d(self.inception4c(self.inception4b(x)))  # N x 528 x 14 x 14
-        aux2: Optional[Tensor] = None
-        if with_aux and self.aux2 is not None:
-            aux2 = self.aux2(x)
+        aux2 = self.aux2(x) if with_aux and self.aux2 is not None else None
         x = self.maxpool4(self.inception4e(x))  # N x 832 x 7 x 7
         x = self.inception5b(self.inception5a(x))  # N x 1024 x 7 x 7
         x = torch.flatten(self.avgpool(x), 1)  # N x 1024
@@ -288,8 +278,7 @@ class GoogLeNet(nn.Module):
 def _init_layer(m: nn.Conv2d | nn.Linear, scheme: str, bias: float) -> None:
     """A conv's or linear layer's weights and bias (``bias`` under Caffe's scheme, 0 under torchvision's)."""
     if scheme == "caffe":
-        # Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in), fan_in = in_channels * kh * kw (not Glorot's
-        # average).
+        # Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in), fan_in = in_channels * kh * kw (not Glorot's average).
         bound = math.sqrt(3.0 / m.weight[0].numel())
         nn.init.uniform_(m.weight, -bound, bound)
     else:
@@ -308,14 +297,12 @@ def init_weights(model: GoogLeNet, scheme: str) -> None:
         if isinstance(m, nn.Conv2d):
             _init_layer(m, scheme, bias=0.2)
         elif isinstance(m, nn.Linear):
-            is_classifier = name == "fc" or name.endswith(".fc2")
-            _init_layer(m, scheme, bias=0.0 if is_classifier else 0.2)
+            _init_layer(m, scheme, bias=0.0 if name == "fc" or name.endswith(".fc2") else 0.2)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
-# The three architectures, as tables of choices rather than branches in code.
 ARCHS: dict[str, ArchConfig] = {
     "googlenet": ArchConfig(),
     "googlenet_bn": ArchConfig(norm="bn", init="caffe"),
@@ -334,8 +321,7 @@ OPTION_FIELDS = ("dropout", "aux_dropout", "transform_input", "init")
 def build(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, **options) -> GoogLeNet:
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(sorted(ARCHS))}")
-    unknown = set(options) - set(OPTION_FIELDS)
-    if unknown:
+    if unknown := set(options) - set(OPTION_FIELDS):
         raise ValueError(f"unknown option(s) for {arch}: {', '.join(sorted(unknown))}; "
                          f"accepted: {', '.join(OPTION_FIELDS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -345,11 +331,9 @@ def build(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, **opti
     for key in ("dropout", "aux_dropout"):
         if key in options and not 0.0 <= float(options[key]) < 1.0:
             raise ValueError(f"{key} must be in [0, 1), got {options[key]!r}")
-    cfg = replace(ARCHS[arch], **options)
-    return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, cfg=cfg)
+    return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, cfg=replace(ARCHS[arch], **options))
 
 
 def arch_options(model: GoogLeNet) -> dict:
     """The options that rebuild ``model`` with ``build`` (stored in weights files)."""
-    cfg = asdict(model.cfg)
-    return {k: cfg[k] for k in OPTION_FIELDS}
+    return {k: getattr(model.cfg, k) for k in OPTION_FIELDS}

@@ -40,11 +40,10 @@ MAX_SIZE = 1023  # the window (in channels); 5 in Caffe, 11 in inception5h
 def window_sum(sq: Tensor, size: int, scale: float = 1.0, shift: float = 0.0) -> Tensor:
     """shift + scale * (sum over channels c - size//2 .. c + size//2, zero outside, of ``sq``), shape kept.
 
-    One copy and size - 1 in-place slice adds along the channels. In channels_last the channels are the innermost
-    dimension, so each add runs over contiguous rows. Measured against a banded C x C 1x1 convolution (one GEMM) at
-    batch 32 on this 2-core CPU, fp32: 192 x 16 x 16 (the main job's second LRN) 0.60 against 3.14 ms, 192 x 28 x 28
-    2.06 against 10.58, 64 x 56 x 56 4.02 against 4.48, 192 x 56 x 56 37.9 against 58.2: the GEMM does C / size
-    times the arithmetic, and loses even where both are memory-bound.
+    The slice adds, measured against a banded C x C 1x1 convolution (one GEMM) at batch 32 on this 2-core CPU, fp32:
+    192 x 16 x 16 (the main job's second LRN) 0.60 against 3.14 ms, 192 x 28 x 28 2.06 against 10.58, 64 x 56 x 56
+    4.02 against 4.48, 192 x 56 x 56 37.9 against 58.2: the GEMM does C / size times the arithmetic, and loses even
+    where both are memory-bound.
     """
     dim, permuted = 1, sq.dim() == 4 and sq.is_contiguous(memory_format=torch.channels_last)
     if permuted:
@@ -125,8 +124,7 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
                         native: bool = True) -> Tensor:
     """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it).
 
-    native: use the fused C kernel (lrn_native.py) where it applies: 4-D channels_last input on the CPU, with a C
-    compiler on the machine. Otherwise, and with native=False, the kernel written in PyTorch ops below."""
+    native: use the fused C kernel where it applies (see above); otherwise, and with native=False, the PyTorch ops."""
     try:
         n = operator.index(size)  # an int, or an int-like such as numpy's: not 5.0
     except TypeError:

@@ -47,9 +47,8 @@ static void neg_pow(const float *restrict d, float *restrict out, float *restric
         for (int64_t i = 0; i < n; ++i) out[i] = 1.0f / sqrtf(d[i]);
     } else {
         for (int64_t i = 0; i < n; ++i) out[i] = powf(d[i], -beta);
-        if (over_d) {
+        if (over_d)
             for (int64_t i = 0; i < n; ++i) over_d[i] = out[i] / d[i];
-        }
     }
 }
 
@@ -61,9 +60,8 @@ static void window_sum(const float *restrict padded, float *restrict out, int64_
     const int64_t n = pixels * C;
     const float *v = padded + size / 2; /* the block starts after size / 2 readable floats */
     memcpy(out, v, (size_t)n * sizeof(float));
-    for (int j = 1; j <= half; ++j) {
+    for (int j = 1; j <= half; ++j)
         for (int64_t i = 0; i < n; ++i) out[i] += v[i - j] + v[i + j];
-    }
     if (half == 0) return; /* a window of one channel: nothing crossed */
     for (int64_t p = 0; p < pixels; ++p) { /* the edge channels, whose flat sums crossed into the neighbours */
         const float *vp = v + p * C;
@@ -113,10 +111,6 @@ static void denominator(const float *restrict x, Scratch *s, int64_t pixels, int
     neg_pow(d, s->pw, backward ? s->pw_over_d : NULL, n, beta);
 }
 
-static int64_t block_pixels(int64_t C) {
-    return C >= BLOCK ? 1 : BLOCK / C;
-}
-
 /* One block of the forward pass: pixels [p, p + pixels). */
 static void forward_block(const float *x, float *y, Scratch *s, int64_t p, int64_t pixels, int64_t C, int size,
                           float alpha, float beta, float k) {
@@ -155,7 +149,7 @@ typedef struct {
 static int run(const Job *j, int64_t P, int threads) {
     if (j->C <= 0 || P <= 0) return 0; /* nothing to do */
     if (j->size < 1) return -1;        /* no window (lrn.py refuses such sizes before this) */
-    const int64_t bp = block_pixels(j->C), blocks = (P + bp - 1) / bp;
+    const int64_t bp = j->C >= BLOCK ? 1 : BLOCK / j->C, blocks = (P + bp - 1) / bp;
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && blocks > 1)
     {

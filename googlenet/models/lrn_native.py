@@ -40,8 +40,7 @@ def kernel() -> Optional[ctypes.CDLL]:
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the C kernel takes this input: 4-D fp32 on the CPU in channels_last (the layout training uses),
-    with at least one channel."""
+    """Whether the C kernel takes ``x``: 4-D fp32 on the CPU in channels_last, with at least one channel."""
     return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[1] > 0
             and x.is_contiguous(memory_format=torch.channels_last) and _library.available())
 
