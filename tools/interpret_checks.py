@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from googlenet.data.embedded import load_fashion
 from googlenet.interpret import ModelInput, dream, explain, visualize
-from googlenet.interpret.common import read_png, save_png
+from googlenet.interpret.common import save_png
 from googlenet.interpret.visualize import channel_means
 from googlenet.models import create_model
 from googlenet.weights import attach_metadata, load_weights_arg
