@@ -22,7 +22,8 @@ from googlenet.interpret import ModelInput, dream, explain, visualize
 from googlenet.interpret.common import save_png
 from googlenet.interpret.visualize import channel_means
 from googlenet.models import create_model
-from googlenet.weights import attach_metadata, load_weights_arg
+from googlenet.pretrained import load_weights_arg
+from googlenet.weights import attach_metadata
 
 
 def heldout_pixels(size: int, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
