@@ -48,8 +48,7 @@ def explain(model: nn.Module, image: Tensor, method: str = "gradcam", *, target:
     except ImportError:
         raise UserError("explain needs Captum: pip install 'googlenet[explain]'") from None
     model = model.eval()
-    prep = ModelInput(model, grayscale)
-    f = _Logits(model, prep)
+    f = _Logits(model, ModelInput(model, grayscale))
     x = image.unsqueeze(0).float()
     with torch.no_grad():
         logits = f(x)
