@@ -19,10 +19,11 @@ import torch.nn.functional as F
 
 from googlenet.data.embedded import load_fashion
 from googlenet.interpret import ModelInput, dream, explain, visualize
-from googlenet.interpret.common import read_png, save_png
+from googlenet.interpret.common import LayerCapture, save_png
 from googlenet.interpret.visualize import channel_means
 from googlenet.models import create_model
-from googlenet.weights import attach_metadata, load_weights_arg
+from googlenet.pretrained import load_weights_arg
+from googlenet.weights import attach_metadata
 
 
 def heldout_pixels(size: int, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,8 +153,6 @@ def run(model, label: str, channels: int, steps: int, images: int, restarts: int
 
 
 def channel_means_sq(model, prep, img) -> float:
-    from googlenet.interpret.common import LayerCapture
-
     with torch.no_grad(), LayerCapture(model, "inception4c", stop=True) as cap:
         return float(cap.run(prep(img[None])).pow(2).mean())
 
@@ -178,8 +177,7 @@ def main() -> None:
         attach_metadata(rand, trained.metadata)
         for label, model in (("trained", trained), ("random weights", rand)):
             print(f"== {label}")
-            prep = ModelInput(model, True)
-            dream_checks(model, prep)
+            dream_checks(model, ModelInput(model, True))
         return
     for k in range(1, a.channel_sets):  # the further groups: feature visualisation only, trained weights
         run(trained, f"trained: {a.weights}, channel group {k}", a.channels, a.steps, a.images, a.restarts, True, k,

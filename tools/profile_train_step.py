@@ -74,13 +74,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(f"batch {a.batch_size}, {a.input_size}x{a.input_size}, {a.precision}, channels_last, fused AdamW, "
           f"{a.threads} threads; self CPU ms a step")
-    tables = {}
-    for arch in a.archs:
-        tables[arch] = breakdown(make_step(arch, a.precision, a.input_size, a.batch_size, False), a.steps)
-    labels = [lab for lab, _ in FAMILIES] + ["other"]
+    tables = {arch: breakdown(make_step(arch, a.precision, a.input_size, a.batch_size, False), a.steps)
+              for arch in a.archs}
     print("| family | " + " | ".join(a.archs) + " |")
     print("|---|" + "---|" * len(a.archs))
-    for lab in labels:
+    for lab in [label for label, _ in FAMILIES] + ["other"]:
         cells = [f"{tables[arch][1].get(lab, 0.0):.1f} ({100 * tables[arch][1].get(lab, 0.0) / tables[arch][0]:.0f}%)"
                  for arch in a.archs]
         print(f"| {lab} | " + " | ".join(cells) + " |")
@@ -101,11 +99,9 @@ def main() -> None:
                     fn()
                     times[name] += time.perf_counter() - t0
             e, c = times["eager"] / a.steps, times["compiled"] / a.steps
+            verdict = f"; pays after {compile_s / max(e - c, 1e-9):.0f} steps" if c < e else ": does not pay"
             print(f"{arch}: torch.compile first step {compile_s:.1f} s; steady step eager {1e3 * e:.0f} ms, "
-                  f"compiled {1e3 * c:.0f} ms ({e / c:.2f}x); pays after {compile_s / max(e - c, 1e-9):.0f} steps"
-                  if c < e else
-                  f"{arch}: torch.compile first step {compile_s:.1f} s; steady step eager {1e3 * e:.0f} ms, "
-                  f"compiled {1e3 * c:.0f} ms ({e / c:.2f}x): does not pay")
+                  f"compiled {1e3 * c:.0f} ms ({e / c:.2f}x){verdict}")
 
 
 if __name__ == "__main__":

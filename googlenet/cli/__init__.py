@@ -41,8 +41,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     debug = os.environ.get("GOOGLENET_DEBUG") == "1"
     try:
         check_limits()  # GOOGLENET_MAX_IMAGE_BYTES / _WEIGHTS_BYTES / _PIXELS: docs/safe-files.md

@@ -33,13 +33,9 @@ def print_result(as_json: bool, result: dict, *lines: str) -> None:
 def add_weights_flag(p: argparse.ArgumentParser, *, several: bool = False) -> None:
     """``--weights``: what ``pretrained.load_weights_arg`` reads, for every command that loads a model; ``several``
     for the commands that ensemble."""
-    if several:
-        p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                       help="weights file(s) or named sources (torchvision, bvlc, inception5h); several make an "
-                            "ensemble")
-    else:
-        p.add_argument("--weights", required=True, metavar="W",
-                       help="weights file or a named source (torchvision, bvlc, inception5h)")
+    text = ("weights file(s) or named sources (torchvision, bvlc, inception5h); several make an ensemble" if several
+            else "weights file or a named source (torchvision, bvlc, inception5h)")
+    p.add_argument("--weights", nargs="+" if several else None, required=True, metavar="W", help=text)
 
 
 def add_grayscale_flag(p: argparse.ArgumentParser) -> None:

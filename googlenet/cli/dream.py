@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from ..pretrained import load_weights_arg
 
     check_device(args.device)
-
     if args.size is not None and args.size > MAX_SIDE:
         raise UserError(f"--size at most {MAX_SIDE}")
     if not 1.0 < args.octave_scale <= 4.0:

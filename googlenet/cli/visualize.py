@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_weights_arg(args.weights)
     images = visualize(model, args.layer, args.channel, objective=args.objective, diversity_images=args.diversity,
                        steps=args.steps, size=args.size, seed=args.seed, grayscale=args.grayscale,
-                       restarts=args.restarts, decay_power=args.decay_power,
-                       device=args.device)
+                       restarts=args.restarts, decay_power=args.decay_power, device=args.device)
     out = Path(args.out)
     names = ([f"{args.layer}_c{args.channel[0]}_{i}.png" for i in range(len(images))] if args.diversity > 1
              else [f"{args.layer}_c{c}.png" for c in args.channel])

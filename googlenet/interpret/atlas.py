@@ -19,6 +19,7 @@ import html
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any, Optional, Sequence
@@ -188,6 +189,8 @@ def build_atlas(model: nn.Module, layer: str, source: DataSource, channels: Opti
                 grayscale: Optional[bool] = None, batch_size: int = 64, workers: int = 0,
                 device: str | torch.device = "cpu", progress: bool = True) -> Atlas:
     """Everything an atlas page shows, as tensors. ``channels``: a spec for ``parse_channels`` or a list."""
+    from tqdm import tqdm
+
     from .visualize import visualize
 
     model = model.eval().to(device)
@@ -196,40 +199,30 @@ def build_atlas(model: nn.Module, layer: str, source: DataSource, channels: Opti
     if grayscale is not None:
         pre["grayscale"] = grayscale
     n = layer_channels(model, layer, pre)
-    if channels is None or isinstance(channels, str):
-        chosen = parse_channels(channels, n)
-    else:
-        chosen = list(dict.fromkeys(int(c) for c in channels))
-        bad = [c for c in chosen if not 0 <= c < n] or ([] if chosen else ["none"])
-        if bad:
-            raise UserError(f"channel {bad[0]} out of range: the layer has {n} channels (0..{n - 1})")
-    acts, scanned, skipped = channel_activations(model, layer, source, chosen, preprocessing=pre,
-                                                 batch_size=batch_size, workers=workers, device=device,
-                                                 progress=progress)
+    chosen = (parse_channels(channels, n) if channels is None or isinstance(channels, str)
+              else list(dict.fromkeys(int(c) for c in channels)))
+    bad = [c for c in chosen if not 0 <= c < n] or ([] if chosen else ["none"])
+    if bad:
+        raise UserError(f"channel {bad[0]} out of range: the layer has {n} channels (0..{n - 1})")
+    acts, scanned, skipped = channel_activations(model, layer, source, chosen, preprocessing=pre, batch_size=batch_size,
+                                                 workers=workers, device=device, progress=progress)
     k = min(top, len(scanned))
     values, rows = acts.t().topk(k, dim=1)  # K x k, sorted from the highest
     items = torch.tensor(scanned)[rows]
     # Channels are optimised VIS_BATCH at a time: one batch is faster than one image at a time, and the chunks
     # bound the memory of --channels all (512 images through the net with their gradients).
     chunks = [chosen[i:i + VIS_BATCH] for i in range(0, len(chosen), VIS_BATCH)]
-    bar = _progress_bar(steps * len(chunks), progress)
-    vis = torch.cat([visualize(model, layer, chunk, steps=steps, size=size, seed=seed, grayscale=grayscale,
-                               device=device, progress=bar) for chunk in chunks])
-    return Atlas(layer, n, chosen, vis, acts, scanned, values, items, pre, skipped)
+    bar = tqdm(total=steps * len(chunks), unit="step", desc="visualize", file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True)
 
-
-def _progress_bar(steps: int, enabled: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=steps, unit="step", desc="visualize", file=sys.stderr, disable=None if enabled else True,
-               dynamic_ncols=True)
-
-    def update(step: int, total: int) -> None:
+    def advance(step: int, total: int) -> None:
         bar.update(1)
         if bar.n >= bar.total:
             bar.close()
 
-    return update
+    vis = torch.cat([visualize(model, layer, chunk, steps=steps, size=size, seed=seed, grayscale=grayscale,
+                               device=device, progress=advance) for chunk in chunks])
+    return Atlas(layer, n, chosen, vis, acts, scanned, values, items, pre, skipped)
 
 
 # --- The page ---------------------------------------------------------------------------------------------------
@@ -265,20 +258,18 @@ def write_atlas(atlas: Atlas, source: DataSource, out: str | os.PathLike, *, inf
     for r, c in enumerate(atlas.channels):
         figures = []
         for rank, (i, v) in enumerate(zip(atlas.top_items[r].tolist(), atlas.top_values[r].tolist()), 1):
-            label = source.labels[i]
-            figures.append(
-                f'<figure class="top"><img src="image_{i}.png" alt="{_e(source.names[i])}">'
-                f'<figcaption><b>{rank}.</b> {v:.4g}<br>{_e(label) + "<br>" if label else ""}'
-                f'<span class="name" title="{_e(source.names[i])}">{_e(source.names[i])}</span></figcaption></figure>')
+            label, name = source.labels[i], _e(source.names[i])
+            figures.append(f'<figure class="top"><img src="image_{i}.png" alt="{name}">'
+                           f'<figcaption><b>{rank}.</b> {v:.4g}<br>{_e(label) + "<br>" if label else ""}'
+                           f'<span class="name" title="{name}">{name}</span></figcaption></figure>')
         column = atlas.activations[:, r]
         note = ""
         if bool(column.max() == column.min()):  # a dead ReLU, say: every image ties, so the order means nothing
             note = f'<p class="note">the same activation ({float(column[0]):.4g}) on all {len(column)} images</p>'
-        rows.append(
-            f'<section class="channel" id="channel-{c}"><h2>channel {c}{note}</h2>'
-            f'<figure class="vis"><img src="channel_{c}.png" alt="feature visualisation of channel {c}">'
-            f'<figcaption>feature visualisation</figcaption></figure>'
-            f'<div class="tops">{"".join(figures)}</div></section>')
+        rows.append(f'<section class="channel" id="channel-{c}"><h2>channel {c}{note}</h2>'
+                    f'<figure class="vis"><img src="channel_{c}.png" alt="feature visualisation of channel {c}">'
+                    f'<figcaption>feature visualisation</figcaption></figure>'
+                    f'<div class="tops">{"".join(figures)}</div></section>')
     meta = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info.items())
     if command:
         meta += f"<tr><th>made by</th><td><code>{_e(command)}</code></td></tr>"
@@ -286,8 +277,6 @@ def write_atlas(atlas: Atlas, source: DataSource, out: str | os.PathLike, *, inf
         first = atlas.skipped[0]
         meta += (f"<tr><th>unreadable</th><td>{len(atlas.skipped)} file(s) left out, e.g. "
                  f"{_e(printable(first.path))}: {_e(first.reason)}</td></tr>")
-    from importlib import resources
-
     template = Template(resources.files(__package__).joinpath("atlas.html").read_text(encoding="utf-8"))
     page = template.substitute(title=_e(f"Atlas of {atlas.layer} — {info.get('weights', '')}"), meta=meta,
                                rows="\n".join(rows))

@@ -53,7 +53,6 @@ class LayerCapture:
         self.module = resolve_layer(model, layer)
         self.stop = stop
         self.output: Optional[Tensor] = None
-        self._handle = None
 
     def run(self, x: Tensor) -> Tensor:
         """The layer's output for model input ``x``; with ``stop`` the layers after it are not computed (cheaper,
@@ -72,7 +71,6 @@ class LayerCapture:
         self.output = output
         if self.stop:
             raise StopForward
-
 
     def __exit__(self, *exc) -> None:
         self._handle.remove()
@@ -112,9 +110,8 @@ class ModelInput:
         """An image file as the model sees it before normalisation: 3 x size x size, 0..1 (grey if grayscale)."""
         from ..data.transforms import eval_transform
 
-        view = eval_transform(self.size, self.resize_size, None, None, interpolation=self.interpolation,
-                              normalize=False)
-        return self._read(path, view)
+        return self._read(path, eval_transform(self.size, self.resize_size, None, None,
+                                               interpolation=self.interpolation, normalize=False))
 
     def load_native(self, path: str | os.PathLike) -> Tensor:
         """An image file at its own size, not cropped: 3 x H x W, 0..1 (grey if grayscale)."""
@@ -146,9 +143,3 @@ def save_png(pixels: Tensor, path: str | os.PathLike) -> None:
     arr = (pixels.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
     with atomic_path(path) as tmp:
         Image.fromarray(arr, "RGB").save(tmp, format="PNG")
-
-
-def read_png(path: str | os.PathLike) -> Tensor:
-    from ..data.images import load_image
-
-    return load_image(path).float() / 255

@@ -54,9 +54,8 @@ def dream(model: nn.Module, image: Tensor, layer: str, *, octaves: int = 4, octa
                 x = x.roll((ox, oy), (-1, -2)).detach().requires_grad_(True)
                 inp = prep(ModelInput.to_gray(x[0]).unsqueeze(0) if prep.grayscale else x)
                 (cap.run(inp).pow(2).sum() / 2).backward()  # objective_L2
-                grad = x.grad
                 with torch.no_grad():
-                    x = x + step_size / grad.abs().mean().clamp(min=1e-12) * grad
+                    x = x + step_size / x.grad.abs().mean().clamp(min=1e-12) * x.grad
                     x = x.roll((-ox, -oy), (-1, -2)).clamp(0, 1)
             detail = x - octave_base
     out = x.detach()[0].cpu()

@@ -17,14 +17,6 @@ from .common import ModelInput, resolve_layer
 METHODS = ("gradcam", "integrated-gradients", "occlusion")
 
 
-def _captum():
-    try:
-        import captum.attr as attr
-    except ImportError:
-        raise UserError("explain needs Captum: pip install 'googlenet[explain]'") from None
-    return attr
-
-
 class _Logits(nn.Module):
     """The model seen from pixels in 0..1, so attributions are over the pixels a user sees."""
 
@@ -51,10 +43,12 @@ def explain(model: nn.Module, image: Tensor, method: str = "gradcam", *, target:
     """
     if method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    attr = _captum()
+    try:
+        import captum.attr as attr
+    except ImportError:
+        raise UserError("explain needs Captum: pip install 'googlenet[explain]'") from None
     model = model.eval()
-    prep = ModelInput(model, grayscale)
-    f = _Logits(model, prep)
+    f = _Logits(model, ModelInput(model, grayscale))
     x = image.unsqueeze(0).float()
     with torch.no_grad():
         logits = f(x)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .common import LayerCapture, ModelInput
 
 # lucid/optvis/param/color.py: square root of the ImageNet colour correlation matrix.
@@ -95,8 +96,7 @@ class FFTImage(nn.Module):
         # lucent does) that factor is already in the transform. Counting it twice made every image 128 times too
         # strong at 128 px: pixels saturated to black and white speckle after a few steps.
         self.register_buffer("scale", scale)
-        init = torch.randn(batch, channels, *freqs.shape, 2, generator=generator) * std
-        self.spectrum = nn.Parameter(init)
+        self.spectrum = nn.Parameter(torch.randn(batch, channels, *freqs.shape, 2, generator=generator) * std)
 
     def forward(self) -> Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
@@ -227,8 +227,6 @@ def visualize(model: nn.Module, layer: str, channels: Sequence[int] = (0,), *, o
 
 
 def _check_channels(act: Tensor, channels: Sequence[int], layer: str) -> None:
-    from ..errors import UserError
-
     if act.dim() != 4:
         raise UserError(f"layer {layer} gives a {act.dim()}-D output, not a feature map")
     bad = [c for c in channels if not 0 <= c < act.shape[1]]
