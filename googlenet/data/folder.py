@@ -107,12 +107,8 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 *, draft_size: Optional[tuple[int, int]] = None,
-                 load: Optional[Callable[[str], torch.Tensor]] = None) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-        self.draft_size = draft_size
-        self.load = load
+                 *, load: Optional[Callable[[str], torch.Tensor]] = None) -> None:
+        self.samples, self.transform, self.load = list(samples), transform, load
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -122,7 +118,7 @@ class ImageFolderDataset(Dataset):
         if s.skip is not None:
             return Skipped(s.path, s.skip)
         try:
-            img = self.load(s.path) if self.load else load_image(s.path, draft_size=self.draft_size)
+            img = self.load(s.path) if self.load else load_image(s.path)
             if self.transform is not None:
                 img = self.transform(img)  # may refuse too (an image too elongated to resize)
         except BadImage as e:
