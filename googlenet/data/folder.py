@@ -80,8 +80,7 @@ def scan_image_folder(root: str | os.PathLike,
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     class_names = list(found if class_names is None else class_names)
     index = {c: i for i, c in enumerate(class_names)}
-    unknown = [c for c in found if c not in index]  # none without class_names
-    if unknown:
+    if unknown := [c for c in found if c not in index]:  # none without class_names
         raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
                         f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
