@@ -36,6 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..fileio import Unreadable, read_image_file
 from .images import JPEG_MAGIC, MAX_PIXELS, BadImage, decode_image_bytes
+from .transforms import INTERPOLATIONS, Lighting, Normalize
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -164,8 +165,6 @@ class FastPaperCrop(FastRandomResizedCrop):
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
                  ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1,
                  to_model: Optional[Callable[[Tensor], Tensor]] = None) -> None:
-        from .transforms import Lighting, Normalize
-
         super().__init__(size, mean, std, scale=scale, ratio=ratio, flip=True, normalize=False)
         self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
                        if color_jitter > 0 else None)
@@ -176,7 +175,6 @@ class FastPaperCrop(FastRandomResizedCrop):
 
     def _resize(self, crop: Tensor) -> Tensor:
         from .resample import resize_u8
-        from .transforms import INTERPOLATIONS
 
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
         # PaperCrop's float resize (uint8 / 255, resize, clamp to [0, 1]) in one C pass over the uint8 crop.
