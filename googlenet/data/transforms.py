@@ -184,8 +184,7 @@ class ModelNormalize:
         return unit_model_input(x, self.pre)
 
     def as_normalize(self) -> Optional[Normalize]:
-        """The same step as a plain ``Normalize`` (RGB, pixel_range 1, no grey: ``(x - mean) / std``), else None.
-        Made once (a data worker asks for every image)."""
+        """This step as a plain ``Normalize`` when it is one, else None; made once (a data worker asks per image)."""
         if not hasattr(self, "_normalize"):
             mean, std = self.pre.get("mean", (0.0, 0.0, 0.0)), self.pre.get("std", (1.0, 1.0, 1.0))
             plain = not (self.pre.get("grayscale", False) or self.pre.get("pixel_range", 1) != 1
