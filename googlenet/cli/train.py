@@ -12,11 +12,10 @@ from .common import non_negative_int, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train from scratch (no flags: the embedded Fashion-MNIST subset, minutes on "
-                                     "a CPU)",
-                       description="Trains GoogLeNet. Configuration is resolved recipe YAML -> --config FILE -> "
-                                   "flags, and saved to OUT/config.yaml and into every checkpoint. Run under "
-                                   "torchrun for distributed data parallel.")
+    p = sub.add_parser(
+        "train", help="train from scratch (no flags: the embedded Fashion-MNIST subset, minutes on a CPU)",
+        description="Trains GoogLeNet. Configuration is resolved recipe YAML -> --config FILE -> flags, and saved to "
+                    "OUT/config.yaml and into every checkpoint. Run under torchrun for distributed data parallel.")
     g = p.add_argument_group("what")
     g.add_argument("--arch", help="googlenet (paper, LRN) | googlenet_bn | googlenet_tv")
     g.add_argument("--recipe", help="paper | caffe-quick | fashion-quick (default) | bn-modern")

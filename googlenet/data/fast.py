@@ -36,6 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..fileio import Unreadable, read_image_file
 from .images import JPEG_MAGIC, MAX_PIXELS, BadImage, decode_image_bytes
+from .transforms import INTERPOLATIONS, Lighting, Normalize
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -50,14 +51,9 @@ class FastRandomResizedCrop:
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
-                 ratio=(3 / 4, 4 / 3), flip: bool = True, normalize: bool = True,
-                 max_pixels: Optional[int] = None) -> None:
-        self.size = int(size)
-        self.scale = [float(s) for s in scale]
-        self.ratio = [float(r) for r in ratio]
-        self.flip = flip
-        self.normalize = normalize
-        self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+                 ratio=(3 / 4, 4 / 3), flip: bool = True, normalize: bool = True) -> None:
+        self.size, self.flip, self.normalize = int(size), flip, normalize
+        self.scale, self.ratio = [float(s) for s in scale], [float(r) for r in ratio]
         # Normalize(mean, std) applied to x / 255 equals (x - 255 mean) / (255 std): one pass over uint8 input.
         self.shift = torch.tensor([255.0 * m for m in mean]).view(3, 1, 1)
         self.inv_scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(3, 1, 1)
@@ -79,7 +75,7 @@ class FastRandomResizedCrop:
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
-        img = decode_image_bytes(data, max_pixels=self.max_pixels)  # the bytes already read: no second open
+        img = decode_image_bytes(data, max_pixels=MAX_PIXELS)  # the bytes already read: no second open
         if jpeg is None or tuple(img.shape[-2:]) != (height, width):
             params = self._params(img.shape[-2], img.shape[-1])
         top, left, h, w = params
@@ -97,7 +93,7 @@ class FastRandomResizedCrop:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(data))
                 width, height = img.size
-                if (img.format != "JPEG" or img.mode not in ("RGB", "L") or width * height > self.max_pixels
+                if (img.format != "JPEG" or img.mode not in ("RGB", "L") or width * height > MAX_PIXELS
                         or img.getexif().get(_EXIF_ORIENTATION, 1) != 1):
                     return None
         except Exception:
@@ -169,8 +165,6 @@ class FastPaperCrop(FastRandomResizedCrop):
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, scale=(0.08, 1.0),
                  ratio=(3 / 4, 4 / 3), color_jitter: float = 0.4, lighting: float = 0.1,
                  to_model: Optional[Callable[[Tensor], Tensor]] = None) -> None:
-        from .transforms import Lighting, Normalize
-
         super().__init__(size, mean, std, scale=scale, ratio=ratio, flip=True, normalize=False)
         self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
                        if color_jitter > 0 else None)
@@ -181,7 +175,6 @@ class FastPaperCrop(FastRandomResizedCrop):
 
     def _resize(self, crop: Tensor) -> Tensor:
         from .resample import resize_u8
-        from .transforms import INTERPOLATIONS
 
         mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]  # PaperCrop's draw, after the crop's
         # PaperCrop's float resize (uint8 / 255, resize, clamp to [0, 1]) in one C pass over the uint8 crop.

@@ -80,8 +80,7 @@ def scan_image_folder(root: str | os.PathLike,
         raise UserError(f"{printable(root)} has no class folders (expected {printable(root)}/<class>/<image>)")
     class_names = list(found if class_names is None else class_names)
     index = {c: i for i, c in enumerate(class_names)}
-    unknown = [c for c in found if c not in index]  # none without class_names
-    if unknown:
+    if unknown := [c for c in found if c not in index]:  # none without class_names
         raise UserError(f"{len(unknown)} class folder(s) of {printable(root)} are not classes of the model "
                         f"(e.g. {printable(unknown[0])!r}); the model knows {len(class_names)} classes")
     files, skipped = scan_tree([root / c for c in found])
@@ -107,12 +106,8 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 *, draft_size: Optional[tuple[int, int]] = None,
-                 load: Optional[Callable[[str], torch.Tensor]] = None) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-        self.draft_size = draft_size
-        self.load = load
+                 *, load: Optional[Callable[[str], torch.Tensor]] = None) -> None:
+        self.samples, self.transform, self.load = list(samples), transform, load
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -122,7 +117,7 @@ class ImageFolderDataset(Dataset):
         if s.skip is not None:
             return Skipped(s.path, s.skip)
         try:
-            img = self.load(s.path) if self.load else load_image(s.path, draft_size=self.draft_size)
+            img = self.load(s.path) if self.load else load_image(s.path)
             if self.transform is not None:
                 img = self.transform(img)  # may refuse too (an image too elongated to resize)
         except BadImage as e:

@@ -32,12 +32,9 @@ class BadImage(Exception):
     """A file that cannot be turned into an image: the message says why, in one line."""
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
-               draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None) -> torch.Tensor:
     """Reads ``path`` as a 3 x H x W uint8 RGB tensor, EXIF orientation applied.
 
-    draft_size: when given, a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that still covers that
-    (width, height): much faster when the image will be shrunk anyway.
     Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file, and for anything that is not a
     regular file (a device, FIFO, socket, folder, dangling link): those are refused before a byte is read.
     """
@@ -45,11 +42,10 @@ def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None,
         data = read_image_file(path)  # regular files only, at most GOOGLENET_MAX_IMAGE_BYTES
     except Unreadable as e:
         raise BadImage(str(e)) from None
-    return decode_image_bytes(data, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels, draft_size=draft_size)
+    return decode_image_bytes(data, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
 
 
-def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
-                       draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -69,7 +65,7 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         raise BadImage(f"image too large: {w}x{h} = {w * h:,} pixels, limit {max_pixels:,} "
                        f"(set GOOGLENET_MAX_PIXELS to raise it)")
 
-    if data[:3] == JPEG_MAGIC and draft_size is None and img.mode in ("RGB", "L"):
+    if data[:3] == JPEG_MAGIC and img.mode in ("RGB", "L"):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:
@@ -83,8 +79,6 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS,
         except Exception:
             pass  # Pillow decides, below
     try:
-        if draft_size is not None and img.format == "JPEG":
-            img.draft("RGB", draft_size)  # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 size
         img.load()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Corrupt EXIF data": the pixels are fine, the orientation is then kept

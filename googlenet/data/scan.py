@@ -178,8 +178,7 @@ class _Walker:
                 chosen[f[2]] = f
         self.skipped += [Skipped(f[1], f"same file as {printable(chosen[f[2]][1])}") for f in self.files
                          if chosen[f[2]] is not f]
-        return sorted((Found(r, p) for r, p, _, _ in chosen.values()),
-                      key=lambda f: (f.root, f.path.split(os.sep)))
+        return sorted((Found(r, p) for r, p, _, _ in chosen.values()), key=lambda f: (f.root, f.path.split(os.sep)))
 
 
 def scan_tree(roots: Sequence[str | os.PathLike]) -> tuple[list[Found], list[Skipped]]:

@@ -96,8 +96,7 @@ def split_folder(root: str | os.PathLike, val_fraction: float = 0.2,
     for s in samples:
         if s.skip is None:
             per_class[s.label].append(s)
-    small = [class_names[c] for c, items in per_class.items() if len(items) < 2]
-    if small:
+    if small := [class_names[c] for c, items in per_class.items() if len(items) < 2]:
         raise UserError(f"class {printable(small[0])!r} of {printable(root)} has fewer than 2 images; a one-folder "
                         f"split needs at least 2 per class ({len(small)} such class(es))")
     train, val, counts = [], [], {}

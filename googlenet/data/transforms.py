@@ -42,18 +42,14 @@ class PaperCrop:
     """Crops of ``scale`` (8%..100%) of the image area with aspect ratio in ``ratio`` ([3/4, 4/3]), resized to
     ``size`` with an interpolation drawn uniformly from INTERPOLATIONS. Returns float in [0, 1]."""
 
-    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                 interpolations: Sequence[str] = INTERPOLATIONS) -> None:
-        self.size = size
-        self.scale = tuple(scale)
-        self.ratio = tuple(ratio)
-        self.interpolations = tuple(interpolations)
+    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> None:
+        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
 
     def __call__(self, img: Tensor) -> Tensor:
         # torchvision's sampler: 10 tries at a crop of the drawn area and aspect, else the central crop.
         top, left, h, w = v2.RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
         crop = img[:, top:top + h, left:left + w].float().div_(255)
-        mode = self.interpolations[int(torch.randint(len(self.interpolations), ()))]
+        mode = INTERPOLATIONS[int(torch.randint(len(INTERPOLATIONS), ()))]
         return resize(crop, (self.size, self.size), mode).clamp_(0, 1)
 
 
@@ -132,8 +128,7 @@ def eval_transform(size: int, resize_size: Optional[int], mean, std, *, interpol
     return Compose(view, Normalize(mean, std)) if normalize else view
 
 
-def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: bool = False,
-                generator: Optional[torch.Generator] = None) -> Tensor:
+def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: bool = False) -> Tensor:
     """A batch of N x H x W uint8 grayscale images (the embedded Fashion-MNIST) -> N x 3 x size x size normalised.
 
     Upsampling the whole batch at once (bilinear) is cheap next to the network, so no worker processes are needed.
@@ -142,7 +137,7 @@ def array_batch(images: Tensor, size: int, mean: float, std: float, *, flip: boo
     x = images.unsqueeze(1).float().div_(255)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     if flip:
-        mask = torch.rand(len(x), generator=generator) < 0.5
+        mask = torch.rand(len(x)) < 0.5
         x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
     x = (x - mean) / std
     return x.expand(-1, 3, -1, -1).contiguous()
@@ -189,8 +184,7 @@ class ModelNormalize:
         return unit_model_input(x, self.pre)
 
     def as_normalize(self) -> Optional[Normalize]:
-        """The same step as a plain ``Normalize`` (RGB, pixel_range 1, no grey: ``(x - mean) / std``), else None.
-        Made once (a data worker asks for every image)."""
+        """This step as a plain ``Normalize`` when it is one, else None; made once (a data worker asks per image)."""
         if not hasattr(self, "_normalize"):
             mean, std = self.pre.get("mean", (0.0, 0.0, 0.0)), self.pre.get("std", (1.0, 1.0, 1.0))
             plain = not (self.pre.get("grayscale", False) or self.pre.get("pixel_range", 1) != 1

@@ -21,24 +21,18 @@ FORMAT = "googlenet-checkpoint"
 VERSION = 1
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, **fields) -> Path:
-    payload = {"format": FORMAT, "version": VERSION, "rng": rng_state(), **fields}
+def save_checkpoint(path: str | os.PathLike, **fields) -> None:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+        torch.save({"format": FORMAT, "version": VERSION, "rng": rng, **fields}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -287,8 +287,7 @@ def _one_folder_data(cfg: TrainConfig, device: torch.device, root: Path) -> Trai
     train_samples, val_samples, class_names, counts = split_folder(root, cfg.val_fraction, previous)
     if len(class_names) < 2:
         raise UserError(f"{printable(root)} has {len(class_names)} class folder; training needs at least 2")
-    ensure_dir(Path(cfg.out))
-    write_lists(Path(cfg.out), root, train_samples, val_samples, class_names)
+    write_lists(ensure_dir(cfg.out), root, train_samples, val_samples, class_names)
     notes = ["class counts (train/val): " + ", ".join(f"{printable(c)} {v['train']}/{v['val']}"
                                                       for c, v in counts.items())]
     if previous is not None:

@@ -71,28 +71,20 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 def setup(device: str, timeout_s: float) -> Dist:
     if "RANK" not in os.environ:
         return Dist(False, 0, 1, pick_device(device))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = pick_device(device, local_rank)
+    dev = pick_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     timeout = timedelta(seconds=timeout_s)
-    store, rank, world = _attempt_store(timeout)
+    # The env:// store, its keys under a prefix of torchrun's restart number. torchrun's agent keeps one TCPStore for
+    # every restart of a job, and ``init_process_group`` writes the same keys each time (no attempt number in them). A
+    # rank of a restarted group can then read the dead group's gloo address before the new rank 0 overwrites it, and
+    # fails with "connectFullMesh ... Connection refused" (seen in CI). A prefix per restart makes each rank wait for
+    # this attempt's keys.
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"googlenet/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
                             timeout=timeout, device_id=dev if dev.type == "cuda" else None)
     return Dist(True, dist.get_rank(), dist.get_world_size(), dev)
-
-
-def _attempt_store(timeout: timedelta) -> tuple[dist.Store, int, int]:
-    """The env:// store, its keys under a prefix of torchrun's restart number.
-
-    torchrun's agent keeps one TCPStore for every restart of a job, and ``init_process_group`` writes the same keys
-    each time (no attempt number in them). A rank of a restarted group can then read the dead group's gloo address
-    before the new rank 0 overwrites it, and fails with "connectFullMesh ... Connection refused" (seen in CI). A prefix
-    per restart makes each rank wait for this attempt's keys.
-    """
-    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"googlenet/attempt_{attempt}", store), rank, world
 
 
 def teardown(d: Dist) -> None:
