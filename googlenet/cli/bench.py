@@ -141,9 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "serve":
         from ..bench.serve import format_rows
 
-        print(format_rows(rows))
-        for note in notes:
-            print(note)
+        print(format_rows(rows), *notes, sep="\n")
         if extra["abuse"]:
             print("abuse:", json.dumps(extra["abuse"]))
     elif args.what == "detect":
