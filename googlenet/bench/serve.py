@@ -60,11 +60,9 @@ class _Server:
     def batch_histogram(self) -> dict[str, float]:
         import httpx
 
-        out = {}
-        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith("googlenet_batch_size_bucket"):
-                out[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
-        return out
+        lines = httpx.get(self.url + "/metrics", timeout=10).text.splitlines()
+        return {line.split('le="')[1].split('"')[0]: float(line.split()[-1]) for line in lines
+                if line.startswith("googlenet_batch_size_bucket")}
 
     def stop(self) -> int:
         if self.proc.poll() is None:
