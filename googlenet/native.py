@@ -144,7 +144,6 @@ def _compile(cc: list[str], source: Path, folder: Path, lib: Path) -> bool:
 
 
 def _fsync_replace(src: str, dst: Path) -> None:
-    """src, flushed to disk, renamed to dst."""
     with open(src, "rb") as f:
         os.fsync(f.fileno())
     os.replace(src, dst)
