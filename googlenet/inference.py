@@ -120,17 +120,14 @@ class _OrtPredictor:
         self.model, self.precision, self.calibration = model, precision, calibration
         self.sessions: dict[tuple[int, int], object] = {}
 
-    def session_for(self, images: Tensor):
+    def __call__(self, images: Tensor) -> Tensor:
         size = (int(images.shape[-2]), int(images.shape[-1]))
         if size not in self.sessions:
             if size[0] != size[1]:
                 raise UserError(f"--backend onnxruntime needs square inputs, got {size[0]}x{size[1]}")
             calibration = self.calibration if self.calibration is not None else images
             self.sessions[size] = build_ort_session(self.model, size[0], self.precision, calibration)
-        return self.sessions[size]
-
-    def __call__(self, images: Tensor) -> Tensor:
-        session = self.session_for(images)
+        session = self.sessions[size]
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x})[0])
 

@@ -14,6 +14,7 @@ None and the caller uses its PyTorch path: a broken compiler, cache or install m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -71,10 +72,8 @@ def _cpu_id() -> str:
 def _folders() -> list[Path]:
     """Where the library may live: the user's cache, else a private temp folder."""
     folders = []
-    try:
+    with contextlib.suppress(RuntimeError):  # no home directory
         folders.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "googlenet")
-    except RuntimeError:  # no home directory
-        pass
     return folders + [Path(tempfile.gettempdir()) / f"googlenet-{os.getuid()}"]
 
 
@@ -145,7 +144,6 @@ def _compile(cc: list[str], source: Path, folder: Path, lib: Path) -> bool:
 
 
 def _fsync_replace(src: str, dst: Path) -> None:
-    """src, flushed to disk, renamed to dst."""
     with open(src, "rb") as f:
         os.fsync(f.fileno())
     os.replace(src, dst)

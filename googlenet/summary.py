@@ -179,8 +179,7 @@ def format_table(summary: dict) -> str:
     for r in summary["rows"]:
         if r["name"] == "aux1":
             lines.append("-- auxiliary heads (training only) --")
-        w = r["widths"] or {}
-        cols = [w.get(k, "") for k in WIDTH_NAMES]
+        cols = [(r["widths"] or {}).get(k, "") for k in WIDTH_NAMES]
         out = "x".join(str(d) for d in (r["output"][1:] + r["output"][:1])) if r["output"] else ""
         flag = ""
         if r["paper_printed"]:

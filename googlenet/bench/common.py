@@ -7,6 +7,7 @@ across runs. Each row reports the median over rounds and the spread = (slowest -
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -70,23 +71,17 @@ def add_ratios(rows: list[dict], reference: str, key: str = "images_per_s", labe
 
 def proc_status_kib(field: str, pid: int | str = "self") -> Optional[int]:
     """A memory line of Linux's /proc/<pid>/status (VmRSS, VmHWM, ...) in KiB; None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     return None
 
 
 def machine() -> dict:
     model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo", encoding="utf-8") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,

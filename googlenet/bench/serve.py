@@ -13,6 +13,7 @@ each followed by a good request whose answer is checked, and reads the server's 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
@@ -48,11 +49,9 @@ class _Server:
         while True:
             if self.proc.poll() is not None:
                 raise UserError(f"the server did not start: {self.proc.stderr.read().decode()[-300:]}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise UserError("the server was not ready within 180 s")
@@ -61,11 +60,9 @@ class _Server:
     def batch_histogram(self) -> dict[str, float]:
         import httpx
 
-        out = {}
-        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith("googlenet_batch_size_bucket"):
-                out[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
-        return out
+        lines = httpx.get(self.url + "/metrics", timeout=10).text.splitlines()
+        return {line.split('le="')[1].split('"')[0]: float(line.split()[-1]) for line in lines
+                if line.startswith("googlenet_batch_size_bucket")}
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -152,10 +149,9 @@ def _hostile_requests(body: Path) -> list[tuple[str, Callable]]:
             return int(reply.split(b" ")[1]) if reply.startswith(b"HTTP/") else 0
         return send
 
-    big = b"\xff\xd8\xff" + b"\0" * (100 * 1024 * 1024)
     return [
         ("empty body", post(b"")),
-        ("100 MB body", post(big)),
+        ("100 MB body", post(b"\xff\xd8\xff" + b"\0" * (100 * 1024 * 1024))),
         ("bomb PNG", post(_png_bomb(20000))),
         ("truncated JPEG", post(good[: max(16, len(good) // 3)] if good[:3] == b"\xff\xd8\xff" else _truncated_jpeg())),
         ("text file", post(b"hello, this is not an image\n" * 20)),
@@ -200,8 +196,7 @@ def bench_serve(*, weights: str, image: Optional[str], concurrency: list[int], r
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="googlenet-bench-serve-") as tmp:
-        workdir = Path(tmp)
-        body = Path(image) if image else _held_out_png(workdir)
+        body = Path(image) if image else _held_out_png(Path(tmp))
         progress("in-process predictor")
         inproc = _in_process(weights, body, max_batch, precision, backend, seconds=5.0)
         flags = ["--precision", precision, "--backend", backend, "--max-queue", "256", "--read-timeout-s", "2",
@@ -270,16 +265,14 @@ def _abuse(url: str, body: Path, count: int, expected: str, out: dict) -> None:
         results.append({"kind": name, "status": status, "seconds": time.perf_counter() - started})
         r = httpx.post(url + "/v1/classify", content=body.read_bytes(), timeout=30)
         good_wrong += r.status_code != 200 or r.json()["topk"][0]["label"] != expected
-    by_kind: dict[str, list] = {}
-    for r in results:
-        by_kind.setdefault(r["kind"], []).append(r)
+    kinds_sent = dict.fromkeys(r["kind"] for r in results)  # in the order first sent
 
     def slowest(slow_body: bool) -> float:
         return max((r["seconds"] for r in results if (r["kind"] == "slow body") == slow_body), default=0.0)
 
     out.update(hostile=len(results),
                all_4xx=all(isinstance(r["status"], int) and 400 <= r["status"] < 500 for r in results),
-               statuses={k: sorted({str(r["status"]) for r in v}) for k, v in by_kind.items()},
+               statuses={k: sorted({str(r["status"]) for r in results if r["kind"] == k}) for k in kinds_sent},
                max_seconds_except_slow_body=slowest(False), slow_body_seconds=slowest(True),
                good_requests_checked=count, good_requests_wrong=good_wrong)
 

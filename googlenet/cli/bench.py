@@ -30,9 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=positive_int, default=5, help="timed rounds after the warm-up")
     p.add_argument("--compile", action="store_true", help="also time torch.compile paths (minutes to compile)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="infer: skip the batch-1 rows")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="intra-op threads for PyTorch and ONNX Runtime alike (default: PyTorch's, one per core); "
-                        "1 gives steadier figures on a machine other jobs share")
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads for PyTorch and ONNX Runtime "
+                   "alike (default: PyTorch's, one per core); 1 gives steadier figures on a machine other jobs share")
     p.add_argument("--files", type=positive_int, default=64, help="data: JPEGs per round")
     p.add_argument("--source-size", type=source_size, default=(500, 375), metavar="WxH",
                    help="data: the generated JPEGs' size (default 500x375, ImageNet's typical photo)")
@@ -141,9 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "serve":
         from ..bench.serve import format_rows
 
-        print(format_rows(rows))
-        for note in notes:
-            print(note)
+        print(format_rows(rows), *notes, sep="\n")
         if extra["abuse"]:
             print("abuse:", json.dumps(extra["abuse"]))
     elif args.what == "detect":

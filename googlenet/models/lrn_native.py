@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -32,11 +31,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 _library = native.Library(SOURCE, _declare, "GOOGLENET_NATIVE_LRN")
-
-
-def kernel() -> Optional[ctypes.CDLL]:
-    """The loaded library, built on first use; None where it cannot be (no compiler, or switched off)."""
-    return _library.get()
+kernel = _library.get  # the loaded library, built on first use; None where it cannot be (no compiler, or off)
 
 
 def supports(x: Tensor) -> bool:

@@ -29,7 +29,6 @@ from .fetch import NETWORK_TIMEOUT_S, cached_pretrained, convert_help, save_conv
 
 ARCH = "googlenet"
 URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
-SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"  # BVLC model zoo readme
 PREPROCESSING = {"input_size": 224, "resize_size": 256, "interpolation": "bilinear", "mean": [104.0, 117.0, 123.0],
                  "std": [1.0, 1.0, 1.0], "channel_order": "BGR", "pixel_range": 255}
 BLOCKS = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")

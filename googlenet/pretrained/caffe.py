@@ -121,8 +121,7 @@ def write_caffemodel(path: str | os.PathLike, layers: dict[str, list[torch.Tenso
     """Writes ``layers`` as a Caffe NetParameter (tests and tools: a caffemodel without Caffe).
 
     legacy: V1 ``layers`` field; legacy_shapes: num/channels/height/width instead of ``shape``."""
-    m = messages()
-    net = m["NetParameter"](name=name)
+    net = messages()["NetParameter"](name=name)
     for layer_name, blobs in layers.items():
         layer = (net.layers if legacy else net.layer).add(name=layer_name, type=4 if legacy else "Convolution")
         for t in blobs:

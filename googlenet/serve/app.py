@@ -101,20 +101,17 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         except asyncio.TimeoutError:
             raise past_deadline()
 
-    def check_name(name: str, version: Optional[str]) -> None:
-        if name != served.name:
-            raise RequestError(404, f"unknown model {name[:60]!r}; this server serves {served.name!r}")
-        if version not in (None, "1"):
-            raise RequestError(404, f"unknown version {version[:20]!r} of {served.name!r}; it has version '1'")
-
     def endpoint(route: str, handler, named: bool = True):
         """``handler(request, started) -> (payload, status)`` as a route: timed and counted under ``route``, with the
         model's name (and version) checked first where the path has one, and a RequestError as its error answer."""
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                if named:
-                    check_name(request.path_params["name"], request.path_params.get("version"))
+                name, version = request.path_params.get("name"), request.path_params.get("version")
+                if named and name != served.name:
+                    raise RequestError(404, f"unknown model {name[:60]!r}; this server serves {served.name!r}")
+                if named and version not in (None, "1"):
+                    raise RequestError(404, f"unknown version {version[:20]!r} of {served.name!r}; it has version '1'")
                 payload, status = await handler(request, started)
             except RequestError as e:
                 metrics.request(route, e.status, time.perf_counter() - started)

@@ -73,14 +73,12 @@ class Batcher:
                      arrival: Optional["Arrival"] = None) -> Any:
         """Queues one request and waits for its result; QueueFull when the queue is full, TimeoutError past
         ``timeout_s`` (the job is then dropped if it has not started)."""
+        if arrival is not None:  # queued or refused, it is no longer on its way
+            arrival.done()
         if len(self.queue) >= self.max_queue:
-            if arrival is not None:
-                arrival.done()
             raise QueueFull()
         job = Job(kind, payload, size, asyncio.get_running_loop().create_future())
         self.queue.append(job)
-        if arrival is not None:
-            arrival.done()
         self.wakeup.set()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)

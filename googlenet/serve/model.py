@@ -29,12 +29,9 @@ SERVE_MAX_ASPECT = 20
 
 
 def sniff_format(data: bytes) -> Optional[str]:
-    for magic, name in ALLOWED:
-        if data.startswith(magic):
-            return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # no magic of ALLOWED starts with RIFF
         return "WEBP"
-    return None
+    return next((name for magic, name in ALLOWED if data.startswith(magic)), None)
 
 
 class RequestError(Exception):
