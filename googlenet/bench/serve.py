@@ -174,7 +174,8 @@ def _truncated_jpeg() -> bytes:
 
 
 def _png_bomb(side: int) -> bytes:
-    """A side x side grayscale PNG of zeros, a few hundred KB (compressed in row blocks, never whole in memory)."""
+    """A side x side grayscale PNG of zeros, a few hundred KB, compressed in row blocks (the raster is never whole in
+    memory)."""
     import struct
     import zlib
 

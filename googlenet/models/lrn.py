@@ -124,7 +124,8 @@ def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float =
                         native: bool = True) -> Tensor:
     """Drop-in for ``F.local_response_norm`` on N x C x ... input (odd ``size``, as Caffe and ONNX define it).
 
-    native: use the fused C kernel where it applies (see above); otherwise, and with native=False, the PyTorch ops."""
+    native: use the fused C kernel (lrn_native.py) where it applies: 4-D channels_last input on the CPU, with a C
+    compiler on the machine. Otherwise, and with native=False, the kernel written in PyTorch ops below."""
     try:
         n = operator.index(size)  # an int, or an int-like such as numpy's: not 5.0
     except TypeError:

@@ -119,9 +119,12 @@ def convert_torchvision(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 
 def load_torchvision_pretrained(*, timeout: float = NETWORK_TIMEOUT_S) -> nn.Module:
-    """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata, through the
-    torch.hub cache or a download of torchvision's .pth. The aux heads are dropped, as torchvision's builder drops
-    them (they are untrained in those weights)."""
+    """torchvision's ImageNet GoogLeNet (IMAGENET1K_V1) as ``googlenet_tv``, in eval mode, with metadata.
+
+    Looks in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) first for our converted file, then for
+    torchvision's .pth; downloads the .pth from torchvision's URL only when neither is there (offline: one line).
+    The aux heads are dropped, as torchvision's builder drops them (they are untrained in those weights).
+    """
     url = _tv_weights().url
     checkpoint_name = Path(url).name  # the file torchvision itself caches: googlenet-1378be20.pth
     sha_prefix = re.search(r"-([a-f0-9]+)\.", url).group(1)  # checked on download, as torchvision does

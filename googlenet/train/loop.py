@@ -234,8 +234,10 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
         atomic_write_text(out / "config.yaml", save_yaml(cfg))
     # Dropout masks drawn for the whole global batch: W processes drop what one would (train/dropout.py).
     dropouts = install_global_dropout(model)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) \
-        if d.ddp else model
+    net = model
+    if d.ddp:
+        ids = [d.device.index] if d.device.type == "cuda" else None  # gloo's CPU ranks take no device ids
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     # A linear probe (--freeze trunk) trains fc alone: the aux heads, frozen with the trunk, are not even run.
     aux_weight = 0.0 if cfg.freeze == "trunk" else cfg.aux_weight
     trainer = TrainStep(net, optimizer, precision=cfg.precision, channels_last=cfg.channels_last,
@@ -372,6 +374,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: Optional[str], quiet: bool, t_star
                              "init": started_from, "freeze": cfg.freeze, "head_lr_mult": cfg.head_lr_mult})
     d.barrier()
     images_per_s = train_images / train_time if train_time else None
+    # train --json prints this dict as it is: its key order is that output's.
     return {"weights": str(weights), "checkpoint": str(out / "last.pt"), "metrics": str(out / "metrics.csv"),
             "plot": str(out / "curves.png"), "top1": final.get("top1"), "top5": final.get("top5"),
             "best_top1": max(best_top1, 0.0) if history else None, "epochs": len(history),
