@@ -172,7 +172,8 @@ def quantize_int8(path: str, calibration: Tensor, out: str) -> str:
     batches = [calibration[i:i + 16].detach().float().contiguous().numpy() for i in range(0, len(calibration), 16)]
 
     class Reader(CalibrationDataReader):
-        items = iter([{"images": b} for b in batches])
+        def __init__(self) -> None:
+            self.items = iter([{"images": b} for b in batches])  # each reader its own pass over the batches
 
         def get_next(self):
             return next(self.items, None)
