@@ -75,7 +75,7 @@ class FastRandomResizedCrop:
             if crop is not None:
                 return self._finish(crop)
         # Not a plain JPEG (or libjpeg complained): the careful loader, then the same crop.
-        img = decode_image_bytes(data, max_pixels=MAX_PIXELS)  # the bytes already read: no second open
+        img = decode_image_bytes(data)  # the bytes already read: no second open
         if jpeg is None or tuple(img.shape[-2:]) != (height, width):
             params = self._params(img.shape[-2], img.shape[-1])
         top, left, h, w = params

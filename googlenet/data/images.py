@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Optional
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ class BadImage(Exception):
     """A file that cannot be turned into an image: the message says why, in one line."""
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None) -> torch.Tensor:
+def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Reads ``path`` as a 3 x H x W uint8 RGB tensor, EXIF orientation applied.
 
     Raises ``BadImage`` for a missing, empty, truncated, oversized or non-image file, and for anything that is not a
@@ -42,7 +41,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: Optional[int] = None) -> 
         data = read_image_file(path)  # regular files only, at most GOOGLENET_MAX_IMAGE_BYTES
     except Unreadable as e:
         raise BadImage(str(e)) from None
-    return decode_image_bytes(data, max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
+    return decode_image_bytes(data)
 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import Unreadable, atomic_path, atomic_write_text, ensure_dir, printable, read_bounded, read_image_file
-from .images import BadImage, decode_image_bytes
+from .images import JPEG_MAGIC, BadImage, decode_image_bytes
 from .remote import is_remote, locate, open_bounded, read_remote, root_of, sha256_of, stage, transfer_error
 from .scan import Skipped
 
@@ -76,7 +76,7 @@ def encode(item: Item, resize: Optional[int]) -> tuple[str, bytes] | tuple[None,
         image = decode_image_bytes(data)  # 3 x H x W uint8; refuses bombs, truncations, non-images
     except (Unreadable, BadImage) as e:
         return None, str(e)
-    kind = "jpg" if data[:3] == b"\xff\xd8\xff" else "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else None
+    kind = "jpg" if data[:3] == JPEG_MAGIC else "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else None
     h, w = image.shape[1:]
     shrink = resize is not None and min(h, w) > resize
     if kind is not None and not shrink:
