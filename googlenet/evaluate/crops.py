@@ -78,21 +78,24 @@ def _five(left: int, top: int, w: int, h: int, c: int) -> list[tuple[int, int, i
     return [(x, y, x + c, y + c) for x, y in corners]
 
 
-def _labelled(width: int, height: int, scheme: str, crop_size: int,
-              resize_size: Optional[int]) -> list[tuple[Crop, str]]:
+def labelled_crops(width: int, height: int, scheme: str | int, *, crop_size: int = 224,
+                   resize_size: Optional[int] = None) -> list[tuple[Crop, str]]:
+    """``crop_boxes(...)`` with each crop's human-readable name (e.g. "288 left\\ntl mirror"), from one pass."""
     if width < 1 or height < 1:
         raise UserError(f"image size must be positive, got {width}x{height}")
-    scheme = check_scheme(scheme)
+    scheme = check_scheme(str(scheme))
     c = crop_size
     resize = default_resize(c) if resize_size is None else resize_size
     if resize < c:
         raise UserError(f"resize size {resize} is smaller than the crop size {c}")
     out: list[tuple[Crop, str]] = []
-    if scheme != "144":  # "1": the centre crop; "10": the five crops and their mirrors
+    if scheme == "1":  # the centre crop
         w, h = resized_size(width, height, resize)
-        named = list(zip(CORNERS, _five(0, 0, w, h, c)))[0 if scheme == "10" else 4:]
+        return [(Crop(resize, _five(0, 0, w, h, c)[4], c, False), f"{resize} centre")]
+    if scheme == "10":  # the five crops and their mirrors
+        w, h = resized_size(width, height, resize)
         return [(Crop(resize, box, c, flip), f"{resize} {name}" + (" mirror" if flip else ""))
-                for flip in ((False, True) if scheme == "10" else (False,)) for name, box in named]
+                for flip in (False, True) for name, box in zip(CORNERS, _five(0, 0, w, h, c))]
     # "144": paper section 7.
     portrait = height > width
     square_names = ("top", "centre", "bottom") if portrait else ("left", "centre", "right")
@@ -110,13 +113,14 @@ def _labelled(width: int, height: int, scheme: str, crop_size: int,
 def crop_boxes(width: int, height: int, scheme: str | int, *, crop_size: int = 224,
                resize_size: Optional[int] = None) -> list[Crop]:
     """The crops of a ``width`` x ``height`` image under ``scheme`` ("1", "10" or "144"); see the module doc."""
-    return [crop for crop, _ in _labelled(width, height, str(scheme), crop_size, resize_size)]
+    return [crop for crop, _ in labelled_crops(width, height, scheme, crop_size=crop_size, resize_size=resize_size)]
 
 
 def crop_labels(width: int, height: int, scheme: str | int, *, crop_size: int = 224,
                 resize_size: Optional[int] = None) -> list[str]:
     """Human-readable names of ``crop_boxes(...)``, in the same order (e.g. "288 left\\ntl mirror")."""
-    return [label for _, label in _labelled(width, height, str(scheme), crop_size, resize_size)]
+    return [label for _, label in labelled_crops(width, height, scheme, crop_size=crop_size,
+                                                 resize_size=resize_size)]
 
 
 def make_crops(image: torch.Tensor, crops: list[Crop], *,

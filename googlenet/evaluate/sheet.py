@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from .crops import crop_boxes, crop_labels, interpolation_mode, make_crops
+from .crops import interpolation_mode, labelled_crops, make_crops
 
 COLUMNS = {"1": 1, "10": 5, "144": 12}
 GAP = 4  # pixels between tiles and around the sheet
@@ -26,8 +26,7 @@ def contact_sheet(image: torch.Tensor, scheme: str, *, crop_size: int = 224, res
                   tile: int = 112, interpolation: str = "bilinear") -> Image.Image:
     """The sheet of the crops of a 3 x H x W uint8 image, made by the same code that feeds the network."""
     height, width = image.shape[-2:]
-    crops = crop_boxes(width, height, scheme, crop_size=crop_size, resize_size=resize_size)
-    labels = crop_labels(width, height, scheme, crop_size=crop_size, resize_size=resize_size)
+    crops, labels = zip(*labelled_crops(width, height, scheme, crop_size=crop_size, resize_size=resize_size))
     pixels = make_crops(image, crops, interpolation=interpolation_mode(interpolation))
     cols = COLUMNS[scheme]
     rows = int(scheme) // cols
