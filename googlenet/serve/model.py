@@ -13,14 +13,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..data.images import BadImage, decode_image_bytes
-from ..evaluate.crops import crop_boxes, crop_labels
+from ..data.images import JPEG_MAGIC, BadImage, decode_image_bytes
+from ..evaluate.crops import labelled_crops
 from ..evaluate.ensemble import Ensemble
 from ..evaluate.predict import class_names
 
 # Magic numbers of the formats a server accepts; anything else is refused before Pillow sees it (Pillow would open
 # dozens of rarer formats, each a parser exposed to the network). Written by hand: a table is all it takes.
-ALLOWED = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+ALLOWED = ((JPEG_MAGIC, "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
            (b"BM", "BMP"))
 SERVE_MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below a decompression bomb
 # The longer side over the shorter: the eval view resizes the shorter side to ~1.14x the crop, so a 1 x 16,000 strip
@@ -86,10 +86,10 @@ class ServedModel:
 
     def crops_used(self, prepared: Prepared) -> list[dict]:
         """The crops cut from an image, as boxes in the coordinates of the image resized to each crop's scale."""
-        args = (prepared.width, prepared.height, self.scheme)
-        sizes = {"crop_size": self.view.crop_size, "resize_size": self.view.resize_size}
+        crops = labelled_crops(prepared.width, prepared.height, self.scheme, crop_size=self.view.crop_size,
+                               resize_size=self.view.resize_size)
         return [{"scale": c.scale, "box": list(c.box), "size": c.size, "flip": bool(c.flip), "label": n}
-                for c, n in zip(crop_boxes(*args, **sizes), crop_labels(*args, **sizes))]
+                for c, n in crops]
 
     # -- inference (called by the batcher's worker thread, never on the event loop) ---------------------------
     def probs_for_images(self, batch: list[Prepared]) -> Tensor:
