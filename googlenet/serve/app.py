@@ -101,16 +101,16 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
         except asyncio.TimeoutError:
             raise past_deadline()
 
-    def endpoint(route: str, handler, named: bool = True):
+    def endpoint(route: str, handler):
         """``handler(request, started) -> (payload, status)`` as a route: timed and counted under ``route``, with the
         model's name (and version) checked first where the path has one, and a RequestError as its error answer."""
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             try:
                 name, version = request.path_params.get("name"), request.path_params.get("version")
-                if named and name != served.name:
+                if name is not None and name != served.name:
                     raise RequestError(404, f"unknown model {name[:60]!r}; this server serves {served.name!r}")
-                if named and version not in (None, "1"):
+                if version not in (None, "1"):
                     raise RequestError(404, f"unknown version {version[:20]!r} of {served.name!r}; it has version '1'")
                 payload, status = await handler(request, started)
             except RequestError as e:
@@ -194,12 +194,12 @@ def create_app(served: ServedModel, config: ServeConfig = ServeConfig()) -> Star
              ("/infer", infer, "infer", "POST")]
     routes = [
         Route("/", page, methods=["GET"]),
-        Route("/v2/health/live", endpoint("health", live, named=False), methods=["GET"]),
-        Route("/v2/health/ready", endpoint("health", ready, named=False), methods=["GET"]),
-        Route("/v2", endpoint("metadata", server_metadata, named=False), methods=["GET"]),
+        Route("/v2/health/live", endpoint("health", live), methods=["GET"]),
+        Route("/v2/health/ready", endpoint("health", ready), methods=["GET"]),
+        Route("/v2", endpoint("metadata", server_metadata), methods=["GET"]),
         *(Route(prefix + tail, endpoint(route, handler), methods=[method]) for tail, handler, route, method in named
           for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")),
-        Route("/v1/classify", endpoint("classify", classify, named=False), methods=["POST"]),
+        Route("/v1/classify", endpoint("classify", classify), methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
     middleware = [Middleware(HeaderLimit)]
