@@ -266,15 +266,15 @@ def _abuse(url: str, body: Path, count: int, expected: str, out: dict) -> None:
         results.append({"kind": name, "status": status, "seconds": time.perf_counter() - started})
         r = httpx.post(url + "/v1/classify", content=body.read_bytes(), timeout=30)
         good_wrong += r.status_code != 200 or r.json()["topk"][0]["label"] != expected
-    kinds_sent = dict.fromkeys(r["kind"] for r in results)  # in the order first sent
-
-    def slowest(slow_body: bool) -> float:
-        return max((r["seconds"] for r in results if (r["kind"] == "slow body") == slow_body), default=0.0)
-
+    by_kind: dict[str, list] = {}  # in the order first sent
+    for r in results:
+        by_kind.setdefault(r["kind"], []).append(r)
     out.update(hostile=len(results),
                all_4xx=all(isinstance(r["status"], int) and 400 <= r["status"] < 500 for r in results),
-               statuses={k: sorted({str(r["status"]) for r in results if r["kind"] == k}) for k in kinds_sent},
-               max_seconds_except_slow_body=slowest(False), slow_body_seconds=slowest(True),
+               statuses={k: sorted({str(r["status"]) for r in v}) for k, v in by_kind.items()},
+               max_seconds_except_slow_body=max((r["seconds"] for r in results if r["kind"] != "slow body"),
+                                                default=0.0),
+               slow_body_seconds=max((r["seconds"] for r in by_kind.get("slow body", [])), default=0.0),
                good_requests_checked=count, good_requests_wrong=good_wrong)
 
 
