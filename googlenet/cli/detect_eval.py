@@ -51,10 +51,6 @@ def _classes(args: argparse.Namespace, detector_classes):
     return None
 
 
-# The headline figures evaluate_detections gives (those of the data's kind), in the order they are printed.
-MAP_KEYS = ("voc07_map", "voc12_map", "ilsvrc_map", "coco_map", "coco_map50")
-
-
 def format_table(ap: dict, classes) -> str:
     rules = list(ap)
     rows = [["class"] + rules]
@@ -66,7 +62,7 @@ def format_table(ap: dict, classes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detect.metrics import evaluate_detections, json_ready
+    from ..detect.metrics import MAP_KEYS, evaluate_detections, json_ready
     from ..detect.run import load_detectors, read_data, run_detector
     from ..errors import UserError
     from ..fileio import printable

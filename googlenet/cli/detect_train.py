@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..fileio import ensure_dir, printable
     from ..detect.run import read_data
-    from .detect_eval import MAP_KEYS, format_table
+    from ..detect.metrics import MAP_KEYS
+    from .detect_eval import format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,8 +27,10 @@ from .svm import LinearSVMs
 
 class RegionDetector:
     """What R-CNN and its ensembles share: proposals, then class scores of their regions (``region_scores``), then
-    per-class NMS under the scoring's threshold. A subclass gives ``proposals``, ``region_scores``, ``threshold``
-    and ``recipe``."""
+    per-class NMS under the scoring's threshold. A subclass gives ``proposals``, ``region_scores`` and ``recipe``."""
+
+    def threshold(self, scoring: Optional[str] = None) -> float:
+        return self.recipe.score_threshold if (scoring or self.recipe.scoring) == "svm" else 1e-3
 
     def detect(self, rgb: np.ndarray, scoring: Optional[str] = None):
         """(boxes (K, 4) float32 xyxy 0-based, labels (K,) int64, scores (K,) float32) for one RGB uint8 image."""
@@ -79,9 +81,6 @@ class RCNNDetector(RegionDetector):
 
         feats, logits = region_outputs(self.model, image_tensor(rgb, self.preprocessing), boxes, self.recipe)
         return {s: class_scores(feats, logits, self.svms, s or self.recipe.scoring) for s in scorings}
-
-    def threshold(self, scoring: Optional[str] = None) -> float:
-        return self.recipe.score_threshold if (scoring or self.recipe.scoring) == "svm" else 1e-3
 
     # --- the file ------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -166,9 +165,6 @@ class EnsembleDetector(RegionDetector):
     def region_scores(self, rgb: np.ndarray, boxes: np.ndarray, scorings: Sequence[Optional[str]]) -> dict:
         each = [m.region_scores(rgb, boxes, scorings) for m in self.members]
         return {s: torch.stack([e[s] for e in each]).mean(0) for s in scorings}
-
-    def threshold(self, scoring: Optional[str] = None) -> float:
-        return self.members[0].threshold(scoring)
 
 
 def load_detector(path: str | os.PathLike):

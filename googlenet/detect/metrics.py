@@ -43,6 +43,8 @@ Detections = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 VOC_IOU = 0.5
 ILSVRC_PIXEL_TOLERANCE = 10
 METRICS = ("voc07", "voc12", "ilsvrc", "coco")
+# The headline figures evaluate_detections gives (those of the data's kind), in the order commands print them.
+MAP_KEYS = tuple(f"{m}_map" for m in METRICS) + ("coco_map50",)
 # The devkit's recall thresholds ``t = 0:0.1:1`` as MATLAB's colon makes them: a + k d for the first half, b - (n - k) d
 # for the second, so the fourth is 3 * 0.1 = 0.30000000000000004 and the others are the doubles nearest k / 10. A
 # recall of exactly 3/10 is therefore below the t = 0.3 point, in the devkit and here (np.arange(0, 1.1, 0.1), as

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -82,14 +82,15 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("faster"))
 
 
-def read_preset(name: str, what: str, names: list[str], prefix: str = "") -> tuple[Path, dict]:
+def read_preset(name: str, what: str, names: Callable[[], list[str]], prefix: str = "") -> tuple[Path, dict]:
     """(path, the mapping it holds) of a detection recipe, R-CNN's or Faster R-CNN's: a preset by name
-    (RECIPE_DIR/<prefix><name>.yaml, one of ``names``) or a YAML file's path, read within the project's bound."""
+    (RECIPE_DIR/<prefix><name>.yaml) or a YAML file's path, read within the project's bound. ``names()`` lists the
+    presets, called only for the error."""
     from ..fileio import read_bounded
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{prefix}{name}.yaml"
     if not path.is_file():
-        raise UserError(f"unknown {what} recipe {name!r}; choose from {', '.join(names)} or a .yaml file")
+        raise UserError(f"unknown {what} recipe {name!r}; choose from {', '.join(names())} or a .yaml file")
     try:
         values = yaml.safe_load(read_bounded(path, limit=1 << 20).decode("utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -101,7 +102,7 @@ def read_preset(name: str, what: str, names: list[str], prefix: str = "") -> tup
 
 def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -> DetectRecipe:
     """A preset by name (or a YAML file's path), with ``overrides`` (None values ignored) applied, checked."""
-    path, values = read_preset(name, "detection", recipe_names())
+    path, values = read_preset(name, "detection", recipe_names)
     known = {f.name: f.type for f in fields(DetectRecipe)}
     if set(values) - set(known):
         raise UserError(f"recipe {path}: unknown keys {', '.join(map(str, sorted(set(values) - set(known))))}")

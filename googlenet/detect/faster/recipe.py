@@ -103,7 +103,7 @@ def load_recipe(name: str = "cpu", overrides: Optional[dict[str, Any]] = None) -
     ``overrides`` (None values ignored) applied, checked."""
     from ..recipe import read_preset
 
-    path, values = read_preset(name, "Faster R-CNN", recipe_names(), PREFIX)
+    path, values = read_preset(name, "Faster R-CNN", recipe_names, PREFIX)
     values.setdefault("name", path.stem.removeprefix(PREFIX))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return recipe_from_dict(values, f"recipe {path.stem}")
