@@ -60,14 +60,10 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int] = (500, 375), seed: i
 
 
 def _pil_loaded(tf):
-    """``tf`` applied to the image at a path, opened exactly as torchvision.datasets.folder.pil_loader does."""
-    from PIL import Image
+    """``tf`` applied to the image at a path, opened by torchvision's ImageFolder loader itself."""
+    from torchvision.datasets.folder import pil_loader
 
-    def load(path):
-        with open(path, "rb") as f:
-            return tf(Image.open(f).convert("RGB"))
-
-    return load
+    return lambda path: tf(pil_loader(path))
 
 
 def reference_transform(size: int):
